@@ -1,0 +1,33 @@
+"""hw3_utils: the tested core of the DDPM-on-MNIST course kit.
+
+config (Config, profiles) -> data (MNIST in [-1, 1]) -> unet (eps_theta) -> diffusion (DDPM:
+schedule, q_sample, loss, samplers) -> train (EMA, checkpoints, resume) -> fid (pytorch-fid)
+-> viz (grids, process grid, sliders). `python -m hw3_utils all` runs the pipeline headless.
+"""
+
+from .config import PROFILES, Config, config_diff, get_config, resolve_profile, run_dir, runs_dir
+from .data import DataNotFoundError, export_pngs, load_mnist, load_tensor, make_loader, mnist_transform, subset
+from .diffusion import DDPM
+from .fast import GraphedModel, TrainStep
+from .fid import (FIDError, FIDWeightsError, compute_fid, folder_stats, generate_samples, load_pngs, load_stats,
+                  reference_stats, save_pngs, save_stats, tensor_stats)
+from .pipeline import REPORT_FID, make_sampler, run_all
+from .train import (CheckpointError, NonFiniteLossError, TrainResult, build_model, latest_checkpoint,
+                    load_checkpoint, load_model, pick_device, train)
+from .unet import UNet, count_parameters, shape_walk, sinusoidal_embedding
+from .viz import (denoising_slider, frame_slider, noising_frames, noising_slider, plot_loss, plot_schedule,
+                  plot_time_embedding, process_grid, save_figure, show_images)
+
+__all__ = [
+    "PROFILES", "Config", "config_diff", "get_config", "resolve_profile", "run_dir", "runs_dir",
+    "DataNotFoundError", "export_pngs", "load_mnist", "load_tensor", "make_loader", "mnist_transform", "subset",
+    "DDPM", "GraphedModel", "TrainStep",
+    "FIDError", "FIDWeightsError", "compute_fid", "folder_stats", "generate_samples", "load_pngs", "load_stats",
+    "reference_stats", "save_pngs", "save_stats", "tensor_stats",
+    "REPORT_FID", "make_sampler", "run_all",
+    "CheckpointError", "NonFiniteLossError", "TrainResult", "build_model", "latest_checkpoint",
+    "load_checkpoint", "load_model", "pick_device", "train",
+    "UNet", "count_parameters", "shape_walk", "sinusoidal_embedding",
+    "denoising_slider", "frame_slider", "noising_frames", "noising_slider", "plot_loss", "plot_schedule",
+    "plot_time_embedding", "process_grid", "save_figure", "show_images",
+]

@@ -1,0 +1,178 @@
+"""Hyperparameters: one dataclass, the report's recipe as its defaults, and named profiles.
+
+`full` is the recipe of the reference report, exactly. `smoke` shrinks sizes (data,
+width, epochs, sample counts) so every notebook runs on two CPU cores in minutes; it
+never switches a code path off, so a smoke run exercises the same code as a full run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+PROFILE_ENV = "HW3_PROFILE"
+
+
+@dataclass
+class Config:
+    """Every knob of the pipeline. Defaults are the report's recipe (the `full` profile)."""
+
+    # data: MNIST as 3-channel 28x28 images in [-1, 1] (report, section 2.1)
+    image_size: int = 28
+    in_channels: int = 3
+    train_subset: int | None = None  # None = all 60,000 training images
+    num_workers: int = 4  # report's DataLoader; capped at the machine's core count
+
+    # UNet (report, section 1): widths model_channels * channel_mult on the way down,
+    # model_channels * bottleneck_mult in the 3x3 bottleneck.
+    model_channels: int = 64
+    channel_mult: tuple[int, ...] = (1, 2, 4)
+    bottleneck_mult: int = 8
+    time_emb_dim: int = 256
+    groups: int = 8  # GroupNorm groups; the report does not say, 8 divides every width
+
+    # diffusion (DDPM, Ho et al. 2020): linear betas from beta_1 to beta_T
+    timesteps: int = 1000
+    beta_start: float = 1e-4
+    beta_end: float = 2e-2
+    variance: str = "posterior"  # sigma_t^2 = beta-tilde_t ("posterior") or beta_t ("beta")
+
+    # training: Adam with torch's default betas, batch 128, 50 epochs
+    batch_size: int = 128
+    epochs: int = 50
+    lr: float = 2e-4
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+    ema_decay: float = 0.9995  # not in the report; sampling uses the EMA weights by default
+    seed: int = 0
+    log_every: int = 50  # steps between progress-bar updates and non-finite-loss checks
+
+    # speed (not in the report; see README "GPU fast path"). fast=None means: on when CUDA.
+    fast: bool | None = None
+    amp_bf16: bool = False  # bf16 autocast; off until FID shows it costs nothing
+
+    # sampling and FID: 10,000 samples with all T steps, 28x28 RGB PNGs
+    num_samples: int = 10_000
+    sample_batch_size: int = 1000
+    fid_ref_count: int | None = None  # None = all 60,000 MNIST training images
+    fid_batch_size: int = 50
+    viz_samples: int = 8  # columns of the 8x8 process grid
+    viz_frames: int = 8  # rows of the process grid / slider frames (report: 8 snapshots)
+    profile: str = "full"
+
+    def __post_init__(self):
+        self.channel_mult = tuple(self.channel_mult)
+        self.adam_betas = tuple(self.adam_betas)
+        if self.variance not in ("posterior", "beta"):
+            raise ValueError(f"variance must be 'posterior' or 'beta', got {self.variance!r}")
+        widths = [self.model_channels * m for m in (*self.channel_mult, self.bottleneck_mult)]
+        if any(w % self.groups for w in widths):
+            raise ValueError(
+                f"every UNet width {widths} must be divisible by groups={self.groups}; "
+                "choose model_channels as a multiple of groups"
+            )
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return (self.in_channels, self.image_size, self.image_size)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Config:
+        """Rebuild a Config from `to_dict()` output; unknown keys are an error."""
+        _check_keys(d)
+        return cls(**d)
+
+    def save(self, path) -> None:
+        with open(path, "w") as f:
+            json.dump(self.to_dict(), f, indent=2)
+
+    @classmethod
+    def load(cls, path) -> Config:
+        with open(path) as f:
+            return cls.from_dict(json.load(f))
+
+
+# Sizes only: a smoke run goes through every code path of a full run, on less data.
+PROFILES: dict[str, dict] = {
+    "full": {},
+    "smoke": dict(
+        train_subset=384,
+        model_channels=16,
+        epochs=1,
+        num_samples=32,
+        sample_batch_size=32,
+        fid_ref_count=32,
+        fid_batch_size=32,
+        log_every=1,
+    ),
+}
+
+# Fields that decide the network's shapes or the meaning of its output: a checkpoint
+# whose values differ cannot be loaded into a model built from this config.
+MODEL_FIELDS = (
+    "image_size", "in_channels", "model_channels", "channel_mult",
+    "bottleneck_mult", "time_emb_dim", "groups", "timesteps",
+)
+
+
+def _check_keys(d: dict) -> None:
+    valid = {f.name for f in dataclasses.fields(Config)}
+    unknown = sorted(set(d) - valid)
+    if unknown:
+        raise ValueError(f"unknown config key(s) {unknown}; valid keys are: {sorted(valid)}")
+
+
+def resolve_profile(profile: str | None = None, verbose: bool = True) -> str:
+    """Pick the profile: the argument, else $HW3_PROFILE, else `full` on CUDA and `smoke` on CPU."""
+    if profile:
+        source = "argument"
+    elif os.environ.get(PROFILE_ENV):
+        profile, source = os.environ[PROFILE_ENV], f"${PROFILE_ENV}"
+    else:
+        cuda = torch.cuda.is_available()
+        profile = "full" if cuda else "smoke"
+        source = "CUDA available" if cuda else "no CUDA"
+    if profile not in PROFILES:
+        raise ValueError(
+            f"unknown profile {profile!r} (from {source}); valid profiles are: {sorted(PROFILES)}"
+        )
+    if verbose:
+        print(f"hw3_utils: profile '{profile}' (chosen by {source})")
+    return profile
+
+
+def get_config(profile: str | None = None, verbose: bool = True, **overrides) -> Config:
+    """The Config of a named profile, with keyword overrides: `get_config("smoke", epochs=2)`."""
+    name = resolve_profile(profile, verbose=verbose)
+    values = {**PROFILES[name], **overrides, "profile": name}
+    _check_keys(values)
+    return Config(**values)
+
+
+def config_diff(a: Config, b: Config, fields=None) -> dict[str, tuple]:
+    """Fields whose values differ between two configs: {name: (a_value, b_value)}."""
+    names = fields or [f.name for f in dataclasses.fields(Config)]
+    return {n: (getattr(a, n), getattr(b, n)) for n in names if getattr(a, n) != getattr(b, n)}
+
+
+RUNS_ENV = "HW3_RUNS_DIR"
+
+
+def runs_dir() -> Path:
+    """Where run folders live: $HW3_RUNS_DIR, else `runs/` at the repo root (also from notebooks/)."""
+    if os.environ.get(RUNS_ENV):
+        return Path(os.environ[RUNS_ENV])
+    repo = Path(__file__).resolve().parent.parent
+    return repo / "runs" if (repo / "pyproject.toml").exists() else Path("runs").resolve()
+
+
+def run_dir(name: str | None = None, cfg: Config | None = None) -> Path:
+    """runs/<name>, with the profile's name as the default (notebooks 04 and 05 share it)."""
+    return runs_dir() / (name or (cfg.profile if cfg else "default"))

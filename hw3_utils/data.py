@@ -1,0 +1,139 @@
+"""MNIST as the report prepares it: 3 identical channels, 28x28, floats in [-1, 1].
+
+Two ways to feed training, with the same images in the same order:
+- `make_loader`: the report's DataLoader over torchvision's PIL transforms (the plain path);
+- `load_tensor`: the whole (sub)set as one tensor, moved to the GPU once (the fast path),
+  built with the same arithmetic as ToTensor + Normalize, so the values are bitwise equal.
+Both draw each epoch's order from `epoch_permutation`, so resuming mid-run sees the same batches.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Subset
+from torchvision import datasets, transforms
+
+from .config import Config
+
+DATA_ENV = "HW3_DATA_DIR"
+MNIST_FILES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
+
+
+class DataNotFoundError(FileNotFoundError):
+    """MNIST is neither on disk nor downloadable."""
+
+
+def data_root(root=None) -> Path:
+    """The data folder: the argument, else $HW3_DATA_DIR, else ./data."""
+    return Path(root or os.environ.get(DATA_ENV) or "data")
+
+
+def mnist_transform(in_channels: int = 3) -> transforms.Compose:
+    """The report's transforms: Grayscale(3), ToTensor, Normalize(0.5, 0.5) -> [-1, 1]."""
+    return transforms.Compose([
+        transforms.Grayscale(num_output_channels=in_channels),
+        transforms.ToTensor(),
+        transforms.Normalize([0.5] * in_channels, [0.5] * in_channels),
+    ])
+
+
+def _have_files(root: Path) -> bool:
+    raw = root / "MNIST" / "raw"
+    return all((raw / f).exists() for f in MNIST_FILES)
+
+
+def load_mnist(root=None, train: bool = True, in_channels: int = 3, download: bool = True):
+    """torchvision's MNIST with the report's transforms; items are ((C, 28, 28) float in [-1, 1], label).
+
+    Looks in `root` (else $HW3_DATA_DIR, else ./data) and downloads there when the files are
+    missing. Offline with no files it raises DataNotFoundError saying which files go where.
+    """
+    root = data_root(root)
+    tf = mnist_transform(in_channels)
+    if _have_files(root):
+        return datasets.MNIST(str(root), train=train, transform=tf, download=False)
+    if download:
+        try:
+            return datasets.MNIST(str(root), train=train, transform=tf, download=True)
+        except Exception as err:  # urllib/HTTP/mirror errors: replaced by one clear message
+            cause = f"download failed ({type(err).__name__}: {str(err).splitlines()[0][:200]})"
+    else:
+        cause = "download=False"
+    raise DataNotFoundError(
+        f"MNIST not found in {(root / 'MNIST' / 'raw').resolve()} and {cause}.\n"
+        f"Put the four files {', '.join(MNIST_FILES)} (optionally .gz) in "
+        f"<data dir>/MNIST/raw/ and point {DATA_ENV} at <data dir> "
+        f"(e.g. export {DATA_ENV}=/path/to/data), or run once with internet access."
+    )
+
+
+def subset(dataset: Dataset, n: int | None) -> Dataset:
+    """The first n items (all when n is None): the smoke profile trains on a few hundred."""
+    return dataset if n is None or n >= len(dataset) else Subset(dataset, range(n))
+
+
+def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
+    """Shuffled indices for one epoch, a pure function of (seed, epoch) so a resumed run repeats it."""
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(n, generator=g)
+
+
+def worker_count(requested: int) -> int:
+    """The report's num_workers=4, capped at the cores this machine has (0 on a single core)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(0, min(requested, cores if cores > 1 else 0))
+
+
+def make_loader(cfg: Config, dataset: Dataset, epoch: int, start_batch: int = 0,
+                device: torch.device | str = "cpu") -> DataLoader:
+    """The report's DataLoader (shuffled, batch 128, workers, pin_memory on CUDA) for one epoch.
+
+    The shuffle is `epoch_permutation(len(dataset), cfg.seed, epoch)`; `start_batch` skips
+    the batches a resumed run has already trained on. Batches are (x0, label), x0 (B, C, 28, 28).
+    """
+    order = epoch_permutation(len(dataset), cfg.seed, epoch)[start_batch * cfg.batch_size:]
+    workers = worker_count(cfg.num_workers)
+    return DataLoader(
+        dataset,
+        batch_size=cfg.batch_size,
+        sampler=order.tolist(),
+        num_workers=workers,
+        pin_memory=torch.device(device).type == "cuda",
+        persistent_workers=False,
+    )
+
+
+def load_tensor(dataset: Dataset, device: torch.device | str = "cpu") -> torch.Tensor:
+    """All images of an MNIST (Subset) as one (N, C, 28, 28) float tensor in [-1, 1] on `device`.
+
+    Same arithmetic as ToTensor (uint8 / 255) and Normalize ((x - 0.5) / 0.5), so it equals
+    the DataLoader's batches bitwise; the grayscale copy to C channels is exact.
+    """
+    base, idx = (dataset.dataset, list(dataset.indices)) if isinstance(dataset, Subset) else (dataset, None)
+    raw = base.data if idx is None else base.data[idx]  # (N, 28, 28) uint8
+    channels = base.transform.transforms[0].num_output_channels if base.transform else 1
+    x = raw.to(device).unsqueeze(1).float().div(255)
+    x = x.sub(0.5).div(0.5)
+    return x.expand(-1, channels, -1, -1).contiguous()
+
+
+def export_pngs(dataset: Dataset, folder, n: int | None = None) -> Path:
+    """Write the first n images of an MNIST dataset as 28x28 RGB PNGs (00000.png, ...), for FID.
+
+    Skips files already present, so an interrupted export completes on a re-run.
+    """
+    from .fid import save_pngs  # local import: fid imports this module too
+
+    folder = Path(folder)
+    n = len(dataset) if n is None else min(n, len(dataset))
+    x = load_tensor(subset(dataset, n))
+    save_pngs(x, folder, start=0, skip_existing=True)
+    return folder

@@ -1,0 +1,272 @@
+"""FID with pytorch-fid (not re-implemented): PNG export, reference statistics, distances.
+
+Images are saved the way the report evaluates them: 28x28 RGB PNGs, [-1, 1] mapped to
+0..255. In-memory images go through the same uint8 quantisation, so FID of a tensor equals
+FID of the PNG folder written from it. Inception weights come from pytorch-fid's usual cache,
+$TORCH_HOME/hub/checkpoints/pt_inception-2015-12-05-6726825d.pth (downloaded on first use).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+FID_WEIGHTS = "pt_inception-2015-12-05-6726825d.pth"
+DIMS = 2048
+
+
+class FIDError(ValueError):
+    """Inputs that FID cannot be computed from."""
+
+
+class FIDWeightsError(FileNotFoundError):
+    """The Inception weights are neither cached nor downloadable."""
+
+
+# images <-> PNG --------------------------------------------------------------------------------
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) float in [-1, 1] -> (B, H, W, 3) uint8, as the report saves samples.
+
+    (x + 1) / 2 to [0, 1], then round to 0..255; grayscale (C=1) is repeated to RGB.
+    """
+    x = images.detach().float().cpu().clamp(-1, 1).add(1).div(2)
+    x = x.mul(255).round().to(torch.uint8)
+    if x.shape[1] == 1:
+        x = x.expand(-1, 3, -1, -1)
+    return x.permute(0, 2, 3, 1).contiguous()
+
+
+def save_pngs(images: torch.Tensor, folder, start: int = 0, skip_existing: bool = False) -> list[Path]:
+    """Write images as folder/{start:05d}.png, ... atomically (temp file + rename).
+
+    images: (B, C, H, W) float in [-1, 1]. A kill mid-write leaves at most a *.tmp file,
+    never a truncated PNG under a final name.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    arr = to_uint8(images).numpy()
+    for k, a in enumerate(arr):
+        path = folder / f"{start + k:05d}.png"
+        paths.append(path)
+        if skip_existing and path.exists():
+            continue
+        tmp = path.with_suffix(".png.tmp")
+        Image.fromarray(a, "RGB").save(tmp, format="PNG")
+        os.replace(tmp, path)
+    return paths
+
+
+def png_files(folder) -> list[Path]:
+    return sorted(Path(folder).glob("*.png"))
+
+
+def load_pngs(folder, n: int | None = None) -> torch.Tensor:
+    """The first n PNGs of a folder as (n, 3, H, W) float in [-1, 1] (inverse of `save_pngs`)."""
+    files = png_files(folder)[:n]
+    if not files:
+        raise FIDError(f"{folder} holds no PNG images")
+    arr = np.stack([np.asarray(Image.open(f).convert("RGB")) for f in files])
+    return torch.from_numpy(arr).permute(0, 3, 1, 2).float().div(127.5).sub(1)
+
+
+def count_complete(folder) -> int:
+    """Number of consecutive PNGs 00000.png, 00001.png, ... present (the resume point)."""
+    folder = Path(folder)
+    k = 0
+    while (folder / f"{k:05d}.png").exists():
+        k += 1
+    return k
+
+
+@torch.no_grad()
+def generate_samples(sampler, folder, n: int, batch_size: int, seed: int = 0,
+                     device=None, progress: bool = True) -> Path:
+    """Fill `folder` with n sample PNGs, batch by batch; a re-run after a kill finishes the folder.
+
+    sampler(n, generator) -> (n, C, H, W) images in [-1, 1]. Batch b is drawn from a generator
+    seeded by (seed, b), so a resumed folder is identical to one written in a single run.
+    """
+    from tqdm.auto import tqdm
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for tmp in folder.glob("*.tmp"):
+        tmp.unlink()
+    done = count_complete(folder)
+    first = done // batch_size  # redo a partly written batch: same seed, same images
+    batches = range(first, (n + batch_size - 1) // batch_size)
+    for b in tqdm(batches, desc=f"samples -> {folder}", disable=not progress or not len(batches)):
+        gen = torch.Generator(device or "cpu").manual_seed(seed * 1_000_003 + b)
+        count = min(batch_size, n - b * batch_size)
+        save_pngs(sampler(count, gen), folder, start=b * batch_size)
+    return folder
+
+
+def check_folder(folder, expected: int | None = None) -> list[Path]:
+    """The PNGs of a folder, after checking there are enough, all readable and of one size."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FIDError(f"{folder} is not a folder of images")
+    files = png_files(folder)
+    if leftovers := sorted(folder.glob("*.tmp")):
+        raise FIDError(f"{folder} holds {len(leftovers)} half-written file(s) such as {leftovers[0].name}: "
+                       "re-run the sample generation to finish the folder")
+    if not files:
+        raise FIDError(f"{folder} holds no PNG images; generate samples or export MNIST first")
+    if len(files) < 2:
+        raise FIDError(f"FID needs at least 2 images, {folder} has {len(files)}")
+    if expected is not None and len(files) != expected:
+        raise FIDError(f"{folder} holds {len(files)} PNGs but {expected} were expected; "
+                       "re-run the sample generation to complete it (finished files are kept)")
+    sizes = {}
+    for f in files:
+        try:
+            with Image.open(f) as im:
+                im.verify()
+                sizes.setdefault(im.size, f)
+        except Exception as err:
+            raise FIDError(f"{f} is not a readable image ({err}); delete it and re-run the sample "
+                           "generation") from err
+    if len(sizes) > 1:
+        raise FIDError(f"{folder} mixes image sizes {sorted(sizes)} (e.g. {list(sizes.values())[:2]}); "
+                       "FID needs one size")
+    return files
+
+
+# Inception -----------------------------------------------------------------------------------
+def weights_path() -> Path:
+    """Where pytorch-fid looks for its Inception weights: $TORCH_HOME/hub/checkpoints/."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / FID_WEIGHTS
+
+
+_MODELS: dict[str, torch.nn.Module] = {}
+
+
+def inception(device=None) -> torch.nn.Module:
+    """pytorch-fid's InceptionV3 (pool3, 2048-d) on `device`, cached per device."""
+    from pytorch_fid.inception import InceptionV3
+
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    key = str(device)
+    if key not in _MODELS:
+        cached = weights_path().exists()
+        try:
+            model = InceptionV3([InceptionV3.BLOCK_INDEX_BY_DIM[DIMS]])
+        except Exception as err:
+            if cached:
+                raise
+            raise FIDWeightsError(
+                f"FID Inception weights not found at {weights_path()} and the download failed "
+                f"({type(err).__name__}). Put {FID_WEIGHTS} in $TORCH_HOME/hub/checkpoints/ "
+                f"(TORCH_HOME is now {os.environ.get('TORCH_HOME', '~/.cache/torch (default)')}), "
+                "or run once with internet access."
+            ) from err
+        _MODELS[key] = model.to(device).eval()
+    return _MODELS[key]
+
+
+def _workers() -> int:
+    return min(2, os.cpu_count() or 1)
+
+
+def _stats(act: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return np.mean(act, axis=0), np.cov(act, rowvar=False)
+
+
+def folder_stats(folder, device=None, batch_size: int = 50, expected: int | None = None):
+    """(mu, sigma) of pytorch-fid's pool3 features over a folder of PNGs."""
+    from pytorch_fid.fid_score import calculate_activation_statistics
+
+    files = check_folder(folder, expected)
+    model = inception(device)
+    dev = next(model.parameters()).device
+    return calculate_activation_statistics(files, model, min(batch_size, len(files)), DIMS, dev, _workers())
+
+
+@torch.no_grad()
+def tensor_stats(images: torch.Tensor, device=None, batch_size: int = 50):
+    """(mu, sigma) for in-memory images (N, C, H, W) in [-1, 1], quantised exactly as `save_pngs`."""
+    if images.ndim != 4 or images.shape[0] < 2:
+        raise FIDError(f"FID needs a batch of at least 2 images (N, C, H, W), got shape {tuple(images.shape)}")
+    model = inception(device)
+    dev = next(model.parameters()).device
+    acts = []
+    for s in range(0, images.shape[0], batch_size):
+        x = to_uint8(images[s:s + batch_size]).permute(0, 3, 1, 2).float().div(255)  # as ToTensor
+        acts.append(model(x.to(dev))[0].squeeze(3).squeeze(2).cpu().double().numpy())
+    return _stats(np.concatenate(acts))
+
+
+def load_stats(path) -> tuple[np.ndarray, np.ndarray]:
+    """(mu, sigma) from a pytorch-fid .npz."""
+    try:
+        with np.load(path) as f:
+            if "mu" not in f or "sigma" not in f:
+                raise FIDError(f"{path} has keys {sorted(f.files)}, but a FID statistics file needs 'mu' and "
+                               "'sigma'; make one with hw3_utils.save_stats or `python -m pytorch_fid --save-stats`")
+            return f["mu"][:], f["sigma"][:]
+    except FIDError:
+        raise
+    except Exception as err:
+        raise FIDError(f"cannot read FID statistics from {path}: {err}") from err
+
+
+def save_stats(mu: np.ndarray, sigma: np.ndarray, path) -> Path:
+    """Write (mu, sigma) as a pytorch-fid .npz (keys mu, sigma)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.stem + ".tmp.npz")
+    np.savez_compressed(tmp, mu=mu, sigma=sigma)
+    os.replace(tmp, path)
+    return path
+
+
+def stats_of(source, device=None, batch_size: int = 50, expected: int | None = None):
+    """(mu, sigma) of a folder of PNGs, an .npz file, or a tensor of images in [-1, 1]."""
+    if isinstance(source, torch.Tensor):
+        return tensor_stats(source, device, batch_size)
+    if isinstance(source, tuple):
+        return source
+    if str(source).endswith(".npz"):
+        return load_stats(source)
+    return folder_stats(source, device, batch_size, expected)
+
+
+def compute_fid(a, b, device=None, batch_size: int = 50) -> float:
+    """FID between two image sources: folders of PNGs, .npz statistics, tensors, or (mu, sigma)."""
+    from pytorch_fid.fid_score import calculate_frechet_distance
+
+    m1, s1 = stats_of(a, device, batch_size)
+    m2, s2 = stats_of(b, device, batch_size)
+    if m1.shape != m2.shape:
+        raise FIDError(f"statistics have different dimensions: {m1.shape} vs {m2.shape}")
+    return float(calculate_frechet_distance(m1, s1, m2, s2))
+
+
+def reference_stats(cfg, cache_dir=None, data_root=None, device=None, split: str = "train"):
+    """Cached MNIST reference: exports cfg.fid_ref_count images of `split` as PNGs and their .npz.
+
+    Returns (png_folder, npz_path). Both are reused when present, so the cost is paid once.
+    """
+    from .data import export_pngs, load_mnist
+
+    n = cfg.fid_ref_count
+    tag = f"mnist_{split}_{'all' if n is None else n}"
+    from .config import runs_dir
+
+    # not under the data folder, which may be read-only (a shared copy, as in CI)
+    cache = Path(cache_dir) if cache_dir else runs_dir() / "fid_cache"
+    folder, npz = cache / tag, cache / f"{tag}.npz"
+    ds = load_mnist(data_root, train=split == "train", in_channels=cfg.in_channels)
+    count = len(ds) if n is None else min(n, len(ds))
+    if count_complete(folder) < count:
+        export_pngs(ds, folder, count)
+    if not npz.exists():
+        mu, sigma = folder_stats(folder, device, cfg.fid_batch_size, expected=count)
+        save_stats(mu, sigma, npz)
+    return folder, npz

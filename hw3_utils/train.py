@@ -1,0 +1,309 @@
+"""Training: the report's loop (Adam, batch 128, L_simple) with EMA, checkpoints and resume.
+
+Every epoch ends with an atomic checkpoint (model, EMA, optimizer, epoch, step, RNG state,
+config, loss history) under `<run_dir>/checkpoints/`; the two newest are kept. `train` resumes
+from the newest readable one, so re-running after a disconnect continues where it stopped,
+with the same data order and random draws as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from .config import MODEL_FIELDS, Config, config_diff
+from .data import epoch_permutation, load_mnist, load_tensor, make_loader, subset
+from .diffusion import DDPM
+from .fast import TrainStep
+from .unet import UNet
+
+CKPT_DIR = "checkpoints"
+KEEP_CHECKPOINTS = 2
+# A resumed run must train the same way as the run that wrote the checkpoint; the other
+# fields (epochs, sampling, FID, logging) may change between sessions.
+TRAIN_FIELDS = MODEL_FIELDS + ("beta_start", "beta_end", "train_subset", "batch_size", "lr",
+                               "adam_betas", "ema_decay", "seed", "fast", "amp_bf16")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint cannot be read or does not fit the model or run."""
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or infinite."""
+
+
+@dataclass
+class TrainResult:
+    """What `train` returns: the raw and EMA models, per-epoch mean losses, where it saved."""
+
+    model: UNet
+    ema: UNet
+    ddpm: DDPM
+    cfg: Config
+    history: list[float] = field(default_factory=list)
+    run_dir: Path | None = None
+    step: int = 0
+    seconds: float = 0.0
+
+
+def pick_device(device=None) -> torch.device:
+    """The argument, else CUDA when available, else CPU."""
+    if device is not None:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def build_model(cfg: Config, device=None) -> UNet:
+    """A freshly initialised UNet for `cfg`, seeded by cfg.seed so two builds are identical."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        model = UNet(cfg)
+    model.config = cfg
+    return model.to(pick_device(device))
+
+
+# checkpoints -------------------------------------------------------------------------------
+def atomic_save(obj, path: Path) -> None:
+    """torch.save to a temporary file, fsync, then rename over `path`: never a half-written file."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise OSError(
+            f"could not write checkpoint {path} ({err}); the previous checkpoints in {path.parent} "
+            "are kept. Free disk space (or choose another --out) and run again to resume."
+        ) from err
+    if hasattr(os, "O_DIRECTORY"):  # make the rename itself durable
+        fd = os.open(path.parent, os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def load_checkpoint(path, map_location="cpu") -> dict:
+    """Read a checkpoint written by `train`; a truncated or foreign file raises CheckpointError."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"no checkpoint at {path}; train first (notebook 04 or `python -m hw3_utils train`)")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:
+        raise CheckpointError(
+            f"checkpoint {path} is truncated or corrupt ({type(err).__name__}: {str(err)[:200]}). "
+            "Delete it: training then resumes from the previous checkpoint in that folder."
+        ) from err
+    missing = {"model", "ema", "config", "epoch"} - set(ckpt) if isinstance(ckpt, dict) else {"model"}
+    if missing:
+        raise CheckpointError(f"{path} is not an hw3_utils checkpoint (missing {sorted(missing)})")
+    return ckpt
+
+
+def checkpoint_paths(run_dir) -> list[Path]:
+    """Checkpoints of a run, newest first."""
+    return sorted((Path(run_dir) / CKPT_DIR).glob("step_*.pt"), reverse=True)
+
+
+def latest_checkpoint(run_dir, map_location="cpu") -> tuple[Path, dict] | None:
+    """The newest readable checkpoint of a run, skipping (with a warning) unreadable ones."""
+    paths = checkpoint_paths(run_dir)
+    errors = []
+    for p in paths:
+        try:
+            return p, load_checkpoint(p, map_location)
+        except CheckpointError as err:
+            warnings.warn(f"skipping unreadable checkpoint: {err}", stacklevel=2)
+            errors.append(str(err))
+    if errors:
+        raise CheckpointError(
+            f"none of the {len(paths)} checkpoints in {Path(run_dir) / CKPT_DIR} can be read:\n"
+            + "\n".join(errors) + "\nStart a new run with another --out folder."
+        )
+    return None
+
+
+def _check_compatible(saved: Config, cfg: Config, fields, path) -> None:
+    diff = config_diff(saved, cfg, fields)
+    if diff:
+        rows = "\n".join(f"  {k}: checkpoint {a!r}, now {b!r}" for k, (a, b) in diff.items())
+        raise CheckpointError(
+            f"checkpoint {path} was made with a different config:\n{rows}\n"
+            "Use the checkpoint's config (Config.from_dict(ckpt['config'])) or a new run folder."
+        )
+
+
+def load_model(source, which: str = "ema", device=None, cfg: Config | None = None) -> UNet:
+    """Rebuild a UNet from a checkpoint file or run folder and load its `ema` or `model` weights.
+
+    With `cfg`, the checkpoint's model fields must match it (else CheckpointError listing them).
+    """
+    if which not in ("ema", "model"):
+        raise ValueError(f"which must be 'ema' or 'model', got {which!r}")
+    source = Path(source)
+    if source.is_dir():
+        found = latest_checkpoint(source)
+        if found is None:
+            raise CheckpointError(f"no checkpoints in {source / CKPT_DIR}; train first (notebook 04)")
+        path, ckpt = found
+    else:
+        path, ckpt = source, load_checkpoint(source)
+    saved = Config.from_dict(ckpt["config"])
+    if cfg is not None:
+        _check_compatible(saved, cfg, MODEL_FIELDS, path)
+    model = build_model(saved, device)
+    model.load_state_dict(ckpt[which])
+    return model.eval()
+
+
+# training ----------------------------------------------------------------------------------
+def _rng_state(gen: torch.Generator) -> dict:
+    return {"train": gen.get_state(), "torch": torch.get_rng_state()}
+
+
+def _ema_update(ema: UNet, model: UNet, step: int, decay: float) -> None:
+    # Warm-up (as in many DDPM codebases): early on the EMA follows the weights closely,
+    # so short runs (the smoke profile) still get a meaningful EMA.
+    d = min(decay, (1 + step) / (10 + step))
+    with torch.no_grad():
+        torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1.0 - d)
+
+
+def _first_bad(losses: torch.Tensor, start: int, end: int):
+    window = losses[start:end]
+    bad = (~torch.isfinite(window)).nonzero()
+    if len(bad) == 0:
+        return None
+    i = start + int(bad[0])
+    return i, float(losses[i])
+
+
+def train(cfg: Config, run_dir=None, device=None, resume: bool = True, progress: bool = True,
+          data_root=None, callback=None) -> TrainResult:
+    """Train the UNet on MNIST with L_simple for cfg.epochs epochs; resume from run_dir if it has checkpoints.
+
+    run_dir: folder for checkpoints and config.json (None: keep nothing on disk).
+    callback(epoch, history): called after each epoch, e.g. to redraw a loss curve.
+    Raises NonFiniteLossError (keeping the last good checkpoint) if the loss becomes NaN/inf.
+    """
+    device = pick_device(device)
+    fast = cfg.fast if cfg.fast is not None else device.type == "cuda"
+    model = build_model(cfg, device)
+    ema = copy.deepcopy(model).requires_grad_(False)
+    ddpm = DDPM.from_config(cfg).to(device)
+    cuda_fast = fast and device.type == "cuda"
+    # capturable Adam keeps its step count on the GPU so the whole step can live in a CUDA graph
+    opt_kwargs = dict(fused=True, capturable=True) if cuda_fast else {}
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=cfg.adam_betas, **opt_kwargs)
+    gen = torch.Generator(device).manual_seed(cfg.seed)
+    epoch, step, history = 0, 0, []
+
+    run_dir = Path(run_dir) if run_dir is not None else None
+    if run_dir is not None:
+        (run_dir / CKPT_DIR).mkdir(parents=True, exist_ok=True)
+        for stale in (run_dir / CKPT_DIR).glob("*.tmp"):  # left by a kill during a write
+            stale.unlink()
+        found = latest_checkpoint(run_dir) if resume else None
+        if found is not None:
+            path, ckpt = found
+            _check_compatible(Config.from_dict(ckpt["config"]), cfg, TRAIN_FIELDS, path)
+            model.load_state_dict(ckpt["model"])
+            ema.load_state_dict(ckpt["ema"])
+            optimizer.load_state_dict(ckpt["optimizer"])
+            gen.set_state(ckpt["rng"]["train"])
+            torch.set_rng_state(ckpt["rng"]["torch"])
+            epoch, step, history = ckpt["epoch"], ckpt["step"], list(ckpt["history"])
+            print(f"hw3_utils: resumed from {path} (epoch {epoch}/{cfg.epochs}, step {step})")
+        cfg.save(run_dir / "config.json")
+
+    if epoch >= cfg.epochs:  # already trained: nothing to load
+        return TrainResult(model.eval(), ema.eval(), ddpm, cfg, history, run_dir, step, 0.0)
+    dataset = subset(load_mnist(data_root, train=True, in_channels=cfg.in_channels), cfg.train_subset)
+    n = len(dataset)
+    steps_per_epoch = math.ceil(n / cfg.batch_size)
+    data = load_tensor(dataset, device) if fast else None
+    step_fn = TrainStep(model, ddpm, optimizer, graphs=cuda_fast, amp_bf16=cfg.amp_bf16)
+    B = cfg.batch_size
+    t0 = time.perf_counter()
+
+    for ep in range(epoch, cfg.epochs):
+        model.train()
+        losses = torch.zeros(steps_per_epoch, device=device)
+        order = epoch_permutation(n, cfg.seed, ep)
+        if fast:
+            # fixed-shape batches for the CUDA graph: the short last batch is padded with
+            # zero-weight images, so its loss is still the mean over its real images
+            order_dev = order.to(device)
+            batches = range(steps_per_epoch)
+        else:
+            batches = make_loader(cfg, dataset, ep, device=device)
+        bar = tqdm(batches, total=steps_per_epoch, desc=f"epoch {ep + 1}/{cfg.epochs}",
+                   disable=not progress, leave=ep + 1 == cfg.epochs)
+        checked = 0
+        for i, batch in enumerate(bar):
+            if fast:
+                idx = order_dev[i * B:(i + 1) * B]
+                real = idx.shape[0]
+                if real < B:
+                    idx = torch.cat([idx, idx[:1].expand(B - real)])
+                x0 = data[idx]
+                weights = torch.zeros(B, device=device)
+                weights[:real] = 1.0 / real
+            else:
+                x0 = batch[0].to(device, non_blocking=True)
+                weights = None
+            t = torch.randint(0, cfg.timesteps, (x0.shape[0],), device=device, generator=gen)
+            noise = torch.randn(x0.shape, device=device, generator=gen)
+            if weights is None:
+                optimizer.zero_grad(set_to_none=True)
+                loss = ddpm.loss(model, x0, t=t, noise=noise)
+                loss.backward()
+                optimizer.step()
+                loss = loss.detach()
+            else:
+                loss = step_fn(x0, t, noise, weights)
+            losses[i] = loss
+            step += 1
+            _ema_update(ema, model, step, cfg.ema_decay)
+            if (i + 1) % cfg.log_every == 0 or i + 1 == steps_per_epoch:
+                bad = _first_bad(losses, checked, i + 1)
+                if bad is not None:
+                    j, value = bad
+                    raise NonFiniteLossError(
+                        f"loss became {value} at step {step - (i - j)} (epoch {ep + 1}, batch {j + 1}). "
+                        f"Training stopped; the last good checkpoint in {run_dir and run_dir / CKPT_DIR} is kept. "
+                        f"Try a lower learning rate (lr={cfg.lr}) or turn bf16 autocast off "
+                        f"(amp_bf16={cfg.amp_bf16}); check the input data is in [-1, 1]."
+                    )
+                checked = i + 1
+                bar.set_postfix(loss=f"{float(losses[i]):.4f}")
+        history.append(float(losses.mean()))
+        if run_dir is not None:
+            ckpt = {
+                "model": model.state_dict(), "ema": ema.state_dict(),
+                "optimizer": optimizer.state_dict(), "epoch": ep + 1, "step": step,
+                "rng": _rng_state(gen), "config": cfg.to_dict(), "history": history,
+            }
+            atomic_save(ckpt, run_dir / CKPT_DIR / f"step_{step:08d}.pt")
+            for old in checkpoint_paths(run_dir)[KEEP_CHECKPOINTS:]:
+                old.unlink()
+        if callback is not None:
+            callback(ep + 1, history)
+
+    model.eval()
+    ema.eval()
+    return TrainResult(model, ema, ddpm, cfg, history, run_dir, step, time.perf_counter() - t0)

@@ -1,0 +1,144 @@
+"""The report's time-conditioned UNet: 3 down blocks (28, 14, 7), a 3x3 bottleneck, 3 up blocks.
+
+Contract with the diffusion code: `model(x_t, t) -> predicted noise`, same shape as x_t.
+Reference widths (model_channels=64): 64/128/256 down, 512 in the bottleneck,
+8,130,755 parameters (checked in tests/test_unet.py).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .config import Config
+
+
+def sinusoidal_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
+    """Transformer-style sinusoidal features of the timestep.
+
+    t: (B,) int or float timesteps -> (B, dim) float32, [sin(t w_i), cos(t w_i)] with
+    frequencies w_i = 10000^(-i / (dim/2 - 1)), i = 0 .. dim/2 - 1.
+    """
+    half = dim // 2
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=t.device) / (half - 1))
+    args = t.float()[:, None] * freqs[None, :]
+    return torch.cat([args.sin(), args.cos()], dim=1)
+
+
+class Block(nn.Module):
+    """Conv3x3-GroupNorm-ReLU twice, with the time embedding added in between.
+
+    x: (B, c_in, H, W), temb: (B, time_emb_dim) -> (B, c_out, H, W).
+    """
+
+    def __init__(self, c_in: int, c_out: int, time_emb_dim: int, groups: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, padding=1)
+        self.norm1 = nn.GroupNorm(groups, c_out)
+        # The report: the embedding "is broadcast and added to the feature maps inside each
+        # block"; each block projects it to its own width.
+        self.time_proj = nn.Linear(time_emb_dim, c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1)
+        self.norm2 = nn.GroupNorm(groups, c_out)
+
+    def forward(self, x: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
+        h = F.relu(self.norm1(self.conv1(x)))
+        h = h + self.time_proj(temb)[:, :, None, None]
+        return F.relu(self.norm2(self.conv2(h)))
+
+
+class UNet(nn.Module):
+    """Noise predictor eps_theta(x_t, t) for 28x28 images.
+
+    x: (B, in_channels, 28, 28) float, t: (B,) int64 in [0, T-1] -> (B, in_channels, 28, 28).
+    """
+
+    def __init__(self, cfg: Config):
+        super().__init__()
+        self.image_shape = cfg.image_shape
+        self.timesteps = cfg.timesteps
+        self.time_emb_dim = cfg.time_emb_dim
+        c1, c2, c3 = (cfg.model_channels * m for m in cfg.channel_mult)
+        cb = cfg.model_channels * cfg.bottleneck_mult
+        d, g = cfg.time_emb_dim, cfg.groups
+
+        # Timestep: sinusoidal features -> Linear -> ReLU (report, section 1.1)
+        self.time_mlp = nn.Sequential(nn.Linear(d, d), nn.ReLU())
+
+        self.down1 = Block(cfg.in_channels, c1, d, g)  # 28x28
+        self.down2 = Block(c1, c2, d, g)  # 14x14
+        self.down3 = Block(c2, c3, d, g)  # 7x7
+        self.bottleneck = Block(c3, cb, d, g)  # 3x3 (max-pool floors 7 to 3)
+
+        # 3 -> 7 needs output_padding=1: a 2x2 stride-2 transposed conv doubles 3 to 6.
+        self.up1 = nn.ConvTranspose2d(cb, c3, 2, stride=2, output_padding=1)
+        self.up_block1 = Block(2 * c3, c3, d, g)  # 7x7, after concat with down3's output
+        self.up2 = nn.ConvTranspose2d(c3, c2, 2, stride=2)
+        self.up_block2 = Block(2 * c2, c2, d, g)  # 14x14
+        self.up3 = nn.ConvTranspose2d(c2, c1, 2, stride=2)
+        self.up_block3 = Block(2 * c1, c1, d, g)  # 28x28
+        self.out = nn.Conv2d(c1, cfg.in_channels, 1)
+
+        # Off only inside CUDA graph capture, where reading t back to the host is not allowed.
+        self.check_inputs = True
+
+    def _validate(self, x: torch.Tensor, t: torch.Tensor) -> None:
+        c, h, w = self.image_shape
+        if x.ndim != 4 or tuple(x.shape[1:]) != (c, h, w):
+            raise ValueError(
+                f"UNet expects x of shape (B, {c}, {h}, {w}) (MNIST as {c}-channel {h}x{w}), "
+                f"got {tuple(x.shape)}; use hw3_utils.load_mnist's transforms or reshape the batch"
+            )
+        if t.ndim != 1 or t.shape[0] != x.shape[0]:
+            raise ValueError(f"UNet expects t of shape ({x.shape[0]},), one timestep per image, got {tuple(t.shape)}")
+        if t.is_floating_point():
+            raise ValueError(f"UNet expects integer timesteps, got dtype {t.dtype}")
+        if x.is_cuda and torch.cuda.is_current_stream_capturing():
+            return
+        lo, hi = int(t.min()), int(t.max())
+        if lo < 0 or hi > self.timesteps - 1:
+            raise ValueError(
+                f"timesteps must lie in [0, {self.timesteps - 1}] (T={self.timesteps}), got values in [{lo}, {hi}]"
+            )
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        if self.check_inputs:
+            self._validate(x, t)
+        temb = self.time_mlp(sinusoidal_embedding(t, self.time_emb_dim))
+
+        s1 = self.down1(x, temb)
+        s2 = self.down2(F.max_pool2d(s1, 2), temb)
+        s3 = self.down3(F.max_pool2d(s2, 2), temb)
+        h = self.bottleneck(F.max_pool2d(s3, 2), temb)
+
+        h = self.up_block1(torch.cat([self.up1(h), s3], dim=1), temb)
+        h = self.up_block2(torch.cat([self.up2(h), s2], dim=1), temb)
+        h = self.up_block3(torch.cat([self.up3(h), s1], dim=1), temb)
+        return self.out(h)
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def shape_walk(model: UNet, x: torch.Tensor, t: torch.Tensor) -> list[tuple[str, tuple]]:
+    """Output shape of every stage of one forward pass, in order: [(stage name, shape), ...].
+
+    For teaching (notebook 02): forward hooks on the blocks and up-convolutions record shapes.
+    """
+    names = ["down1", "down2", "down3", "bottleneck", "up1", "up_block1",
+             "up2", "up_block2", "up3", "up_block3", "out"]
+    seen: list[tuple[str, tuple]] = []
+    hooks = [getattr(model, n).register_forward_hook(
+        lambda _m, _i, out, n=n: seen.append((n, tuple(out.shape)))) for n in names]
+    try:
+        with torch.no_grad():
+            model(x, t)
+    finally:
+        for h in hooks:
+            h.remove()
+    return seen
