@@ -1,0 +1,98 @@
+import dataclasses
+import re
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+
+from hw3_utils import PROFILES, Config, get_config, resolve_profile
+from hw3_utils.config import MODEL_FIELDS
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_defaults_are_the_reports_recipe():
+    c = Config()
+    assert (c.batch_size, c.epochs, c.lr, c.adam_betas) == (128, 50, 2e-4, (0.9, 0.999))
+    assert (c.timesteps, c.beta_start, c.beta_end) == (1000, 1e-4, 2e-2)
+    assert (c.in_channels, c.model_channels, c.time_emb_dim, c.image_size) == (3, 64, 256, 28)
+    assert c.num_samples == 10_000 and c.train_subset is None and c.fid_ref_count is None
+
+
+def test_full_profile_is_exactly_the_defaults():
+    assert get_config("full", verbose=False) == Config(profile="full")
+
+
+def test_smoke_profile_changes_sizes_only():
+    smoke = get_config("smoke", verbose=False)
+    changed = {f.name for f in dataclasses.fields(Config) if getattr(smoke, f.name) != getattr(Config(), f.name)}
+    sizes = {"train_subset", "model_channels", "epochs", "num_samples", "sample_batch_size", "fid_ref_count",
+             "fid_batch_size", "log_every", "profile"}
+    assert changed <= sizes
+    assert smoke.timesteps == 1000 and smoke.variance == "posterior"
+
+
+def test_profile_from_env_and_auto(monkeypatch, capsys):
+    monkeypatch.setenv("HW3_PROFILE", "full")
+    assert resolve_profile() == "full"
+    assert "HW3_PROFILE" in capsys.readouterr().out
+    monkeypatch.delenv("HW3_PROFILE")
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    assert resolve_profile() == "smoke"
+    monkeypatch.setattr("torch.cuda.is_available", lambda: True)
+    assert resolve_profile() == "full"
+    assert "CUDA" in capsys.readouterr().out
+
+
+def test_unknown_profile_lists_valid_ones():
+    with pytest.raises(ValueError, match=r"unknown profile 'fast'.*\['full', 'smoke'\]"):
+        get_config("fast")
+
+
+def test_unknown_key_lists_valid_keys():
+    with pytest.raises(ValueError, match=r"unknown config key\(s\) \['epoch'\]; valid keys are: .*'epochs'"):
+        get_config("smoke", verbose=False, epoch=3)
+    with pytest.raises(ValueError, match="unknown config key"):
+        Config.from_dict({**Config().to_dict(), "lr_decay": 0.1})
+
+
+def test_bad_values_are_explained():
+    with pytest.raises(ValueError, match="variance must be 'posterior' or 'beta'"):
+        Config(variance="learned")
+    with pytest.raises(ValueError, match="divisible by groups=8"):
+        Config(model_channels=12)
+
+
+def test_json_round_trip(tmp_path):
+    c = get_config("smoke", verbose=False, epochs=3)
+    c.save(tmp_path / "c.json")
+    assert Config.load(tmp_path / "c.json") == c
+    assert set(MODEL_FIELDS) <= set(c.to_dict())
+    assert set(PROFILES) == {"full", "smoke"}
+
+
+def _names(reqs):
+    return {re.split(r"[<>=!~ \[]", r, maxsplit=1)[0].strip().lower().replace("_", "-") for r in reqs}
+
+
+def test_environment_yml_matches_pyproject():
+    py = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = _names(py["dependencies"]) | _names(py["optional-dependencies"]["dev"])
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    conda, pip = set(), set()
+    for dep in env["dependencies"]:
+        if isinstance(dep, dict):
+            pip |= {d for d in dep["pip"] if not d.startswith("-e")}
+        else:
+            conda.add(dep)
+    conda_names = _names(conda) - {"python", "pip"}
+    conda_names = {"torch" if n == "pytorch" else n for n in conda_names}
+    assert conda_names | _names(pip) == wanted
+    # same lower bounds in both files
+    bounds = {n: r for r in py["dependencies"] + py["optional-dependencies"]["dev"] for n in _names([r])}
+    for dep in list(conda) + list(pip):
+        name = next(iter(_names([dep])))
+        name = "torch" if name == "pytorch" else name
+        if name in bounds:
+            assert dep.split(">=")[-1] == bounds[name].split(">=")[-1], (dep, bounds[name])

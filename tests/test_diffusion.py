@@ -1,0 +1,161 @@
+import math
+
+import pytest
+import torch
+
+from hw3_utils import DDPM, Config, build_model
+
+
+def scaled(x, t):
+    """A stand-in noise predictor with a closed form: eps_hat = 0.5 x_t."""
+    return 0.5 * x
+
+
+def test_schedule_closed_forms():
+    d = DDPM(1000, 1e-4, 2e-2)
+    assert d.betas.shape == (1000,) and d.betas.dtype == torch.float32
+    assert d.betas[0].item() == pytest.approx(1e-4) and d.betas[-1].item() == pytest.approx(2e-2)
+    assert torch.allclose(d.alphas, 1 - d.betas)
+    assert d.alpha_bars[0].item() == pytest.approx(1 - 1e-4, abs=1e-7)
+    assert bool((d.alpha_bars[1:] < d.alpha_bars[:-1]).all())
+    exact = math.prod(1 - (1e-4 + (2e-2 - 1e-4) * i / 999) for i in range(1000))
+    assert d.alpha_bars[-1].item() == pytest.approx(exact, rel=1e-5)  # about 4.0e-5
+    assert d.posterior_variance[0].item() == 0.0
+
+
+def test_buffers_move_with_to():
+    d = DDPM(10).to(torch.float64)
+    assert d.betas.dtype == torch.float64 and d.alpha_bars.dtype == torch.float64
+
+
+def test_q_sample_without_noise_is_scaled_x0():
+    d = DDPM()
+    x0 = torch.rand(4, 3, 28, 28) * 2 - 1
+    t = torch.tensor([0, 10, 500, 999])
+    out = d.q_sample(x0, t, torch.zeros_like(x0))
+    assert torch.allclose(out, d.alpha_bars[t].sqrt().view(-1, 1, 1, 1) * x0)
+
+
+def test_q_sample_variance_matches_one_minus_alpha_bar():
+    d = DDPM()
+    torch.manual_seed(1)
+    for t in (0, 100, 500, 999):
+        x = d.q_sample(torch.zeros(4000, 1, 4, 4), t)
+        assert x.var().item() == pytest.approx(1 - d.alpha_bars[t].item(), rel=0.03)
+
+
+@pytest.mark.parametrize("variance", ["posterior", "beta"])
+def test_p_sample_matches_hand_computation(variance):
+    T, b0, b1 = 10, 0.1, 0.2
+    d = DDPM(T, b0, b1, variance=variance).to(torch.float64)
+    x = torch.tensor([[[[0.3, -0.7]]]], dtype=torch.float64)
+    z = torch.tensor([[[[1.5, -0.25]]]], dtype=torch.float64)
+    t = 4  # paper timestep 5
+    betas = [b0 + (b1 - b0) * i / (T - 1) for i in range(T)]
+    ab = math.prod(1 - b for b in betas[: t + 1])
+    ab_prev = math.prod(1 - b for b in betas[:t])
+    beta = betas[t]
+    var = beta if variance == "beta" else (1 - ab_prev) / (1 - ab) * beta
+    for xi, zi, got in zip((0.3, -0.7), (1.5, -0.25), d.p_sample(scaled, x, t, noise=z).flatten().tolist()):
+        mean = (xi - beta / math.sqrt(1 - ab) * 0.5 * xi) / math.sqrt(1 - beta)
+        assert got == pytest.approx(mean + math.sqrt(var) * zi, rel=1e-6)
+
+
+def test_no_noise_added_at_t0():
+    d = DDPM()
+    x = torch.randn(2, 3, 28, 28)
+    a = d.p_sample(scaled, x, 0, generator=torch.Generator().manual_seed(1))
+    b = d.p_sample(scaled, x, 0, generator=torch.Generator().manual_seed(2))
+    assert torch.equal(a, b)
+    c = d.p_sample(scaled, x, 1, generator=torch.Generator().manual_seed(1))
+    e = d.p_sample(scaled, x, 1, generator=torch.Generator().manual_seed(2))
+    assert not torch.equal(c, e)
+
+
+def test_same_generator_gives_same_samples():
+    model = build_model(Config(model_channels=8)).eval()
+    d = DDPM(50)
+    model.timesteps = 50
+    a = d.sample(model, 3, generator=torch.Generator().manual_seed(7), progress=False)
+    b = d.sample(model, 3, generator=torch.Generator().manual_seed(7), progress=False)
+    c = d.sample(model, 3, generator=torch.Generator().manual_seed(8), progress=False)
+    assert a.shape == (3, 3, 28, 28) and torch.equal(a, b) and not torch.equal(a, c)
+    assert a.min() >= -1 and a.max() <= 1
+
+
+def test_batched_sampling_equals_sequence_of_batches():
+    model = build_model(Config(model_channels=8)).eval()
+    d = DDPM(20)
+    model.timesteps = 20
+    whole = d.sample(model, 4, generator=torch.Generator().manual_seed(3), progress=False, batch_size=2)
+    g = torch.Generator().manual_seed(3)
+    parts = torch.cat([d.sample(model, 2, generator=g, progress=False) for _ in range(2)])
+    assert torch.equal(whole, parts)
+
+
+def test_snapshots_span_noise_to_image():
+    model = build_model(Config(model_channels=8)).eval()
+    d = DDPM(1000)
+    g = torch.Generator().manual_seed(0)
+    x_T = torch.randn((2, 3, 28, 28), generator=torch.Generator().manual_seed(0))
+    images, frames, labels = d.sample(model, 2, generator=g, snapshots=8, progress=False)
+    assert frames.shape == (8, 2, 3, 28, 28)
+    assert labels[0] == 1000 and labels[-1] == 0 and labels == sorted(labels, reverse=True)
+    assert torch.equal(frames[-1], images)
+    assert torch.equal(frames[0], x_T.clamp(-1, 1))
+
+
+def test_ddim_eta0_is_deterministic_and_eta1_is_not():
+    model = build_model(Config(model_channels=8)).eval()
+    d = DDPM()
+    x_T = torch.Generator().manual_seed(0)
+    a = d.ddim_sample(model, 2, steps=10, generator=x_T, progress=False)
+    b = d.ddim_sample(model, 2, steps=10, generator=torch.Generator().manual_seed(0), progress=False)
+    assert torch.equal(a, b)
+    # with eta=0 the noise after x_T is never used: a different stream after x_T changes nothing
+    g1, g2 = torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)
+    c = d.ddim_sample(model, 2, steps=10, eta=1.0, generator=g1, progress=False)
+    torch.randn(5, generator=g2)
+    assert not torch.equal(a, c)
+
+
+def test_ddim_full_steps_eta1_variance_equals_ddpm_beta_tilde():
+    # DDIM eq. 16: eta=1 with all T steps gives sigma_t^2 = beta-tilde_t, DDPM's posterior variance
+    d = DDPM(100)
+    t, tp = 50, 49
+    ab, ab_prev = d.alpha_bars[t], d.alpha_bars[tp]
+    sigma2 = (1 - ab_prev) / (1 - ab) * (1 - ab / ab_prev)
+    assert sigma2.item() == pytest.approx(d.posterior_variance[t].item(), rel=1e-5)
+
+
+def test_ddim_rejects_bad_step_count():
+    with pytest.raises(ValueError, match=r"steps must be in \[1, 1000\]"):
+        DDPM().ddim_sample(scaled, 1, steps=0, progress=False)
+
+
+def test_loss_decreases_when_overfitting_one_batch():
+    torch.manual_seed(0)
+    model = build_model(Config(model_channels=8))
+    d = DDPM()
+    x0 = torch.rand(8, 3, 28, 28) * 2 - 1
+    t = torch.randint(0, 1000, (8,))
+    noise = torch.randn_like(x0)
+    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+    first = None
+    for _ in range(60):
+        loss = d.loss(model, x0, t=t, noise=noise)
+        first = first if first is not None else loss.item()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.5 * first
+
+
+def test_weighted_loss_equals_mse_on_real_rows():
+    model = build_model(Config(model_channels=8))
+    d = DDPM()
+    x0, t, n = torch.rand(5, 3, 28, 28), torch.randint(0, 1000, (5,)), torch.randn(5, 3, 28, 28)
+    plain = d.loss(model, x0[:3], t=t[:3], noise=n[:3])
+    w = torch.tensor([1 / 3] * 3 + [0.0, 0.0])
+    padded = d.loss(model, x0, t=t, noise=n, weights=w)
+    assert padded.item() == pytest.approx(plain.item(), rel=1e-6)

@@ -1,0 +1,99 @@
+"""FID through pytorch-fid with the real Inception weights ($TORCH_HOME); a few dozen images only."""
+
+import re
+import subprocess
+import sys
+from urllib.error import URLError
+
+import numpy as np
+import pytest
+import torch
+
+from hw3_utils import fid as fidlib
+from hw3_utils import load_mnist, load_tensor, subset
+from hw3_utils.fid import FIDError, FIDWeightsError, compute_fid, save_pngs, tensor_stats
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def real(data_dir):
+    return load_tensor(subset(load_mnist(data_dir), 40))
+
+
+@pytest.fixture(scope="module")
+def folders(real, tmp_path_factory):
+    root = tmp_path_factory.mktemp("fid")
+    save_pngs(real[:20], root / "a")
+    noisy = (real[20:40] + 0.5 * torch.randn(20, 3, 28, 28, generator=torch.Generator().manual_seed(0))).clamp(-1, 1)
+    save_pngs(noisy, root / "b")
+    return root / "a", root / "b"
+
+
+def test_weights_come_from_torch_home():
+    path = fidlib.weights_path()
+    assert path.exists(), f"FID weights missing at {path}: .ci/run links them into $TORCH_HOME/hub/checkpoints"
+
+
+def test_fid_of_a_set_against_itself_is_zero(real):
+    mu, sigma = tensor_stats(real[:20])
+    assert mu.shape == (2048,) and sigma.shape == (2048, 2048)
+    assert abs(compute_fid((mu, sigma), (mu, sigma))) < 1e-3
+
+
+def test_fid_equals_pytorch_fid_command_line(folders):
+    a, b = folders
+    ours = compute_fid(a, b, device="cpu")
+    out = subprocess.run([sys.executable, "-m", "pytorch_fid", str(a), str(b), "--device", "cpu"],
+                         capture_output=True, text=True, check=True).stdout
+    theirs = float(re.search(r"FID:\s+([0-9.eE+-]+)", out).group(1))
+    assert ours > 1.0  # noisy digits really differ
+    assert ours == pytest.approx(theirs, rel=1e-6, abs=1e-6)
+
+
+def test_in_memory_images_equal_their_png_folder(real, folders, tmp_path):
+    a, _ = folders
+    m1, s1 = tensor_stats(real[:20])
+    m2, s2 = fidlib.folder_stats(a)
+    assert np.allclose(m1, m2, atol=1e-5) and np.allclose(s1, s2, atol=1e-5)
+    fidlib.save_stats(m2, s2, tmp_path / "a.npz")
+    m3, s3 = fidlib.load_stats(tmp_path / "a.npz")
+    assert np.array_equal(m2, m3) and np.array_equal(s2, s3)
+    assert compute_fid((m1, s1), tmp_path / "a.npz") < 1e-3
+
+
+def test_clear_errors_for_bad_inputs(tmp_path, real):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FIDError, match="holds no PNG images"):
+        compute_fid(tmp_path / "empty", tmp_path / "empty")
+    save_pngs(real[:1], tmp_path / "one")
+    with pytest.raises(FIDError, match="at least 2 images"):
+        compute_fid(tmp_path / "one", tmp_path / "one")
+    with pytest.raises(FIDError, match="at least 2 images"):
+        tensor_stats(real[:1])
+    save_pngs(real[:2], tmp_path / "mixed")
+    save_pngs(torch.zeros(1, 3, 32, 32), tmp_path / "mixed", start=2)
+    with pytest.raises(FIDError, match=r"mixes image sizes \[\(28, 28\), \(32, 32\)\]"):
+        fidlib.check_folder(tmp_path / "mixed")
+    np.savez(tmp_path / "bad.npz", mean=np.zeros(3))
+    with pytest.raises(FIDError, match="needs 'mu' and 'sigma'"):
+        compute_fid(tmp_path / "bad.npz", tmp_path / "bad.npz")
+    with pytest.raises(FIDError, match="not a folder"):
+        fidlib.check_folder(tmp_path / "nowhere")
+
+
+def test_missing_weights_offline_says_where_to_put_them(tmp_path, monkeypatch):
+    import pytorch_fid.inception as inc
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "th"))
+    monkeypatch.setattr(fidlib, "_MODELS", {})
+
+    def offline(*a, **k):
+        raise URLError("no network")
+
+    monkeypatch.setattr(inc, "load_state_dict_from_url", offline)
+    with pytest.raises(FIDWeightsError) as err:
+        fidlib.inception("cpu")
+    msg = str(err.value)
+    assert "pt_inception-2015-12-05-6726825d.pth" in msg and "TORCH_HOME" in msg
+    assert str(tmp_path / "th" / "hub" / "checkpoints") in msg

@@ -1,0 +1,72 @@
+import json
+
+import pytest
+import torch
+
+from conftest import tiny_config
+from hw3_utils import CheckpointError, build_model, latest_checkpoint, load_model, train
+from hw3_utils.train import checkpoint_paths
+
+
+def params_equal(a, b):
+    return all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def test_train_writes_checkpoints_and_history(tmp_path, data_dir, tiny_cfg):
+    result = train(tiny_cfg, tmp_path / "run", progress=False)
+    assert len(result.history) == 2 and result.step == 8
+    assert all(v > 0 for v in result.history)
+    names = [p.name for p in checkpoint_paths(tmp_path / "run")]
+    assert names == ["step_00000008.pt", "step_00000004.pt"]
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["model_channels"] == 8
+    assert not params_equal(result.model, result.ema)
+
+
+def test_checkpoint_round_trip_gives_identical_outputs(tmp_path, data_dir, tiny_cfg):
+    result = train(tiny_cfg, tmp_path / "run", progress=False)
+    x, t = torch.randn(2, 3, 28, 28), torch.tensor([3, 700])
+    for which, net in (("ema", result.ema), ("model", result.model)):
+        loaded = load_model(tmp_path / "run", which)
+        assert params_equal(loaded, net)
+        assert torch.equal(loaded(x, t), net.eval()(x, t))
+    path, ckpt = latest_checkpoint(tmp_path / "run")
+    assert ckpt["epoch"] == 2 and ckpt["step"] == 8 and ckpt["config"]["lr"] == tiny_cfg.lr
+    assert {"model", "ema", "optimizer", "rng", "history"} <= set(ckpt)
+
+
+def test_rerun_resumes_instead_of_starting_over(tmp_path, data_dir, capsys):
+    train(tiny_config(epochs=1), tmp_path / "run", progress=False)
+    result = train(tiny_config(epochs=2), tmp_path / "run", progress=False)
+    assert "resumed from" in capsys.readouterr().out
+    straight = train(tiny_config(epochs=2), tmp_path / "other", progress=False)
+    assert result.history == straight.history
+    assert params_equal(result.model, straight.model) and params_equal(result.ema, straight.ema)
+
+
+def test_fast_path_trains_on_cpu(tmp_path, data_dir):
+    # fast=True on the CPU: data held as one tensor, padded fixed-shape batches, TrainStep
+    cfg = tiny_config(fast=True, train_subset=40)  # 40 = 16 + 16 + 8: the last batch is padded
+    result = train(cfg, tmp_path / "run", progress=False)
+    assert len(result.history) == 2 and all(0 < v < 10 for v in result.history)
+    assert result.step == 6
+
+
+def test_load_model_checks_config(tmp_path, data_dir, tiny_cfg):
+    train(tiny_cfg, tmp_path / "run", progress=False)
+    with pytest.raises(CheckpointError, match=r"model_channels: checkpoint 8, now 16"):
+        load_model(tmp_path / "run", cfg=tiny_config(model_channels=16))
+    with pytest.raises(CheckpointError, match="no checkpoint at .*train first"):
+        load_model(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CheckpointError, match="no checkpoints in .*train first"):
+        load_model(tmp_path / "empty")
+    with pytest.raises(ValueError, match="'ema' or 'model'"):
+        load_model(tmp_path / "run", which="best")
+
+
+def test_build_model_from_stored_config(tmp_path, data_dir, tiny_cfg):
+    train(tiny_cfg, tmp_path / "run", progress=False)
+    _, ckpt = latest_checkpoint(tmp_path / "run")
+    model = load_model(tmp_path / "run")
+    assert model.config.to_dict() == ckpt["config"]
+    assert type(model) is type(build_model(tiny_cfg))
