@@ -178,7 +178,7 @@ class DDPM(nn.Module):
         for start in range(0, n, batch_size):
             b = min(batch_size, n - start)
             x = torch.randn((b, *shape), generator=generator, device=gen_device).to(device)
-            kept = [x.cpu()] if 0 in record else []
+            kept = [x.clamp(-1, 1).cpu()] if 0 in record else []
             it = tqdm(range(len(steps)), desc=f"{name} sampling {start + b}/{n}", leave=False,
                       disable=not progress)
             for i in it:
