@@ -1,0 +1,190 @@
+"""Issue 4: interruption never loses work, and bad input gets a clear message."""
+
+import importlib
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+tr = importlib.import_module("hw3_utils.train")  # the module; hw3_utils.train is the function
+from conftest import tiny_config
+from hw3_utils import CheckpointError, NonFiniteLossError, latest_checkpoint, load_checkpoint, train
+from hw3_utils.fid import FIDError, check_folder, count_complete, generate_samples
+
+HERE = Path(__file__).resolve().parent
+DRIVER = HERE / "train_driver.py"
+
+
+def run_driver(run_dir, fast, mode="", kill_on=None):
+    """Start the driver; with kill_on, SIGKILL it as soon as it prints that line. Returns its output."""
+    proc = subprocess.Popen([sys.executable, str(DRIVER), str(run_dir), str(int(fast)), mode],
+                            cwd=HERE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    for line in proc.stdout:
+        lines.append(line.rstrip())
+        if kill_on is not None and line.strip() == kill_on:
+            proc.send_signal(signal.SIGKILL)
+            break
+    proc.wait(timeout=120)
+    out = "\n".join(lines)
+    if kill_on is None:
+        assert proc.returncode == 0, out
+    else:
+        assert proc.returncode == -signal.SIGKILL, f"driver was not killed at {kill_on!r}:\n{out}"
+    return out
+
+
+def final_state(run_dir):
+    _, ckpt = latest_checkpoint(run_dir)
+    return ckpt
+
+
+def assert_bitwise_equal(a, b):
+    assert a["epoch"] == b["epoch"] == 3 and a["step"] == b["step"]
+    for key in ("model", "ema"):
+        for name, value in a[key].items():
+            assert torch.equal(value, b[key][name]), f"{key}.{name} differs"
+    sa, sb = a["optimizer"]["state"], b["optimizer"]["state"]
+    for k in sa:
+        for name in ("exp_avg", "exp_avg_sq"):
+            assert torch.equal(sa[k][name], sb[k][name]), f"optimizer {k}.{name} differs"
+    assert a["history"] == b["history"]
+    assert torch.equal(a["rng"]["train"], b["rng"]["train"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fast", [False, True], ids=["dataloader", "tensor-data"])
+def test_sigkill_mid_epoch_then_resume_is_bitwise_identical(tmp_path, data_dir, fast):
+    run_driver(tmp_path / "straight", fast)
+    # 64 images / batch 16 = 4 steps per epoch: step 6 is the middle of epoch 2
+    out = run_driver(tmp_path / "killed", fast, "slow-steps", kill_on="STEP 6")
+    assert "DONE" not in out
+    assert [p.name for p in tr.checkpoint_paths(tmp_path / "killed")] == ["step_00000004.pt"]
+    out = run_driver(tmp_path / "killed", fast)
+    assert "resumed from" in out and "epoch 1/3" in out
+    assert_bitwise_equal(final_state(tmp_path / "straight"), final_state(tmp_path / "killed"))
+
+
+@pytest.mark.slow
+def test_sigkill_while_writing_a_checkpoint(tmp_path, data_dir):
+    run_driver(tmp_path / "straight", False)
+    run_driver(tmp_path / "killed", False, "slow-fsync", kill_on="FSYNC")
+    ckpts = tmp_path / "killed" / "checkpoints"
+    assert (ckpts / "step_00000008.pt.tmp").exists()  # the interrupted write
+    assert not (ckpts / "step_00000008.pt").exists()  # never appears under its final name
+    out = run_driver(tmp_path / "killed", False)
+    assert "resumed from" in out and "step_00000004.pt" in out
+    assert not list(ckpts.glob("*.tmp"))
+    assert_bitwise_equal(final_state(tmp_path / "straight"), final_state(tmp_path / "killed"))
+
+
+def test_truncated_checkpoint_names_file_and_resume_falls_back(tmp_path, data_dir):
+    run = tmp_path / "run"
+    train(tiny_config(epochs=2), run, progress=False)
+    newest = tr.checkpoint_paths(run)[0]
+    data = newest.read_bytes()
+    newest.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match=rf"{newest.name} is truncated or corrupt.*Delete it"):
+        load_checkpoint(newest)
+    with pytest.warns(UserWarning, match="skipping unreadable checkpoint"):
+        path, ckpt = latest_checkpoint(run)
+    assert path.name == "step_00000004.pt" and ckpt["epoch"] == 1
+    with pytest.warns(UserWarning, match="skipping unreadable checkpoint"):
+        result = train(tiny_config(epochs=2), run, progress=False)
+    assert len(result.history) == 2 and result.step == 8
+
+
+def test_all_checkpoints_corrupt_is_an_error_not_a_silent_restart(tmp_path, data_dir):
+    run = tmp_path / "run"
+    train(tiny_config(epochs=1), run, progress=False)
+    for p in tr.checkpoint_paths(run):
+        p.write_bytes(b"not a checkpoint")
+    with pytest.warns(UserWarning), pytest.raises(CheckpointError, match="none of the 1 checkpoints"):
+        train(tiny_config(epochs=2), run, progress=False)
+
+
+def test_non_finite_loss_stops_with_step_and_hint_keeping_checkpoint(tmp_path, data_dir, monkeypatch):
+    run = tmp_path / "run"
+    train(tiny_config(epochs=1, fast=True), run, progress=False)
+    real = tr.load_tensor
+
+    def poisoned(*a, **k):
+        x = real(*a, **k)
+        x[:] = float("nan")
+        return x
+
+    monkeypatch.setattr(tr, "load_tensor", poisoned)
+    with pytest.raises(NonFiniteLossError) as err:
+        train(tiny_config(epochs=2, fast=True), run, progress=False)
+    msg = str(err.value)
+    assert "loss became nan at step 5 (epoch 2, batch 1)" in msg
+    assert "lower learning rate" in msg and "bf16" in msg and "last good checkpoint" in msg
+    path, ckpt = latest_checkpoint(run)
+    assert path.name == "step_00000004.pt" and ckpt["epoch"] == 1
+
+
+def test_resume_with_a_different_config_lists_the_differences(tmp_path, data_dir):
+    train(tiny_config(epochs=1), tmp_path / "run", progress=False)
+    with pytest.raises(CheckpointError, match=r"(?s)different config:.*lr: checkpoint 0.0002, now 0.001.*new run folder"):
+        train(tiny_config(epochs=2, lr=1e-3), tmp_path / "run", progress=False)
+
+
+def fake_sampler(calls):
+    def sampler(n, generator):
+        calls.append(n)
+        return torch.rand(n, 3, 28, 28, generator=generator) * 2 - 1
+    return sampler
+
+
+def test_sample_pngs_resume_without_redoing_finished_files(tmp_path):
+    calls = []
+    generate_samples(fake_sampler(calls), tmp_path / "whole", 10, 4, seed=1, progress=False)
+    assert calls == [4, 4, 2]
+
+    calls.clear()
+    broken = fake_sampler(calls)
+
+    def interrupted(n, generator):
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return broken(n, generator)
+
+    with pytest.raises(KeyboardInterrupt):
+        generate_samples(interrupted, tmp_path / "resumed", 10, 4, seed=1, progress=False)
+    assert count_complete(tmp_path / "resumed") == 8
+    with pytest.raises(FIDError, match="holds 8 PNGs but 10 were expected"):
+        check_folder(tmp_path / "resumed", expected=10)
+    (tmp_path / "resumed" / "00008.png.tmp").write_bytes(b"half")  # a kill mid-write leaves this
+    with pytest.raises(FIDError, match="half-written"):
+        check_folder(tmp_path / "resumed")
+    calls.clear()
+    generate_samples(fake_sampler(calls), tmp_path / "resumed", 10, 4, seed=1, progress=False)
+    assert calls == [2]  # only the missing batch
+    for a, b in zip(sorted((tmp_path / "whole").iterdir()), sorted((tmp_path / "resumed").iterdir())):
+        assert a.name == b.name and a.read_bytes() == b.read_bytes()
+    assert len(check_folder(tmp_path / "resumed", expected=10)) == 10
+
+
+def test_fid_refuses_a_corrupt_png(tmp_path):
+    generate_samples(fake_sampler([]), tmp_path / "s", 4, 4, progress=False)
+    (tmp_path / "s" / "00002.png").write_bytes((tmp_path / "s" / "00002.png").read_bytes()[:40])
+    with pytest.raises(FIDError, match="00002.png is not a readable image"):
+        check_folder(tmp_path / "s")
+
+
+def test_checkpoint_write_failure_keeps_previous(tmp_path, data_dir, monkeypatch):
+    run = tmp_path / "run"
+    train(tiny_config(epochs=1), run, progress=False)
+
+    def disk_full(obj, f, *a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(tr.torch, "save", disk_full)
+    with pytest.raises(OSError, match=r"(?s)could not write checkpoint.*previous checkpoints.*are kept"):
+        train(tiny_config(epochs=2), run, progress=False)
+    monkeypatch.undo()
+    assert [p.name for p in tr.checkpoint_paths(run)] == ["step_00000004.pt"]
+    assert not list((run / "checkpoints").glob("*.tmp"))
