@@ -32,8 +32,15 @@ class DataNotFoundError(FileNotFoundError):
 
 
 def data_root(root=None) -> Path:
-    """The data folder: the argument, else $HW3_DATA_DIR, else ./data."""
-    return Path(root or os.environ.get(DATA_ENV) or "data")
+    """The data folder: the argument, else $HW3_DATA_DIR, else `data/` at the repo root.
+
+    The repo root (not the working directory) so notebooks, which run inside notebooks/,
+    and `python -m hw3_utils`, run from the root, share one download.
+    """
+    if root or os.environ.get(DATA_ENV):
+        return Path(root or os.environ[DATA_ENV])
+    repo = Path(__file__).resolve().parent.parent
+    return repo / "data" if (repo / "pyproject.toml").exists() else Path("data")
 
 
 def mnist_transform(in_channels: int = 3) -> transforms.Compose:
@@ -53,7 +60,7 @@ def _have_files(root: Path) -> bool:
 def load_mnist(root=None, train: bool = True, in_channels: int = 3, download: bool = True):
     """torchvision's MNIST with the report's transforms; items are ((C, 28, 28) float in [-1, 1], label).
 
-    Looks in `root` (else $HW3_DATA_DIR, else ./data) and downloads there when the files are
+    Looks in `root` (else $HW3_DATA_DIR, else <repo>/data) and downloads there when the files are
     missing. Offline with no files it raises DataNotFoundError saying which files go where.
     """
     root = data_root(root)

@@ -12,7 +12,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import matplotlib
-
 import torch
 
 from . import fid as fidlib
@@ -76,7 +75,8 @@ def run_all(cfg: Config, out, device=None, data_root=None, progress: bool = True
                                      cfg.num_samples, cfg.sample_batch_size, seed=cfg.seed,
                                      device=device, progress=progress)
     t_sample = time.perf_counter() - t1
-    save_figure(show_images(fidlib.load_pngs(folder, 64), nrow=8, title="Generated digits (EMA weights)"), out / "samples_grid.png")
+    grid = show_images(fidlib.load_pngs(folder, 64), nrow=8, title="Generated digits (EMA weights)")
+    save_figure(grid, out / "samples_grid.png")
 
     ref_folder, ref_npz = fidlib.reference_stats(cfg, data_root=data_root, device=device)
     sample_stats = fidlib.folder_stats(folder, device, cfg.fid_batch_size, expected=cfg.num_samples)

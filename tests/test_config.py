@@ -1,9 +1,9 @@
 import dataclasses
 import re
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 import yaml
 
 from hw3_utils import PROFILES, Config, get_config, resolve_profile

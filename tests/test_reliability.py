@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 import torch
-
-tr = importlib.import_module("hw3_utils.train")  # the module; hw3_utils.train is the function
 from conftest import tiny_config
+
 from hw3_utils import CheckpointError, NonFiniteLossError, latest_checkpoint, load_checkpoint, train
 from hw3_utils.fid import FIDError, check_folder, count_complete, generate_samples
+
+tr = importlib.import_module("hw3_utils.train")  # the module; hw3_utils.train is the function
 
 HERE = Path(__file__).resolve().parent
 DRIVER = HERE / "train_driver.py"
@@ -128,7 +129,8 @@ def test_non_finite_loss_stops_with_step_and_hint_keeping_checkpoint(tmp_path, d
 
 def test_resume_with_a_different_config_lists_the_differences(tmp_path, data_dir):
     train(tiny_config(epochs=1), tmp_path / "run", progress=False)
-    with pytest.raises(CheckpointError, match=r"(?s)different config:.*lr: checkpoint 0.0002, now 0.001.*new run folder"):
+    expected = r"(?s)different config:.*lr: checkpoint 0.0002, now 0.001.*new run folder"
+    with pytest.raises(CheckpointError, match=expected):
         train(tiny_config(epochs=2, lr=1e-3), tmp_path / "run", progress=False)
 
 

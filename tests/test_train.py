@@ -2,8 +2,8 @@ import json
 
 import pytest
 import torch
-
 from conftest import tiny_config
+
 from hw3_utils import CheckpointError, build_model, latest_checkpoint, load_model, train
 from hw3_utils.train import checkpoint_paths
 
