@@ -238,6 +238,7 @@ def train(cfg: Config, run_dir=None, device=None, resume: bool = True, progress:
     data = load_tensor(dataset, device) if fast else None
     step_fn = TrainStep(model, ddpm, optimizer, graphs=cuda_fast, amp_bf16=cfg.amp_bf16)
     B = cfg.batch_size
+    full_weights = torch.full((B,), 1.0 / B, device=device)
     t0 = time.perf_counter()
 
     for ep in range(epoch, cfg.epochs):
@@ -261,8 +262,7 @@ def train(cfg: Config, run_dir=None, device=None, resume: bool = True, progress:
                 if real < B:
                     idx = torch.cat([idx, idx[:1].expand(B - real)])
                 x0 = data[idx]
-                weights = torch.zeros(B, device=device)
-                weights[:real] = 1.0 / real
+                weights = full_weights if real == B else (torch.arange(B, device=device) < real).float() / real
             else:
                 x0 = batch[0].to(device, non_blocking=True)
                 weights = None
