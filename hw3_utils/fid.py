@@ -171,7 +171,8 @@ def inception(device=None) -> torch.nn.Module:
 
 
 def _workers() -> int:
-    return min(2, os.cpu_count() or 1)
+    # PNG decoding feeds Inception: up to 8 loader processes, as pytorch-fid's own CLI uses
+    return min(8, os.cpu_count() or 1)
 
 
 def _stats(act: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -223,7 +223,12 @@ def train(cfg: Config, run_dir=None, device=None, resume: bool = True, progress:
             _check_compatible(Config.from_dict(ckpt["config"]), cfg, TRAIN_FIELDS, path)
             model.load_state_dict(ckpt["model"])
             ema.load_state_dict(ckpt["ema"])
-            optimizer.load_state_dict(ckpt["optimizer"])
+            saved = ckpt["optimizer"]
+            # load_state_dict would also restore the saving run's fused/capturable flags: keep this
+            # run's, so a run started on the CPU can resume on a GPU with its CUDA-graph step
+            for group in saved["param_groups"]:
+                group.update({k: optimizer.defaults[k] for k in ("fused", "capturable", "foreach")})
+            optimizer.load_state_dict(saved)
             gen.set_state(ckpt["rng"]["train"])
             torch.set_rng_state(ckpt["rng"]["torch"])
             epoch, step, history = ckpt["epoch"], ckpt["step"], list(ckpt["history"])

@@ -70,3 +70,17 @@ def test_build_model_from_stored_config(tmp_path, data_dir, tiny_cfg):
     model = load_model(tmp_path / "run")
     assert model.config.to_dict() == ckpt["config"]
     assert type(model) is type(build_model(tiny_cfg))
+
+
+def test_resume_keeps_this_runs_optimizer_flags(tmp_path, data_dir):
+    # a checkpoint written by the GPU fast path (fused, capturable Adam) resumes on the CPU,
+    # and the resumed run trains exactly like an uninterrupted CPU run
+    run = tmp_path / "run"
+    train(tiny_config(epochs=1), run, progress=False)
+    path, ckpt = latest_checkpoint(run)
+    for group in ckpt["optimizer"]["param_groups"]:
+        group.update(fused=True, capturable=True)
+    torch.save(ckpt, path)
+    resumed = train(tiny_config(epochs=2), run, progress=False)
+    straight = train(tiny_config(epochs=2), tmp_path / "straight", progress=False)
+    assert params_equal(resumed.model, straight.model)
