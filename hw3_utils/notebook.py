@@ -1,0 +1,110 @@
+"""Notebook plumbing: the one-call setup of every notebook, a live loss curve, the checkpoint gate.
+
+Kept out of the notebooks so they hold no library code (tests/test_notebooks_clean.py checks it):
+    from hw3_utils.notebook import setup
+    cfg, device = setup()          # profile from $HW3_PROFILE, else full on CUDA / smoke on CPU
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .config import Config, config_diff, get_config, run_dir
+from .data import data_root
+from .train import CheckpointError, latest_checkpoint, pick_device
+
+
+def in_colab() -> bool:
+    """True inside Google Colab (its runtime has imported `google.colab` before any user code)."""
+    return "google.colab" in sys.modules
+
+
+def describe_device(device: torch.device) -> str:
+    """'cuda:0 (NVIDIA H100 ...)' or 'cpu (N threads)'."""
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    return f"{device} ({torch.get_num_threads()} threads)"
+
+
+def setup(profile: str | None = None, seed: int = 0, **overrides) -> tuple[Config, torch.device]:
+    """The first cell of every notebook: config, device, seeds, widgets. Returns (cfg, device).
+
+    profile: "full" (the report's recipe) or "smoke" (same code, smaller sizes); None reads
+    $HW3_PROFILE, else picks full on CUDA and smoke on CPU. `overrides` change config fields,
+    e.g. setup("full", epochs=10). Seeds Python's, NumPy's and torch's global RNGs with `seed`
+    (the library's own draws use cfg.seed through explicit generators). On Colab it enables
+    the custom widget manager, without which ipywidgets 8 sliders do not render there.
+    """
+    cfg = get_config(profile, **overrides)  # prints the profile and why it was chosen
+    diff = config_diff(get_config("full", verbose=False), cfg)
+    diff.pop("profile", None)
+    if diff:
+        print("hw3_utils: differs from the report's recipe in "
+              + ", ".join(f"{k}={b!r} (full: {a!r})" for k, (a, b) in diff.items()))
+    device = pick_device()
+    random.seed(seed)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+    np.random.seed(seed)
+    print(f"hw3_utils: device {describe_device(device)}, torch {torch.__version__}, seed {seed}")
+    print(f"hw3_utils: MNIST in {data_root().resolve()}, runs in {run_dir(cfg=cfg)}")
+    if in_colab():
+        from google.colab import output  # type: ignore[import-not-found]
+
+        output.enable_custom_widget_manager()
+    return cfg, device
+
+
+class LiveLossPlot:
+    """`train(..., callback=LiveLossPlot())`: redraws the per-epoch loss curve in place after each epoch.
+
+    callback(epoch, history): epoch is 1-based, history the list of per-epoch mean losses so far.
+    In a notebook the figure is updated in one output area (IPython display handle); outside
+    IPython, `display` just prints. Each figure is closed after display, so none pile up.
+    """
+
+    def __init__(self):
+        self.handle = None
+        self.calls = 0
+
+    def __call__(self, epoch: int, history) -> None:
+        import matplotlib.pyplot as plt
+        from IPython.display import display
+
+        from .viz import plot_loss
+
+        fig = plot_loss(history, title=f"Training loss, epoch {epoch} (per-epoch mean MSE)")
+        if self.handle is None:
+            self.handle = display(fig, display_id=True)
+        else:
+            self.handle.update(fig)
+        plt.close(fig)
+        self.calls += 1
+
+
+def require_checkpoint(cfg: Config, run=None) -> Path:
+    """The newest checkpoint of a run (default run_dir(cfg=cfg)), or a CheckpointError saying how to get one.
+
+    Prints which checkpoint it found and warns when training has not reached cfg.epochs yet.
+    """
+    run = Path(run) if run is not None else run_dir(cfg=cfg)
+    found = latest_checkpoint(run) if (run / "checkpoints").is_dir() else None
+    if found is None:
+        raise CheckpointError(
+            f"No trained model for profile '{cfg.profile}': {run / 'checkpoints'} holds no checkpoint.\n"
+            f"Run notebooks/04_training.ipynb first with the same profile (HW3_PROFILE={cfg.profile}, "
+            f"or setup('{cfg.profile}')), or `python -m hw3_utils train --profile {cfg.profile}`. "
+            "It saves a checkpoint after every epoch, so even an interrupted run leaves one."
+        )
+    path, ckpt = found
+    print(f"hw3_utils: checkpoint {path} (epoch {ckpt['epoch']}/{cfg.epochs}, step {ckpt['step']})")
+    if ckpt["epoch"] < cfg.epochs:
+        warnings.warn(
+            f"training stopped at epoch {ckpt['epoch']} of {cfg.epochs}: samples and FID come from an "
+            "unfinished model. Re-run notebook 04 to continue from this checkpoint.", stacklevel=2)
+    return path
