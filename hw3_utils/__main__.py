@@ -1,8 +1,8 @@
 """Headless pipeline: python -m hw3_utils train|sample|fid|all [--profile P] [--out runs/NAME].
 
   train   train (or resume) into <out>/checkpoints
-  sample  write cfg.num_samples PNGs from the EMA weights into <out>/samples
-  fid     FID of <out>/samples against MNIST (PNG folder and cached .npz) -> <out>/fid.json
+  sample  write cfg.num_samples PNGs from the EMA weights into <out>/samples_<checkpoint>
+  fid     FID of those samples against MNIST (PNG folder and cached .npz) -> <out>/fid.json
   all     all of the above plus loss curve, process grid and sample grid
 """
 
@@ -14,7 +14,7 @@ import sys
 
 from . import fid as fidlib
 from .config import get_config, run_dir
-from .pipeline import REPORT_FID, environment, make_sampler, run_all
+from .pipeline import REPORT_FID, environment, make_sampler, run_all, samples_folder
 from .train import load_model, pick_device, train
 
 
@@ -54,12 +54,12 @@ def main(argv=None) -> int:
         print(f"trained to epoch {len(result.history)}, final mean loss {result.history[-1]:.4f}")
     elif args.command == "sample":
         model = load_model(out, "ema", device)
-        folder = fidlib.generate_samples(make_sampler(model, cfg, progress=False), f"{out}/samples",
+        folder = fidlib.generate_samples(make_sampler(model, cfg, progress=False), samples_folder(out),
                                          cfg.num_samples, cfg.sample_batch_size, cfg.seed, device, progress)
         print(f"{cfg.num_samples} samples in {folder}")
     elif args.command == "fid":
         ref_folder, ref_npz = fidlib.reference_stats(cfg, device=device)
-        stats = fidlib.folder_stats(f"{out}/samples", device, cfg.fid_batch_size, expected=cfg.num_samples)
+        stats = fidlib.folder_stats(samples_folder(out), device, cfg.fid_batch_size, expected=cfg.num_samples)
         record = {"fid_vs_mnist_png": fidlib.compute_fid(stats, ref_folder, device),
                   "fid_vs_mnist_npz": fidlib.compute_fid(stats, ref_npz, device),
                   "num_samples": cfg.num_samples, "report": REPORT_FID, **environment()}

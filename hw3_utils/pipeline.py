@@ -47,6 +47,17 @@ def make_sampler(model, cfg: Config, method: str = "ddpm", steps: int = 100, eta
     return sampler
 
 
+def samples_folder(out) -> Path:
+    """<out>/samples_<newest checkpoint>: named after the weights that drew them, so samples from
+    an earlier checkpoint are never reused (and resumed) after more training."""
+    from .train import latest_checkpoint
+
+    found = latest_checkpoint(out)
+    if found is None:
+        raise FileNotFoundError(f"no checkpoint in {Path(out) / 'checkpoints'}; train first")
+    return Path(out) / f"samples_{found[0].stem}"
+
+
 def environment() -> dict:
     """Where a measurement was taken: device name, torch version, date."""
     dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({platform.processor() or 'x86_64'})"
@@ -71,7 +82,7 @@ def run_all(cfg: Config, out, device=None, data_root=None, progress: bool = True
     save_figure(process_grid(frames, labels), out / "process_grid.png")
 
     t1 = time.perf_counter()
-    folder = fidlib.generate_samples(make_sampler(model, cfg, progress=False), out / "samples",
+    folder = fidlib.generate_samples(make_sampler(model, cfg, progress=False), samples_folder(out),
                                      cfg.num_samples, cfg.sample_batch_size, seed=cfg.seed,
                                      device=device, progress=progress)
     t_sample = time.perf_counter() - t1
@@ -83,6 +94,7 @@ def run_all(cfg: Config, out, device=None, data_root=None, progress: bool = True
     record = {
         "profile": cfg.profile,
         "num_samples": cfg.num_samples,
+        "samples": str(folder),
         "reference_images": cfg.fid_ref_count or 60000,
         "fid_vs_mnist_png": fidlib.compute_fid(sample_stats, ref_folder, device, cfg.fid_batch_size),
         "fid_vs_mnist_npz": fidlib.compute_fid(sample_stats, ref_npz, device, cfg.fid_batch_size),
