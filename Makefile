@@ -1,12 +1,13 @@
 # make run   : create .venv if missing, install, run the whole pipeline (python -m hw3_utils all)
-# make test  : create .venv if missing, install with dev extras, run every test (unit + notebooks)
+# make test  : create .venv if missing, install with dev extras, run every test (lint, unit, notebooks, browser)
+# make lab   : install, then open the notebooks in JupyterLab
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 PROFILE ?=
 
-.PHONY: run test unit notebooks lint clean
+.PHONY: run lab test unit notebooks browser lint clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,8 +23,15 @@ $(VENV)/.installed-dev: $(VENV)/.installed
 run: $(VENV)/.installed
 	$(PY) -m hw3_utils all $(if $(PROFILE),--profile $(PROFILE),)
 
+lab: $(VENV)/.installed
+	$(VENV)/bin/jupyter lab notebooks/
+
 unit: $(VENV)/.installed-dev
-	$(PY) -m pytest tests
+	$(PY) -m pytest tests -m "not browser"
+
+# JupyterLab in headless Chromium (Debian's chromium; see .ci/run)
+browser: $(VENV)/.installed-dev
+	$(PY) -m pytest tests -m browser
 
 notebooks: $(VENV)/.installed-dev
 	HW3_PROFILE=$${HW3_PROFILE:-smoke} $(PY) -m pytest --nbval-lax -p no:randomly notebooks/
@@ -31,7 +39,7 @@ notebooks: $(VENV)/.installed-dev
 lint: $(VENV)/.installed-dev
 	$(PY) -m ruff check hw3_utils tests bench
 
-test: lint unit notebooks
+test: lint unit notebooks browser
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
