@@ -90,12 +90,14 @@ class GraphedModel(nn.Module):
     """`model(x_t, t) -> eps` for inference, replayed from a CUDA graph for one batch shape.
 
     Calls with another shape (the last, smaller batch) run the model eagerly. Same outputs as
-    the eager model up to floating-point scheduling; on the CPU it is the eager model.
+    the eager model up to floating-point scheduling; on the CPU, or with graphs=False, it is the
+    eager model (under bf16 autocast when amp_bf16).
     """
 
-    def __init__(self, model: nn.Module, amp_bf16: bool = False, warmup: int = 2):
+    def __init__(self, model: nn.Module, amp_bf16: bool = False, warmup: int = 2, graphs: bool = True):
         super().__init__()
         self.model = model
+        self.graphs = graphs
         self.amp = amp_bf16
         self.warmup = warmup
         self.device = next(model.parameters()).device
@@ -120,7 +122,7 @@ class GraphedModel(nn.Module):
 
     @torch.no_grad()
     def forward(self, x, t):
-        if self.device.type != "cuda" or (self.graph is not None and tuple(x.shape) != self.shape):
+        if not self.graphs or self.device.type != "cuda" or (self.graph is not None and tuple(x.shape) != self.shape):
             with autocast(self.device, self.amp):
                 return self.model(x, t).float()
         if self.graph is None:

@@ -34,7 +34,7 @@ def make_sampler(model, cfg: Config, method: str = "ddpm", steps: int = 100, eta
     device = next(model.parameters()).device
     ddpm = DDPM(cfg.timesteps, cfg.beta_start, cfg.beta_end, variance or cfg.variance).to(device)
     fast = cfg.fast if cfg.fast is not None else device.type == "cuda"
-    net = GraphedModel(model, amp_bf16=cfg.amp_bf16) if fast and device.type == "cuda" else model
+    net = GraphedModel(model, amp_bf16=cfg.amp_bf16, graphs=fast)  # eager (+autocast) off CUDA
     if method not in ("ddpm", "ddim"):
         raise ValueError(f"method must be 'ddpm' or 'ddim', got {method!r}")
 
