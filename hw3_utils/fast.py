@@ -29,7 +29,8 @@ class TrainStep:
     """One optimisation step on a fixed-shape batch: loss, backward, optimizer.step().
 
     Call with x0 (B, C, H, W), t (B,) int64, noise like x0, weights (B,) float (per-image loss
-    weights summing to 1; zero for padding). Returns the loss as a 0-d device tensor (no sync).
+    weights summing to 1; zero for padding) or None for the plain mean (eager only).
+    Returns the loss as a 0-d device tensor (no sync).
     With graphs=True on CUDA, the first `warmup` calls run eagerly (real steps, on a side
     stream as CUDA requires), the next call captures the step into a CUDA graph, and every
     later call copies its inputs into the graph's static buffers and replays it.

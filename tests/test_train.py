@@ -84,3 +84,10 @@ def test_resume_keeps_this_runs_optimizer_flags(tmp_path, data_dir):
     resumed = train(tiny_config(epochs=2), run, progress=False)
     straight = train(tiny_config(epochs=2), tmp_path / "straight", progress=False)
     assert params_equal(resumed.model, straight.model)
+
+
+def test_bf16_autocast_applies_on_the_plain_path_too(tmp_path, data_dir):
+    fp32 = train(tiny_config(epochs=1), tmp_path / "a", progress=False)
+    bf16 = train(tiny_config(epochs=1, amp_bf16=True), tmp_path / "b", progress=False)
+    assert fp32.history != bf16.history
+    assert abs(fp32.history[0] - bf16.history[0]) < 0.1 * fp32.history[0]
