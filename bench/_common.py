@@ -21,6 +21,7 @@ if str(REPO) not in sys.path:
 import torch  # noqa: E402
 
 from hw3_utils import get_config, pick_device  # noqa: E402
+from hw3_utils.config import parse_overrides  # noqa: E402
 
 
 def add_config_args(p: argparse.ArgumentParser, default_profile: str = "full") -> None:
@@ -33,16 +34,10 @@ def add_config_args(p: argparse.ArgumentParser, default_profile: str = "full") -
 
 def parse_sets(items: list[str]) -> dict:
     """['epochs=5', 'fast=null', 'variance=beta'] -> {'epochs': 5, 'fast': None, 'variance': 'beta'}."""
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise SystemExit(f"--set expects KEY=VALUE, got {item!r}")
-        try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key] = value
-    return out
+    try:
+        return parse_overrides(items)
+    except ValueError as err:
+        raise SystemExit(str(err)) from err
 
 
 def config_from_args(args):

@@ -13,7 +13,7 @@ import json
 import sys
 
 from . import fid as fidlib
-from .config import get_config, run_dir
+from .config import get_config, parse_overrides, run_dir
 from .pipeline import REPORT_FID, environment, make_sampler, run_all, samples_folder
 from .train import load_model, pick_device, train
 
@@ -31,17 +31,8 @@ def main(argv=None) -> int:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = p.parse_args(argv)
 
-    overrides = {}
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep:
-            p.error(f"--set expects KEY=VALUE, got {item!r}")
-        try:
-            overrides[key] = json.loads(value)
-        except json.JSONDecodeError:
-            overrides[key] = value
     try:
-        cfg = get_config(args.profile, **overrides)
+        cfg = get_config(args.profile, **parse_overrides(args.set))
     except (ValueError, TypeError) as err:
         p.error(str(err))
     out = run_dir(args.out, cfg) if args.out is None else args.out

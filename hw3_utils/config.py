@@ -156,6 +156,23 @@ def get_config(profile: str | None = None, verbose: bool = True, **overrides) ->
     return Config(**values)
 
 
+def parse_overrides(items) -> dict:
+    """Command-line overrides ['epochs=5', 'fast=null', 'variance=beta'] -> {'epochs': 5, 'fast': None, ...}.
+
+    Values are read as JSON where they parse (numbers, true/false/null, lists), else kept as strings.
+    """
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
 def config_diff(a: Config, b: Config, fields=None) -> dict[str, tuple]:
     """Fields whose values differ between two configs: {name: (a_value, b_value)}."""
     names = fields or [f.name for f in dataclasses.fields(Config)]

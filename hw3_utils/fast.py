@@ -127,7 +127,8 @@ class GraphedModel(nn.Module):
             with autocast(self.device, self.amp):
                 return self.model(x, t).float()
         if self.graph is None:
-            self.model._validate(x, t) if hasattr(self.model, "_validate") else None
+            if hasattr(self.model, "_validate"):  # replays skip the UNet's checks: check the first call
+                self.model._validate(x, t)
             self._capture(x, t)
         self.static_x.copy_(x)
         self.static_t.copy_(t)

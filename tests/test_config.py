@@ -96,3 +96,12 @@ def test_environment_yml_matches_pyproject():
         name = "torch" if name == "pytorch" else name
         if name in bounds:
             assert dep.split(">=")[-1] == bounds[name].split(">=")[-1], (dep, bounds[name])
+
+
+def test_parse_overrides_reads_json_values():
+    from hw3_utils.config import parse_overrides
+
+    assert parse_overrides(["epochs=5", "fast=null", "variance=beta", "channel_mult=[1,2,2]", "lr=1e-4"]) == {
+        "epochs": 5, "fast": None, "variance": "beta", "channel_mult": [1, 2, 2], "lr": 1e-4}
+    with pytest.raises(ValueError, match="--set expects KEY=VALUE, got 'epochs'"):
+        parse_overrides(["epochs"])
