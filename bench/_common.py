@@ -6,11 +6,9 @@ import argparse
 import json
 import math
 import os
-import platform
 import statistics
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 # `python bench/x.py` from a checkout where hw3_utils is not installed (the GPU machine): use the repo's copy.
@@ -22,6 +20,7 @@ import torch  # noqa: E402
 
 from hw3_utils import get_config, pick_device  # noqa: E402
 from hw3_utils.config import parse_overrides  # noqa: E402
+from hw3_utils.pipeline import environment  # noqa: E402,F401  (one description of the machine, shared)
 
 
 def add_config_args(p: argparse.ArgumentParser, default_profile: str = "full") -> None:
@@ -52,21 +51,7 @@ def device_from_args(args) -> torch.device:
 
 
 def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"CPU {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads"
-
-
-def environment(device: torch.device) -> dict:
-    return {
-        "device": device_name(device),
-        "device_type": device.type,
-        "torch": torch.__version__,
-        "cuda": torch.version.cuda,
-        "python": platform.python_version(),
-        "host_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
+    return environment(device)["device"]
 
 
 def sync(device: torch.device) -> None:

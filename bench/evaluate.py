@@ -44,7 +44,7 @@ from hw3_utils import (
     make_sampler,
     reference_stats,
     run_dir,
-    train,
+    train_model,
 )
 from hw3_utils.fid import count_complete, weights_path
 from hw3_utils.train import checkpoint_paths
@@ -169,7 +169,7 @@ def main(argv=None) -> dict:
 
     print(f"evaluate on {env['device']}: profile {cfg.profile}, run folder {out}, variants {names}")
     t0 = time.perf_counter()
-    result = train(cfg, out, device=device, progress=progress)
+    result = train_model(cfg, out, device=device, progress=progress)
     rec["train"] = {"wall_s": time.perf_counter() - t0, "train_s": result.seconds, "trained_now": result.seconds > 0,
                     "epochs": len(result.history), "steps": result.step,
                     "final_loss": result.history[-1] if result.history else None, "history": result.history}

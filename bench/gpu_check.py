@@ -24,7 +24,7 @@ import tempfile
 import _common as C
 import torch
 
-from hw3_utils import DDPM, GraphedModel, TrainStep, build_model, train
+from hw3_utils import DDPM, GraphedModel, TrainStep, build_model, train_model
 
 
 def rel(a, b) -> float:
@@ -88,7 +88,8 @@ def check_graphed_model(cfg, device, rows):
 
 def check_train(cfg, device, rows):
     base = dataclasses.replace(cfg, train_subset=4 * 64, batch_size=64, epochs=2, num_workers=0)
-    res = {f: train(dataclasses.replace(base, fast=f), None, device=device, progress=False) for f in (True, False)}
+    res = {f: train_model(dataclasses.replace(base, fast=f), None, device=device, progress=False)
+           for f in (True, False)}
     e = rel(res[True].history, res[False].history)
     rows.append(("train(): epoch losses fast vs plain (2 epochs x 4 steps)", e, "< 1e-4", e < 1e-4))
     e = rel(params(res[True].model), params(res[False].model))
@@ -108,9 +109,9 @@ def check_resume_across_devices(cfg, device, rows):
     base = dataclasses.replace(cfg, train_subset=64, batch_size=32, num_workers=0)
     for first, second in [("cpu", device), (device, "cpu")]:
         with tempfile.TemporaryDirectory() as run:
-            train(dataclasses.replace(base, epochs=1), run, device=first, progress=False)
+            train_model(dataclasses.replace(base, epochs=1), run, device=first, progress=False)
             try:
-                res = train(dataclasses.replace(base, epochs=3), run, device=second, progress=False)
+                res = train_model(dataclasses.replace(base, epochs=3), run, device=second, progress=False)
                 ok, value, note = len(res.history) == 3, float(res.history[-1]), "3 epochs"
             except Exception as err:
                 ok, value, note = False, float("nan"), f"{type(err).__name__}: {str(err)[:120]}"

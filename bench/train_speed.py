@@ -33,7 +33,7 @@ import _common as C
 import torch
 from torch.utils.data import DataLoader
 
-from hw3_utils import DDPM, TrainStep, build_model, load_mnist, load_tensor, subset, train
+from hw3_utils import DDPM, TrainStep, build_model, load_mnist, load_tensor, subset, train_model
 from hw3_utils.data import epoch_permutation, worker_count
 from hw3_utils.train import _ema_update, _first_bad
 
@@ -195,7 +195,7 @@ def main(argv=None) -> dict:
     if args.train_epoch:
         one = dataclasses.replace(cfg, epochs=1)
         t0 = time.perf_counter()
-        result = train(one, run_dir=None, device=device, progress=False)
+        result = train_model(one, run_dir=None, device=device, progress=False)
         wall = time.perf_counter() - t0
         ms = result.seconds * 1e3 / steps_per_epoch
         results["train_epoch"] = {

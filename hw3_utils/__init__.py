@@ -13,17 +13,20 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from .config import PROFILES, Config, config_diff, get_config, resolve_profile, run_dir, runs_dir
-from .data import DataNotFoundError, export_pngs, load_mnist, load_tensor, make_loader, mnist_transform, subset
+from .data import DataNotFoundError, load_mnist, load_tensor, make_loader, mnist_transform, subset
 from .diffusion import DDPM
 from .fast import GraphedModel, TrainStep
 from .fid import (
     FIDError,
     FIDWeightsError,
     compute_fid,
+    export_pngs,
     folder_stats,
+    frechet_distance,
     generate_samples,
     load_pngs,
     load_stats,
+    reference_npz,
     reference_stats,
     save_pngs,
     save_stats,
@@ -35,11 +38,13 @@ from .train import (
     NonFiniteLossError,
     TrainResult,
     build_model,
+    checkpoint_info,
     latest_checkpoint,
     load_checkpoint,
     load_model,
+    newest_checkpoint,
     pick_device,
-    train,
+    train_model,
 )
 from .unet import UNet, count_parameters, shape_walk, sinusoidal_embedding
 from .viz import (
@@ -77,9 +82,11 @@ __all__ = [
     "FIDWeightsError",
     "compute_fid",
     "folder_stats",
+    "frechet_distance",
     "generate_samples",
     "load_pngs",
     "load_stats",
+    "reference_npz",
     "reference_stats",
     "save_pngs",
     "save_stats",
@@ -91,11 +98,13 @@ __all__ = [
     "NonFiniteLossError",
     "TrainResult",
     "build_model",
+    "checkpoint_info",
     "latest_checkpoint",
     "load_checkpoint",
     "load_model",
+    "newest_checkpoint",
     "pick_device",
-    "train",
+    "train_model",
     "UNet",
     "count_parameters",
     "shape_walk",

@@ -2,8 +2,11 @@
 
   train   train (or resume) into <out>/checkpoints
   sample  write cfg.num_samples PNGs from the EMA weights into <out>/samples_<checkpoint>
-  fid     FID of those samples against MNIST (PNG folder and cached .npz) -> <out>/fid.json
+  fid     FID of those samples vs MNIST train and test, and the real-vs-real floor -> <out>/fid.json
   all     all of the above plus loss curve, process grid and sample grid
+
+A mistake in the arguments, a missing checkpoint, data or FID weights prints one line that
+says what to do, and exits with status 2; --debug shows the full traceback instead.
 """
 
 from __future__ import annotations
@@ -13,12 +16,17 @@ import json
 import sys
 
 from . import fid as fidlib
-from .config import get_config, parse_overrides, run_dir
-from .pipeline import REPORT_FID, environment, make_sampler, run_all, samples_folder
-from .train import load_model, pick_device, train
+from .config import ConfigError, get_config, parse_overrides, run_dir
+from .data import DataNotFoundError
+from .pipeline import environment, fid_table, make_sampler, print_fid_table, run_all, samples_folder
+from .train import CheckpointError, NonFiniteLossError, load_model, pick_device, train_model
+
+# Errors a user can cause and fix; anything else is a bug and keeps its traceback.
+USER_ERRORS = (ConfigError, CheckpointError, DataNotFoundError, fidlib.FIDError, fidlib.FIDWeightsError,
+               NonFiniteLossError)
 
 
-def main(argv=None) -> int:
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m hw3_utils", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("command", choices=["train", "sample", "fid", "all"])
@@ -29,19 +37,22 @@ def main(argv=None) -> int:
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                    help="override config fields, e.g. --set epochs=5 lr=1e-4")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    args = p.parse_args(argv)
+    p.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+    return p
 
-    try:
-        cfg = get_config(args.profile, **parse_overrides(args.set))
-    except (ValueError, TypeError) as err:
-        p.error(str(err))
+
+def run(args) -> int:
+    cfg = get_config(args.profile, **parse_overrides(args.set))
     out = run_dir(args.out, cfg) if args.out is None else args.out
-    device = pick_device(args.device)
+    try:
+        device = pick_device(args.device)
+    except RuntimeError as err:
+        raise ConfigError(f"--device {args.device!r} is not a device torch knows ({err}); use cpu or cuda") from err
     progress = not args.no_progress
     print(f"hw3_utils: {args.command} on {device}, run folder {out}")
 
     if args.command == "train":
-        result = train(cfg, out, device=device, progress=progress)
+        result = train_model(cfg, out, device=device, progress=progress)
         print(f"trained to epoch {len(result.history)}, final mean loss {result.history[-1]:.4f}")
     elif args.command == "sample":
         model = load_model(out, "ema", device)
@@ -49,18 +60,28 @@ def main(argv=None) -> int:
                                          cfg.num_samples, cfg.sample_batch_size, cfg.seed, device, progress)
         print(f"{cfg.num_samples} samples in {folder}")
     elif args.command == "fid":
-        ref_folder, ref_npz = fidlib.reference_stats(cfg, device=device)
-        stats = fidlib.folder_stats(samples_folder(out), device, cfg.fid_batch_size, expected=cfg.num_samples)
-        record = {"fid_vs_mnist_png": fidlib.compute_fid(stats, ref_folder, device),
-                  "fid_vs_mnist_npz": fidlib.compute_fid(stats, ref_npz, device),
-                  "num_samples": cfg.num_samples, "report": REPORT_FID, **environment()}
+        record = {**fid_table(out, cfg, device), **environment(device)}
         with open(f"{out}/fid.json", "w") as f:
             json.dump(record, f, indent=2)
-        print(json.dumps(record, indent=2))
+        print_fid_table(record)
     else:
         record = run_all(cfg, out, device=device, progress=progress)
-        print(json.dumps(record, indent=2))
+        print_fid_table(record)
+        print(f"all results in {out} (fid.json, loss_curve.png, process_grid.png, samples_grid.png)")
     return 0
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return run(args)
+    except USER_ERRORS as err:
+        if args.debug:
+            raise
+        # one line: the first line of the message carries what was wrong and what to do
+        text = " ".join(str(err).split("\n"))
+        print(f"error: {text}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

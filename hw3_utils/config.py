@@ -65,13 +65,10 @@ class Config:
     profile: str = "full"
 
     def __post_init__(self):
-        self.channel_mult = tuple(self.channel_mult)
-        self.adam_betas = tuple(self.adam_betas)
-        if self.variance not in ("posterior", "beta"):
-            raise ValueError(f"variance must be 'posterior' or 'beta', got {self.variance!r}")
+        _validate(self)
         widths = [self.model_channels * m for m in (*self.channel_mult, self.bottleneck_mult)]
         if any(w % self.groups for w in widths):
-            raise ValueError(
+            raise ConfigError(
                 f"every UNet width {widths} must be divisible by groups={self.groups}; "
                 "choose model_channels as a multiple of groups"
             )
@@ -99,13 +96,76 @@ class Config:
             return cls.from_dict(json.load(f))
 
 
+class ConfigError(ValueError):
+    """A config field has a value of the wrong type or outside its range."""
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+# field -> (check, what is allowed). One line per field, so a bad value from a notebook's
+# setup(...) or the CLI's --set is named with what would be accepted.
+_RULES = {
+    "image_size": (lambda v: v == 28, "28 (the UNet's 28 -> 14 -> 7 -> 3 shape walk is fixed)"),
+    "in_channels": (lambda v: v in (1, 3) and _is_int(v), "1 or 3 (torchvision's Grayscale makes 1 or 3 channels)"),
+    "train_subset": (lambda v: v is None or (_is_int(v) and v >= 1), "null (all 60,000) or an integer >= 1"),
+    "num_workers": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+    "model_channels": (lambda v: _is_int(v) and v >= 1, "an integer >= 1 (a multiple of groups)"),
+    "channel_mult": (lambda v: isinstance(v, (list, tuple)) and len(v) == 3 and all(_is_int(m) and m >= 1 for m in v),
+                     "three integers >= 1, one per down block, e.g. [1,2,4]"),
+    "bottleneck_mult": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    "time_emb_dim": (lambda v: _is_int(v) and v >= 4 and v % 2 == 0, "an even integer >= 4"),
+    "groups": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    "timesteps": (lambda v: _is_int(v) and v >= 2, "an integer >= 2"),
+    "beta_start": (lambda v: _is_num(v) and 0 < v < 1, "a number in (0, 1)"),
+    "beta_end": (lambda v: _is_num(v) and 0 < v < 1, "a number in (0, 1), at least beta_start"),
+    "variance": (lambda v: v in ("posterior", "beta"), "'posterior' or 'beta'"),
+    "batch_size": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    "epochs": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    "lr": (lambda v: _is_num(v) and 0 < v <= 1, "a number in (0, 1], e.g. 2e-4"),
+    "adam_betas": (lambda v: isinstance(v, (list, tuple)) and len(v) == 2 and all(_is_num(b) and 0 <= b < 1 for b in v),
+                   "two numbers in [0, 1), e.g. [0.9,0.999]"),
+    "ema_decay": (lambda v: _is_num(v) and 0 <= v < 1, "a number in [0, 1)"),
+    "seed": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+    "log_every": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    "fast": (lambda v: v is None or isinstance(v, bool), "true, false or null (on when CUDA)"),
+    "amp_bf16": (lambda v: isinstance(v, bool), "true or false"),
+    "num_samples": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    "sample_batch_size": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    "fid_ref_count": (lambda v: v is None or (_is_int(v) and v >= 2), "null (the whole split) or an integer >= 2"),
+    "fid_batch_size": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    "viz_samples": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    "viz_frames": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    "profile": (lambda v: isinstance(v, str) and v != "", "a profile name"),
+}
+
+
+def _validate(cfg: Config) -> None:
+    """Check every field's type and range; the first bad one raises ConfigError naming field, value, rule."""
+    for name, (ok, allowed) in _RULES.items():
+        value = getattr(cfg, name)
+        if not ok(value):
+            raise ConfigError(f"{name}={value!r} is not allowed: {name} must be {allowed}")
+    cfg.channel_mult = tuple(cfg.channel_mult)
+    cfg.adam_betas = tuple(float(b) for b in cfg.adam_betas)
+    if cfg.beta_end < cfg.beta_start:
+        raise ConfigError(f"beta_end={cfg.beta_end!r} is not allowed: "
+                          f"it must be at least beta_start={cfg.beta_start!r}")
+
+
 # Sizes only: a smoke run goes through every code path of a full run, on less data.
 PROFILES: dict[str, dict] = {
     "full": {},
     "smoke": dict(
-        train_subset=384,
+        # 2 epochs x 16 steps: enough steps for a loss curve that visibly falls, ~10 s on 2 CPU cores
+        train_subset=2048,
         model_channels=16,
-        epochs=1,
+        epochs=2,
         num_samples=32,
         sample_batch_size=32,
         fid_ref_count=32,
@@ -126,7 +186,7 @@ def _check_keys(d: dict) -> None:
     valid = {f.name for f in dataclasses.fields(Config)}
     unknown = sorted(set(d) - valid)
     if unknown:
-        raise ValueError(f"unknown config key(s) {unknown}; valid keys are: {sorted(valid)}")
+        raise ConfigError(f"unknown config key(s) {unknown}; valid keys are: {sorted(valid)}")
 
 
 def resolve_profile(profile: str | None = None, verbose: bool = True) -> str:
@@ -140,7 +200,7 @@ def resolve_profile(profile: str | None = None, verbose: bool = True) -> str:
         profile = "full" if cuda else "smoke"
         source = "CUDA available" if cuda else "no CUDA"
     if profile not in PROFILES:
-        raise ValueError(
+        raise ConfigError(
             f"unknown profile {profile!r} (from {source}); valid profiles are: {sorted(PROFILES)}"
         )
     if verbose:
@@ -165,7 +225,7 @@ def parse_overrides(items) -> dict:
     for item in items:
         key, sep, value = item.partition("=")
         if not sep:
-            raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
+            raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
         try:
             out[key] = json.loads(value)
         except json.JSONDecodeError:

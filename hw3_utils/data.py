@@ -45,11 +45,13 @@ def data_root(root=None) -> Path:
 
 def mnist_transform(in_channels: int = 3) -> transforms.Compose:
     """The report's transforms: Grayscale(3), ToTensor, Normalize(0.5, 0.5) -> [-1, 1]."""
+    ### BEGIN SOLUTION 1
     return transforms.Compose([
         transforms.Grayscale(num_output_channels=in_channels),
         transforms.ToTensor(),
         transforms.Normalize([0.5] * in_channels, [0.5] * in_channels),
     ])
+    ### END SOLUTION
 
 
 def _have_files(root: Path) -> bool:
@@ -131,16 +133,3 @@ def load_tensor(dataset: Dataset, device: torch.device | str = "cpu") -> torch.T
     x = x.sub(0.5).div(0.5)
     return x.expand(-1, channels, -1, -1).contiguous()
 
-
-def export_pngs(dataset: Dataset, folder, n: int | None = None) -> Path:
-    """Write the first n images of an MNIST dataset as 28x28 RGB PNGs (00000.png, ...), for FID.
-
-    Skips files already present, so an interrupted export completes on a re-run.
-    """
-    from .fid import save_pngs  # local import: fid imports this module too
-
-    folder = Path(folder)
-    n = len(dataset) if n is None else min(n, len(dataset))
-    x = load_tensor(subset(dataset, n))
-    save_pngs(x, folder, start=0, skip_existing=True)
-    return folder

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 try:
     from tqdm.auto import tqdm
@@ -71,7 +70,9 @@ class DDPM(nn.Module):
         t = self._timesteps(t, x0.shape[0], x0.device)
         if noise is None:
             noise = torch.randn_like(x0)
+        ### BEGIN SOLUTION 3
         return self._at(self.sqrt_alpha_bars, t) * x0 + self._at(self.sqrt_one_minus_alpha_bars, t) * noise
+        ### END SOLUTION
 
     def loss(self, model, x0: torch.Tensor, t: torch.Tensor | None = None, noise: torch.Tensor | None = None,
              generator: torch.Generator | None = None, weights: torch.Tensor | None = None) -> torch.Tensor:
@@ -87,11 +88,12 @@ class DDPM(nn.Module):
             t = torch.randint(0, self.timesteps, (b,), device=x0.device, generator=generator)
         if noise is None:
             noise = torch.randn(x0.shape, device=x0.device, dtype=x0.dtype, generator=generator)
+        ### BEGIN SOLUTION 4
         pred = model(self.q_sample(x0, t, noise), t)
-        if weights is None:
-            return F.mse_loss(pred.float(), noise)  # the report: F.mse_loss(noise, predicted_noise)
-        per_image = (pred.float() - noise).pow(2).flatten(1).mean(dim=1)
-        return (per_image * weights).sum()
+        per_image = (pred.float() - noise).pow(2).flatten(1).mean(dim=1)  # (B,) mean over each image
+        ### END SOLUTION
+        # (per_image is undefined in the student kit until task 4 is done: hence the noqa)
+        return per_image.mean() if weights is None else (per_image * weights).sum()  # noqa: F821
 
     # reverse process ----------------------------------------------------------------------
     def p_sample(self, model, x_t: torch.Tensor, t, generator: torch.Generator | None = None,
@@ -102,6 +104,7 @@ class DDPM(nn.Module):
         is added. sigma_t^2 is beta-tilde_t ("posterior") or beta_t ("beta"), section 3.2.
         """
         t = self._timesteps(t, x_t.shape[0], x_t.device)
+        ### BEGIN SOLUTION 5a
         eps = model(x_t, t).float()
         beta, alpha = self._at(self.betas, t), self._at(self.alphas, t)
         # mu_theta(x_t, t) = 1/sqrt(alpha_t) * (x_t - beta_t / sqrt(1 - alpha-bar_t) * eps)   (eq. 11)
@@ -112,6 +115,7 @@ class DDPM(nn.Module):
         # z = 0 at the last step (t = 1 in the paper, index 0 here)
         nonzero = (t > 0).float().view(-1, 1, 1, 1)
         return mean + nonzero * var.sqrt() * noise
+        ### END SOLUTION
 
     def _frame_steps(self, steps: list[int], snapshots: int) -> set[int]:
         """Which loop positions to record so `snapshots` frames span noise to final image evenly."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import torch
 
 from .config import Config, config_diff, get_config, run_dir
 from .data import data_root
-from .train import CheckpointError, latest_checkpoint, pick_device
+from .train import CheckpointError, newest_checkpoint, pick_device
 
 
 def in_colab() -> bool:
@@ -61,30 +62,49 @@ def setup(profile: str | None = None, seed: int = 0, **overrides) -> tuple[Confi
 
 
 class LiveLossPlot:
-    """`train(..., callback=LiveLossPlot())`: redraws the per-epoch loss curve in place after each epoch.
+    """A loss curve that redraws in place while `train_model` runs, within an epoch too.
 
-    callback(epoch, history): epoch is 1-based, history the list of per-epoch mean losses so far.
-    In a notebook the figure is updated in one output area (IPython display handle); outside
-    IPython, `display` just prints. Each figure is closed after display, so none pile up.
+        live = LiveLossPlot()
+        train_model(cfg, run, callback=live, on_log=live.on_log)
+
+    `on_log(loss_log, history)` (every cfg.log_every steps) redraws at most every `min_seconds`,
+    so drawing never slows training much; `live(epoch, history)` (after each epoch) always
+    redraws. In a notebook the figure is updated in one output area (IPython display handle);
+    outside IPython, `display` just prints. Each figure is closed after display, so none pile up.
     """
 
-    def __init__(self):
+    def __init__(self, min_seconds: float = 2.0):
         self.handle = None
         self.calls = 0
+        self.min_seconds = min_seconds
+        self.loss_log: list = []
+        self.steps_per_epoch: float | None = None
+        self._last = float("-inf")
+
+    def on_log(self, loss_log, history) -> None:
+        self.loss_log = loss_log
+        if time.monotonic() - self._last >= self.min_seconds:
+            self._draw(history, f"Training loss, step {loss_log[-1][0]}")
 
     def __call__(self, epoch: int, history) -> None:
+        if self.loss_log:
+            self.steps_per_epoch = self.loss_log[-1][0] / epoch
+        self._draw(history, f"Training loss after epoch {epoch}")
+
+    def _draw(self, history, title: str) -> None:
         import matplotlib.pyplot as plt
         from IPython.display import display
 
         from .viz import plot_loss
 
-        fig = plot_loss(history, title=f"Training loss, epoch {epoch} (per-epoch mean MSE)")
+        fig = plot_loss(history, list(self.loss_log), self.steps_per_epoch, title=title)
         if self.handle is None:
             self.handle = display(fig, display_id=True)
         else:
             self.handle.update(fig)
         plt.close(fig)
         self.calls += 1
+        self._last = time.monotonic()
 
 
 def require_checkpoint(cfg: Config, run=None) -> Path:
@@ -93,7 +113,7 @@ def require_checkpoint(cfg: Config, run=None) -> Path:
     Prints which checkpoint it found and warns when training has not reached cfg.epochs yet.
     """
     run = Path(run) if run is not None else run_dir(cfg=cfg)
-    found = latest_checkpoint(run) if (run / "checkpoints").is_dir() else None
+    found = newest_checkpoint(run) if (run / "checkpoints").is_dir() else None
     if found is None:
         raise CheckpointError(
             f"No trained model for profile '{cfg.profile}': {run / 'checkpoints'} holds no checkpoint.\n"

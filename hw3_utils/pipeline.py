@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 import time
 from datetime import datetime, timezone
@@ -18,10 +19,15 @@ from . import fid as fidlib
 from .config import Config
 from .diffusion import DDPM
 from .fast import GraphedModel
-from .train import load_model, pick_device, train
+from .train import CheckpointError, load_model, newest_checkpoint, pick_device, train_model
 from .viz import plot_loss, process_grid, save_figure, show_images
 
 REPORT_FID = {"vs MNIST PNG images": 6.12, "vs MNIST .npz": 5.77}
+# What the report's two numbers were measured against, as far as it says.
+REPORT_REFERENCES = {
+    "vs MNIST PNG images": "the report's own export of MNIST as PNGs (count not stated)",
+    "vs MNIST .npz": "a precomputed MNIST .npz (source not stated)",
+}
 
 
 def make_sampler(model, cfg: Config, method: str = "ddpm", steps: int = 100, eta: float = 0.0,
@@ -50,18 +56,77 @@ def make_sampler(model, cfg: Config, method: str = "ddpm", steps: int = 100, eta
 def samples_folder(out) -> Path:
     """<out>/samples_<newest checkpoint>: named after the weights that drew them, so samples from
     an earlier checkpoint are never reused (and resumed) after more training."""
-    from .train import latest_checkpoint
-
-    found = latest_checkpoint(out)
+    found = newest_checkpoint(out)  # reads the checkpoint's small header only
     if found is None:
-        raise FileNotFoundError(f"no checkpoint in {Path(out) / 'checkpoints'}; train first")
+        raise CheckpointError(f"no checkpoint in {Path(out) / 'checkpoints'}; train first "
+                              "(notebook 04 or `python -m hw3_utils train`)")
     return Path(out) / f"samples_{found[0].stem}"
 
 
-def environment() -> dict:
-    """Where a measurement was taken: device name, torch version, date."""
-    dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({platform.processor() or 'x86_64'})"
-    return {"device": dev, "torch": torch.__version__, "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+def score_run(run, cfg: Config, device=None) -> dict[str, float]:
+    """FID of the samples of the run's newest checkpoint vs the MNIST train and test sets.
+
+    run: a run folder holding checkpoints/ and samples_<checkpoint>/ (cfg.num_samples PNGs).
+    Returns {"train": FID vs cfg.fid_ref_count MNIST training images, "test": FID vs test images}.
+    The references are cached .npz statistics (`fid.reference_npz`).
+    """
+    ### BEGIN SOLUTION 5b
+    folder = samples_folder(run)  # the samples of the newest weights, not an older folder
+    stats = fidlib.folder_stats(folder, device, cfg.fid_batch_size, expected=cfg.num_samples)
+    return {split: fidlib.compute_fid(stats, fidlib.reference_npz(cfg, split, device=device))
+            for split in ("train", "test")}
+    ### END SOLUTION
+
+
+def fid_table(run, cfg: Config, device=None, data_root=None) -> dict:
+    """Everything notebook 05 and `fid.json` report: FID vs MNIST train and test, and the real-vs-real floor.
+
+    The floor is FID(MNIST test, MNIST train): what a model that draws real MNIST digits would
+    score, so the gap between a model's FID and the floor is what training can still win.
+    """
+    refs = {split: fidlib.reference_npz(cfg, split, device=device, data_root=data_root) for split in fidlib.SPLITS}
+    scores = score_run(run, cfg, device)
+    (mu_tr, s_tr), (mu_te, s_te) = fidlib.load_stats(refs["train"]), fidlib.load_stats(refs["test"])
+    counts = {"train": cfg.fid_ref_count or 60_000, "test": min(cfg.fid_ref_count or 10_000, 10_000)}
+    note = fidlib.singular_note(min(cfg.num_samples, *counts.values()))
+    if note:
+        print(note)
+    return {
+        "fid_vs_mnist_train": scores["train"],
+        "fid_vs_mnist_test": scores["test"],
+        "fid_floor_test_vs_train": fidlib.frechet_distance(mu_te, s_te, mu_tr, s_tr),
+        "num_samples": cfg.num_samples,
+        "reference_images": counts,
+        "samples": str(samples_folder(run)),
+        "report": REPORT_FID,
+    }
+
+
+def print_fid_table(record: dict) -> None:
+    """The FID record as a small table beside the report's numbers."""
+    rows = [("vs MNIST train", record["fid_vs_mnist_train"], record["reference_images"]["train"]),
+            ("vs MNIST test", record["fid_vs_mnist_test"], record["reference_images"]["test"]),
+            ("floor: MNIST test vs train", record["fid_floor_test_vs_train"], None)]
+    print(f"{'FID':<28}{'value':>9}   reference")
+    for name, value, n in rows:
+        ref = f"{n:,} MNIST images" if n else "real vs real: a perfect model's score"
+        print(f"{name:<28}{value:>9.2f}   {ref}")
+    for name, value in REPORT_FID.items():
+        print(f"{'report, ' + name:<28}{value:>9.2f}   {REPORT_REFERENCES[name]}")
+    print(f"this run: {record['num_samples']:,} samples from {Path(record['samples']).name}")
+
+
+def environment(device=None) -> dict:
+    """Where a measurement was taken: device name and type, torch/CUDA/Python versions, cores, date."""
+    device = torch.device(device) if device is not None else pick_device()
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+    else:
+        name = f"CPU {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads"
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {"device": name, "device_type": device.type, "torch": torch.__version__, "cuda": torch.version.cuda,
+            "python": platform.python_version(), "host_cores": cores,
+            "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
 
 def run_all(cfg: Config, out, device=None, data_root=None, progress: bool = True) -> dict:
@@ -70,9 +135,9 @@ def run_all(cfg: Config, out, device=None, data_root=None, progress: bool = True
     out = Path(out)
     device = pick_device(device)
     t0 = time.perf_counter()
-    result = train(cfg, out, device=device, progress=progress, data_root=data_root)
+    result = train_model(cfg, out, device=device, progress=progress, data_root=data_root)
     t_train = time.perf_counter() - t0
-    save_figure(plot_loss(result.history), out / "loss_curve.png")
+    save_figure(plot_loss(result.history, result.loss_log), out / "loss_curve.png")
 
     model = load_model(out, "ema", device)
     ddpm = DDPM.from_config(cfg).to(device)
@@ -89,21 +154,14 @@ def run_all(cfg: Config, out, device=None, data_root=None, progress: bool = True
     grid = show_images(fidlib.load_pngs(folder, 64), nrow=8, title="Generated digits (EMA weights)")
     save_figure(grid, out / "samples_grid.png")
 
-    ref_folder, ref_npz = fidlib.reference_stats(cfg, data_root=data_root, device=device)
-    sample_stats = fidlib.folder_stats(folder, device, cfg.fid_batch_size, expected=cfg.num_samples)
     record = {
         "profile": cfg.profile,
-        "num_samples": cfg.num_samples,
-        "samples": str(folder),
-        "reference_images": cfg.fid_ref_count or 60000,
-        "fid_vs_mnist_png": fidlib.compute_fid(sample_stats, ref_folder, device, cfg.fid_batch_size),
-        "fid_vs_mnist_npz": fidlib.compute_fid(sample_stats, ref_npz, device, cfg.fid_batch_size),
-        "report": REPORT_FID,
+        **fid_table(out, cfg, device, data_root),
         "sampler": f"DDPM ancestral, {cfg.timesteps} steps, variance={cfg.variance}, EMA weights",
         "train_seconds": round(t_train, 1),
         "sample_seconds": round(t_sample, 1),
         "final_loss": result.history[-1] if result.history else None,
-        **environment(),
+        **environment(device),
     }
     (out / "fid.json").write_text(json.dumps(record, indent=2))
     return record

@@ -1,9 +1,11 @@
 """Training: the report's loop (Adam, batch 128, L_simple) with EMA, checkpoints and resume.
 
 Every epoch ends with an atomic checkpoint (model, EMA, optimizer, epoch, step, RNG state,
-config, loss history) under `<run_dir>/checkpoints/`; the two newest are kept. `train` resumes
-from the newest readable one, so re-running after a disconnect continues where it stopped,
-with the same data order and random draws as an uninterrupted run.
+config, loss history) under `<run_dir>/checkpoints/`; the two newest are kept. `train_model`
+resumes from the newest readable one, so re-running after a disconnect continues where it
+stopped, with the same data order and random draws as an uninterrupted run.
+
+The function is `train_model`, not `train`, so that `hw3_utils.train` stays this module.
 """
 
 from __future__ import annotations
@@ -43,7 +45,11 @@ class NonFiniteLossError(FloatingPointError):
 
 @dataclass
 class TrainResult:
-    """What `train` returns: the raw and EMA models, per-epoch mean losses, where it saved."""
+    """What `train_model` returns: the raw and EMA models, losses, where it saved.
+
+    history: per-epoch mean losses; loss_log: [(step, mean loss of the steps since the previous
+    entry)], one entry every cfg.log_every steps and at the end of each epoch.
+    """
 
     model: UNet
     ema: UNet
@@ -53,6 +59,7 @@ class TrainResult:
     run_dir: Path | None = None
     step: int = 0
     seconds: float = 0.0
+    loss_log: list[tuple[int, float]] = field(default_factory=list)
 
 
 def pick_device(device=None) -> torch.device:
@@ -96,13 +103,17 @@ def atomic_save(obj, path: Path) -> None:
             os.close(fd)
 
 
-def load_checkpoint(path, map_location="cpu") -> dict:
-    """Read a checkpoint written by `train`; a truncated or foreign file raises CheckpointError."""
+def load_checkpoint(path, map_location="cpu", mmap: bool = False) -> dict:
+    """Read a checkpoint written by `train_model`; a truncated or foreign file raises CheckpointError.
+
+    mmap=True maps the file instead of reading it: only the small pickled part is read now, each
+    tensor's bytes when first used (see `checkpoint_info`, which uses it to read the header only).
+    """
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"no checkpoint at {path}; train first (notebook 04 or `python -m hw3_utils train`)")
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+        ckpt = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as err:
         raise CheckpointError(
             f"checkpoint {path} is truncated or corrupt ({type(err).__name__}: {str(err)[:200]}). "
@@ -119,15 +130,15 @@ def checkpoint_paths(run_dir) -> list[Path]:
     return sorted((Path(run_dir) / CKPT_DIR).glob("step_*.pt"), reverse=True)
 
 
-def latest_checkpoint(run_dir, map_location="cpu") -> tuple[Path, dict] | None:
-    """The newest readable checkpoint of a run, skipping (with a warning) unreadable ones."""
+def _newest_readable(run_dir, read) -> tuple[Path, object] | None:
+    """read(path) on the run's checkpoints, newest first, skipping (with a warning) unreadable ones."""
     paths = checkpoint_paths(run_dir)
     errors = []
     for p in paths:
         try:
-            return p, load_checkpoint(p, map_location)
+            return p, read(p)
         except CheckpointError as err:
-            warnings.warn(f"skipping unreadable checkpoint: {err}", stacklevel=2)
+            warnings.warn(f"skipping unreadable checkpoint: {err}", stacklevel=3)
             errors.append(str(err))
     if errors:
         raise CheckpointError(
@@ -135,6 +146,29 @@ def latest_checkpoint(run_dir, map_location="cpu") -> tuple[Path, dict] | None:
             + "\n".join(errors) + "\nStart a new run with another --out folder."
         )
     return None
+
+
+def latest_checkpoint(run_dir, map_location="cpu") -> tuple[Path, dict] | None:
+    """The newest readable checkpoint of a run, loaded whole, skipping (with a warning) unreadable ones."""
+    return _newest_readable(run_dir, lambda p: load_checkpoint(p, map_location))
+
+
+INFO_KEYS = ("epoch", "step", "config", "history")
+
+
+def checkpoint_info(path) -> dict:
+    """The small fields of a checkpoint (epoch, step, config, history), without reading its tensors.
+
+    The file is memory-mapped, only its pickled header is read, and no tensor outlives the call
+    (a mapping kept alive would crash the process if the file were later truncated in place).
+    """
+    ckpt = load_checkpoint(path, mmap=True)
+    return {k: ckpt[k] for k in INFO_KEYS if k in ckpt}
+
+
+def newest_checkpoint(run_dir) -> tuple[Path, dict] | None:
+    """(path, checkpoint_info) of the newest readable checkpoint: kilobytes read, not the whole file."""
+    return _newest_readable(run_dir, checkpoint_info)
 
 
 def _check_compatible(saved: Config, cfg: Config, fields, path) -> None:
@@ -155,7 +189,7 @@ def load_model(source, which: str = "ema", device=None, cfg: Config | None = Non
     if which not in ("ema", "model"):
         raise ValueError(f"which must be 'ema' or 'model', got {which!r}")
     source = Path(source)
-    if source.is_dir():
+    if source.is_dir() or source.suffix != ".pt":  # a run folder, possibly not created yet
         found = latest_checkpoint(source)
         if found is None:
             raise CheckpointError(f"no checkpoints in {source / CKPT_DIR}; train first (notebook 04)")
@@ -192,12 +226,14 @@ def _first_bad(losses: torch.Tensor, start: int, end: int):
     return i, float(losses[i])
 
 
-def train(cfg: Config, run_dir=None, device=None, resume: bool = True, progress: bool = True,
-          data_root=None, callback=None) -> TrainResult:
+def train_model(cfg: Config, run_dir=None, device=None, resume: bool = True, progress: bool = True,
+                data_root=None, callback=None, on_log=None) -> TrainResult:
     """Train the UNet on MNIST with L_simple for cfg.epochs epochs; resume from run_dir if it has checkpoints.
 
     run_dir: folder for checkpoints and config.json (None: keep nothing on disk).
     callback(epoch, history): called after each epoch, e.g. to redraw a loss curve.
+    on_log(loss_log, history): called every cfg.log_every steps with the step losses so far
+    ([(step, loss)]) and the per-epoch means, so a plot can move during an epoch.
     Raises NonFiniteLossError (keeping the last good checkpoint) if the loss becomes NaN/inf.
     """
     device = pick_device(device)
@@ -210,7 +246,7 @@ def train(cfg: Config, run_dir=None, device=None, resume: bool = True, progress:
     opt_kwargs = dict(fused=True, capturable=True) if cuda_fast else {}
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=cfg.adam_betas, **opt_kwargs)
     gen = torch.Generator(device).manual_seed(cfg.seed)
-    epoch, step, history = 0, 0, []
+    epoch, step, history, loss_log = 0, 0, [], []
 
     run_dir = Path(run_dir) if run_dir is not None else None
     if run_dir is not None:
@@ -232,11 +268,13 @@ def train(cfg: Config, run_dir=None, device=None, resume: bool = True, progress:
             gen.set_state(ckpt["rng"]["train"])
             torch.set_rng_state(ckpt["rng"]["torch"])
             epoch, step, history = ckpt["epoch"], ckpt["step"], list(ckpt["history"])
+            # checkpoints written before the step log existed resume with an empty one
+            loss_log = [(int(s), float(v)) for s, v in ckpt.get("loss_log", [])]
             print(f"hw3_utils: resumed from {path} (epoch {epoch}/{cfg.epochs}, step {step})")
         cfg.save(run_dir / "config.json")
 
     if epoch >= cfg.epochs:  # already trained: nothing to load
-        return TrainResult(model.eval(), ema.eval(), ddpm, cfg, history, run_dir, step, 0.0)
+        return TrainResult(model.eval(), ema.eval(), ddpm, cfg, history, run_dir, step, 0.0, loss_log)
     dataset = subset(load_mnist(data_root, train=True, in_channels=cfg.in_channels), cfg.train_subset)
     n = len(dataset)
     steps_per_epoch = math.ceil(n / cfg.batch_size)
@@ -287,14 +325,18 @@ def train(cfg: Config, run_dir=None, device=None, resume: bool = True, progress:
                         f"Try a lower learning rate (lr={cfg.lr}) or turn bf16 autocast off "
                         f"(amp_bf16={cfg.amp_bf16}); check the input data is in [-1, 1]."
                     )
+                loss_log.append((step, float(losses[checked:i + 1].mean())))
                 checked = i + 1
-                bar.set_postfix(loss=f"{float(losses[i]):.4f}")
+                bar.set_postfix(loss=f"{loss_log[-1][1]:.4f}")
+                if on_log is not None:
+                    on_log(loss_log, history)
         history.append(float(losses.mean()))
         if run_dir is not None:
             ckpt = {
                 "model": model.state_dict(), "ema": ema.state_dict(),
                 "optimizer": optimizer.state_dict(), "epoch": ep + 1, "step": step,
                 "rng": _rng_state(gen), "config": cfg.to_dict(), "history": history,
+                "loss_log": loss_log,
             }
             atomic_save(ckpt, run_dir / CKPT_DIR / f"step_{step:08d}.pt")
             for old in checkpoint_paths(run_dir)[KEEP_CHECKPOINTS:]:
@@ -304,4 +346,4 @@ def train(cfg: Config, run_dir=None, device=None, resume: bool = True, progress:
 
     model.eval()
     ema.eval()
-    return TrainResult(model, ema, ddpm, cfg, history, run_dir, step, time.perf_counter() - t0)
+    return TrainResult(model, ema, ddpm, cfg, history, run_dir, step, time.perf_counter() - t0, loss_log)

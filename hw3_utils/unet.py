@@ -7,11 +7,11 @@ Reference widths (model_channels=64): 64/128/256 down, 512 in the bottleneck,
 
 from __future__ import annotations
 
-import math
+import math  # noqa: F401 (unused in the student kit until task 2a is done)
 
 import torch
 from torch import nn
-from torch.nn import functional as F
+from torch.nn import functional as F  # noqa: F401 (the same, for task 2b)
 
 from .config import Config
 
@@ -22,10 +22,12 @@ def sinusoidal_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
     t: (B,) int or float timesteps -> (B, dim) float32, [sin(t w_i), cos(t w_i)] with
     frequencies w_i = 10000^(-i / (dim/2 - 1)), i = 0 .. dim/2 - 1.
     """
+    ### BEGIN SOLUTION 2a
     half = dim // 2
     freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=t.device) / (half - 1))
     args = t.float()[:, None] * freqs[None, :]
     return torch.cat([args.sin(), args.cos()], dim=1)
+    ### END SOLUTION
 
 
 class Block(nn.Module):
@@ -45,9 +47,11 @@ class Block(nn.Module):
         self.norm2 = nn.GroupNorm(groups, c_out)
 
     def forward(self, x: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
+        ### BEGIN SOLUTION 2b
         h = F.relu(self.norm1(self.conv1(x)))
         h = h + self.time_proj(temb)[:, :, None, None]
         return F.relu(self.norm2(self.conv2(h)))
+        ### END SOLUTION
 
 
 class UNet(nn.Module):
@@ -107,6 +111,7 @@ class UNet(nn.Module):
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         if self.check_inputs:
             self._validate(x, t)
+        ### BEGIN SOLUTION 2b
         temb = self.time_mlp(sinusoidal_embedding(t, self.time_emb_dim))
 
         s1 = self.down1(x, temb)
@@ -118,6 +123,7 @@ class UNet(nn.Module):
         h = self.up_block2(torch.cat([self.up2(h), s2], dim=1), temb)
         h = self.up_block3(torch.cat([self.up3(h), s1], dim=1), temb)
         return self.out(h)
+        ### END SOLUTION
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -55,14 +55,40 @@ def process_grid(frames: torch.Tensor, labels, scale: float = 0.7):
     return fig
 
 
-def plot_loss(history, title: str = "Training loss (per-epoch mean MSE)"):
-    """Per-epoch mean loss, log scale."""
-    fig, ax = plt.subplots(figsize=(5, 3))
-    ax.plot(range(1, len(history) + 1), history, marker="o", ms=3)
-    ax.set_xlabel("epoch")
+def smooth(values, weight: float = 0.8) -> list[float]:
+    """Exponential moving average with bias correction (TensorBoard's smoothing), same length as values."""
+    out, avg = [], 0.0
+    for k, v in enumerate(values, start=1):
+        avg = weight * avg + (1 - weight) * v
+        out.append(avg / (1 - weight**k))
+    return out
+
+
+def plot_loss(history, loss_log=None, steps_per_epoch: int | None = None, title: str | None = None):
+    """The training loss on a log scale: per-step points, their smoothed curve, and per-epoch means.
+
+    history: per-epoch mean losses; loss_log: [(step, loss)] every cfg.log_every steps (from
+    `TrainResult.loss_log`); without it, only the per-epoch means are drawn against the epoch.
+    steps_per_epoch places the epoch means on the step axis (default: last logged step / epochs).
+    """
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    if loss_log:
+        steps, losses = zip(*loss_log)
+        ax.plot(steps, losses, lw=0.8, alpha=0.35, color="C0", marker="." if len(steps) < 200 else None,
+                label=f"loss every {steps[0] if len(steps) > 1 else 1} step(s)")
+        ax.plot(steps, smooth(losses), lw=2, color="C0", label="smoothed")
+        if history:
+            spe = steps_per_epoch or steps[-1] / len(history)
+            ax.plot([spe * (k + 1) for k in range(len(history))], history, "o", color="C1", ms=5,
+                    label="epoch mean")
+        ax.set_xlabel("training step")
+        ax.legend(fontsize=8)
+    else:
+        ax.plot(range(1, len(history) + 1), history, marker="o", ms=3)
+        ax.set_xlabel("epoch")
     ax.set_ylabel("MSE(noise, predicted noise)")
     ax.set_yscale("log")
-    ax.set_title(title)
+    ax.set_title(title or "Training loss (L_simple)")
     ax.grid(True, alpha=0.3)
     fig.tight_layout()
     return fig

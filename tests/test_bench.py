@@ -102,16 +102,6 @@ def test_sample_speed_projects_ancestral_and_measures_ddim(tmp_path):
     assert all(positive(r["seconds"]) for r in rec["ddim"])
 
 
-# FID's 2048x2048 matrix square root takes ~45 s per call on a 2-core CI machine; the real FID is tested in
-# test_fid.py, so here the Frechet distance is replaced by a cheap stand-in (the script and Inception run as is).
-FID_STUB = """import runpy, sys
-import numpy as np
-import pytorch_fid.fid_score as f
-f.calculate_frechet_distance = lambda m1, s1, m2, s2, eps=1e-6: float(((m1 - m2) ** 2).sum() + np.trace(s1 + s2))
-sys.argv = sys.argv[1:]
-sys.path.insert(0, "bench")
-runpy.run_path(sys.argv[0], run_name="__main__")
-"""
 EVAL_SET = [*TINY, "train_subset=32", "batch_size=16", "num_workers=0", "timesteps=10", "num_samples=8",
             "sample_batch_size=8", "fid_ref_count=8", "fid_batch_size=8"]
 
@@ -121,7 +111,7 @@ def test_evaluate_writes_rows_and_resumes(tmp_path, data_dir):
     run = tmp_path / "run"
     args = [BENCH / "evaluate.py", "--profile", "smoke", "--device", "cpu", "--out", run, "--no-progress",
             "--grid", tmp_path / "grid.png", "--set", *EVAL_SET, "--variants"]
-    text = run_script([*args, "ema", "ddim2", "floor"], tmp_path, prelude=FID_STUB)
+    text = run_script([*args, "ema", "ddim2", "floor"], tmp_path)
     rec = json.loads((run / "eval" / "eval.json").read_text())
     md = (run / "eval" / "eval.md").read_text()
     assert [r["variant"] for r in rec["rows"]] == ["ema", "ddim2", "floor"]
@@ -138,7 +128,7 @@ def test_evaluate_writes_rows_and_resumes(tmp_path, data_dir):
         assert needle in md, needle
     assert "FID" in text
 
-    run_script([*args, "floor"], tmp_path, prelude=FID_STUB)  # resumes: already trained, statistics cached
+    run_script([*args, "floor"], tmp_path)  # resumes: already trained, statistics cached
     rec = json.loads((run / "eval" / "eval.json").read_text())
     assert not rec["train"]["trained_now"] and rec["train"]["epochs"] == 1
     assert [r["variant"] for r in rec["rows"]] == ["floor"] and positive(rec["rows"][0]["fid"])
@@ -157,3 +147,13 @@ def test_gpu_run_script_runs_its_check_stage_on_cpu(tmp_path):
     assert "END check rc=0" in (out / "log.txt").read_text()
     rec = json.loads((out / "check.json").read_text())  # bench/gpu_check.py, run by the script
     assert rec["device_type"] == "cpu" and len(rec["rows"]) == 2 and all(r["ok"] for r in rec["rows"])
+
+
+def test_fid_speed_prints_both_methods(tmp_path):
+    out = run_script([BENCH / "fid_speed.py", "--dims", "64", "--repeats", "1", "--json", tmp_path / "f.json"],
+                     tmp_path)
+    rec = json.loads((tmp_path / "f.json").read_text())
+    assert [r["case"] for r in rec["rows"]] == ["full rank", "rank-deficient"]
+    for r in rec["rows"]:
+        assert positive(r["pytorch_fid_s"]) and positive(r["eigh_s"]) and r["rel_diff"] < 1e-3
+    assert "speed-up" in out and "pytorch-fid (sqrtm)" in out

@@ -64,6 +64,53 @@ def test_bad_values_are_explained():
         Config(model_channels=12)
 
 
+BAD_VALUES = [  # (field, value, what the one-line message must say)
+    ("epochs", "abc", "epochs='abc' is not allowed: epochs must be an integer >= 1"),
+    ("epochs", 0, "epochs=0 is not allowed"),
+    ("epochs", 2.5, "epochs=2.5 is not allowed: epochs must be an integer"),
+    ("lr", -1, "lr=-1 is not allowed: lr must be a number in (0, 1]"),
+    ("lr", "fast", "lr='fast' is not allowed"),
+    ("batch_size", 0, "batch_size=0 is not allowed: batch_size must be an integer >= 1"),
+    ("batch_size", True, "batch_size=True is not allowed"),
+    ("timesteps", 1, "timesteps=1 is not allowed: timesteps must be an integer >= 2"),
+    ("num_samples", 0, "num_samples=0 is not allowed: num_samples must be an integer >= 1"),
+    ("variance", "foo", "variance='foo' is not allowed: variance must be 'posterior' or 'beta'"),
+    ("channel_mult", [1], "channel_mult=[1] is not allowed: channel_mult must be three integers >= 1"),
+    ("beta_start", 0, "beta_start=0 is not allowed: beta_start must be a number in (0, 1)"),
+    ("beta_end", 1e-5, "beta_end=1e-05 is not allowed: it must be at least beta_start=0.0001"),
+    ("adam_betas", [0.9], "adam_betas=[0.9] is not allowed: adam_betas must be two numbers in [0, 1)"),
+    ("ema_decay", 1.0, "ema_decay=1.0 is not allowed: ema_decay must be a number in [0, 1)"),
+    ("fast", "yes", "fast='yes' is not allowed: fast must be true, false or null"),
+    ("amp_bf16", None, "amp_bf16=None is not allowed: amp_bf16 must be true or false"),
+    ("in_channels", 2, "in_channels=2 is not allowed: in_channels must be 1 or 3"),
+    ("image_size", 32, "image_size=32 is not allowed: image_size must be 28"),
+    ("train_subset", 0, "train_subset=0 is not allowed: train_subset must be null (all 60,000) or an integer >= 1"),
+    ("fid_ref_count", 1, "fid_ref_count=1 is not allowed"),
+    ("time_emb_dim", 255, "time_emb_dim=255 is not allowed: time_emb_dim must be an even integer >= 4"),
+    ("log_every", 0, "log_every=0 is not allowed"),
+    ("num_workers", -1, "num_workers=-1 is not allowed"),
+]
+
+
+@pytest.mark.parametrize("field,value,message", BAD_VALUES, ids=[f"{f}={v!r}" for f, v, _ in BAD_VALUES])
+def test_each_bad_value_gets_one_line_naming_field_value_and_rule(field, value, message):
+    from hw3_utils.config import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        get_config("smoke", verbose=False, **{field: value})
+    text = str(err.value)
+    assert message in text and "\n" not in text
+    assert isinstance(err.value, ValueError)  # callers that catch ValueError keep working
+
+
+def test_setup_overrides_are_checked_the_same_way():
+    from hw3_utils.config import ConfigError
+    from hw3_utils.notebook import setup
+
+    with pytest.raises(ConfigError, match="epochs='ten' is not allowed"):
+        setup("smoke", epochs="ten")
+
+
 def test_json_round_trip(tmp_path):
     c = get_config("smoke", verbose=False, epochs=3)
     c.save(tmp_path / "c.json")

@@ -5,8 +5,8 @@ import torch
 from torchvision import datasets
 
 from hw3_utils import Config, load_mnist, load_tensor, make_loader, subset
-from hw3_utils.data import DataNotFoundError, epoch_permutation, export_pngs, worker_count
-from hw3_utils.fid import load_pngs
+from hw3_utils.data import DataNotFoundError, epoch_permutation, worker_count
+from hw3_utils.fid import export_pngs, load_pngs
 
 
 def test_three_identical_channels_in_range(data_dir):

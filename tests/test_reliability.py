@@ -1,6 +1,5 @@
 """Issue 4: interruption never loses work, and bad input gets a clear message."""
 
-import importlib
 import signal
 import subprocess
 import sys
@@ -10,10 +9,9 @@ import pytest
 import torch
 from conftest import tiny_config
 
-from hw3_utils import CheckpointError, NonFiniteLossError, latest_checkpoint, load_checkpoint, train
+from hw3_utils import CheckpointError, NonFiniteLossError, latest_checkpoint, load_checkpoint, train_model
+from hw3_utils import train as tr
 from hw3_utils.fid import FIDError, check_folder, count_complete, generate_samples
-
-tr = importlib.import_module("hw3_utils.train")  # the module; hw3_utils.train is the function
 
 HERE = Path(__file__).resolve().parent
 DRIVER = HERE / "train_driver.py"
@@ -84,7 +82,7 @@ def test_sigkill_while_writing_a_checkpoint(tmp_path, data_dir):
 
 def test_truncated_checkpoint_names_file_and_resume_falls_back(tmp_path, data_dir):
     run = tmp_path / "run"
-    train(tiny_config(epochs=2), run, progress=False)
+    train_model(tiny_config(epochs=2), run, progress=False)
     newest = tr.checkpoint_paths(run)[0]
     data = newest.read_bytes()
     newest.write_bytes(data[: len(data) // 2])
@@ -94,22 +92,22 @@ def test_truncated_checkpoint_names_file_and_resume_falls_back(tmp_path, data_di
         path, ckpt = latest_checkpoint(run)
     assert path.name == "step_00000004.pt" and ckpt["epoch"] == 1
     with pytest.warns(UserWarning, match="skipping unreadable checkpoint"):
-        result = train(tiny_config(epochs=2), run, progress=False)
+        result = train_model(tiny_config(epochs=2), run, progress=False)
     assert len(result.history) == 2 and result.step == 8
 
 
 def test_all_checkpoints_corrupt_is_an_error_not_a_silent_restart(tmp_path, data_dir):
     run = tmp_path / "run"
-    train(tiny_config(epochs=1), run, progress=False)
+    train_model(tiny_config(epochs=1), run, progress=False)
     for p in tr.checkpoint_paths(run):
         p.write_bytes(b"not a checkpoint")
     with pytest.warns(UserWarning), pytest.raises(CheckpointError, match="none of the 1 checkpoints"):
-        train(tiny_config(epochs=2), run, progress=False)
+        train_model(tiny_config(epochs=2), run, progress=False)
 
 
 def test_non_finite_loss_stops_with_step_and_hint_keeping_checkpoint(tmp_path, data_dir, monkeypatch):
     run = tmp_path / "run"
-    train(tiny_config(epochs=1, fast=True), run, progress=False)
+    train_model(tiny_config(epochs=1, fast=True), run, progress=False)
     real = tr.load_tensor
 
     def poisoned(*a, **k):
@@ -119,7 +117,7 @@ def test_non_finite_loss_stops_with_step_and_hint_keeping_checkpoint(tmp_path, d
 
     monkeypatch.setattr(tr, "load_tensor", poisoned)
     with pytest.raises(NonFiniteLossError) as err:
-        train(tiny_config(epochs=2, fast=True), run, progress=False)
+        train_model(tiny_config(epochs=2, fast=True), run, progress=False)
     msg = str(err.value)
     assert "loss became nan at step 5 (epoch 2, batch 1)" in msg
     assert "lower learning rate" in msg and "bf16" in msg and "last good checkpoint" in msg
@@ -128,10 +126,10 @@ def test_non_finite_loss_stops_with_step_and_hint_keeping_checkpoint(tmp_path, d
 
 
 def test_resume_with_a_different_config_lists_the_differences(tmp_path, data_dir):
-    train(tiny_config(epochs=1), tmp_path / "run", progress=False)
+    train_model(tiny_config(epochs=1), tmp_path / "run", progress=False)
     expected = r"(?s)different config:.*lr: checkpoint 0.0002, now 0.001.*new run folder"
     with pytest.raises(CheckpointError, match=expected):
-        train(tiny_config(epochs=2, lr=1e-3), tmp_path / "run", progress=False)
+        train_model(tiny_config(epochs=2, lr=1e-3), tmp_path / "run", progress=False)
 
 
 def fake_sampler(calls):
@@ -179,14 +177,14 @@ def test_fid_refuses_a_corrupt_png(tmp_path):
 
 def test_checkpoint_write_failure_keeps_previous(tmp_path, data_dir, monkeypatch):
     run = tmp_path / "run"
-    train(tiny_config(epochs=1), run, progress=False)
+    train_model(tiny_config(epochs=1), run, progress=False)
 
     def disk_full(obj, f, *a, **k):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(tr.torch, "save", disk_full)
     with pytest.raises(OSError, match=r"(?s)could not write checkpoint.*previous checkpoints.*are kept"):
-        train(tiny_config(epochs=2), run, progress=False)
+        train_model(tiny_config(epochs=2), run, progress=False)
     monkeypatch.undo()
     assert [p.name for p in tr.checkpoint_paths(run)] == ["step_00000004.pt"]
     assert not list((run / "checkpoints").glob("*.tmp"))

@@ -4,7 +4,7 @@ import pytest
 import torch
 from conftest import tiny_config
 
-from hw3_utils import CheckpointError, build_model, latest_checkpoint, load_model, train
+from hw3_utils import CheckpointError, build_model, latest_checkpoint, load_model, train_model
 from hw3_utils.train import checkpoint_paths
 
 
@@ -13,7 +13,7 @@ def params_equal(a, b):
 
 
 def test_train_writes_checkpoints_and_history(tmp_path, data_dir, tiny_cfg):
-    result = train(tiny_cfg, tmp_path / "run", progress=False)
+    result = train_model(tiny_cfg, tmp_path / "run", progress=False)
     assert len(result.history) == 2 and result.step == 8
     assert all(v > 0 for v in result.history)
     names = [p.name for p in checkpoint_paths(tmp_path / "run")]
@@ -23,7 +23,7 @@ def test_train_writes_checkpoints_and_history(tmp_path, data_dir, tiny_cfg):
 
 
 def test_checkpoint_round_trip_gives_identical_outputs(tmp_path, data_dir, tiny_cfg):
-    result = train(tiny_cfg, tmp_path / "run", progress=False)
+    result = train_model(tiny_cfg, tmp_path / "run", progress=False)
     x, t = torch.randn(2, 3, 28, 28), torch.tensor([3, 700])
     for which, net in (("ema", result.ema), ("model", result.model)):
         loaded = load_model(tmp_path / "run", which)
@@ -35,10 +35,10 @@ def test_checkpoint_round_trip_gives_identical_outputs(tmp_path, data_dir, tiny_
 
 
 def test_rerun_resumes_instead_of_starting_over(tmp_path, data_dir, capsys):
-    train(tiny_config(epochs=1), tmp_path / "run", progress=False)
-    result = train(tiny_config(epochs=2), tmp_path / "run", progress=False)
+    train_model(tiny_config(epochs=1), tmp_path / "run", progress=False)
+    result = train_model(tiny_config(epochs=2), tmp_path / "run", progress=False)
     assert "resumed from" in capsys.readouterr().out
-    straight = train(tiny_config(epochs=2), tmp_path / "other", progress=False)
+    straight = train_model(tiny_config(epochs=2), tmp_path / "other", progress=False)
     assert result.history == straight.history
     assert params_equal(result.model, straight.model) and params_equal(result.ema, straight.ema)
 
@@ -46,17 +46,19 @@ def test_rerun_resumes_instead_of_starting_over(tmp_path, data_dir, capsys):
 def test_fast_path_trains_on_cpu(tmp_path, data_dir):
     # fast=True on the CPU: data held as one tensor, padded fixed-shape batches, TrainStep
     cfg = tiny_config(fast=True, train_subset=40)  # 40 = 16 + 16 + 8: the last batch is padded
-    result = train(cfg, tmp_path / "run", progress=False)
+    result = train_model(cfg, tmp_path / "run", progress=False)
     assert len(result.history) == 2 and all(0 < v < 10 for v in result.history)
     assert result.step == 6
 
 
 def test_load_model_checks_config(tmp_path, data_dir, tiny_cfg):
-    train(tiny_cfg, tmp_path / "run", progress=False)
+    train_model(tiny_cfg, tmp_path / "run", progress=False)
     with pytest.raises(CheckpointError, match=r"model_channels: checkpoint 8, now 16"):
         load_model(tmp_path / "run", cfg=tiny_config(model_channels=16))
-    with pytest.raises(CheckpointError, match="no checkpoint at .*train first"):
-        load_model(tmp_path / "missing")
+    with pytest.raises(CheckpointError, match="no checkpoints in .*missing.*train first"):
+        load_model(tmp_path / "missing")  # a run folder that was never created
+    with pytest.raises(CheckpointError, match="no checkpoint at .*step_1.pt.*train first"):
+        load_model(tmp_path / "step_1.pt")
     (tmp_path / "empty").mkdir()
     with pytest.raises(CheckpointError, match="no checkpoints in .*train first"):
         load_model(tmp_path / "empty")
@@ -65,7 +67,7 @@ def test_load_model_checks_config(tmp_path, data_dir, tiny_cfg):
 
 
 def test_build_model_from_stored_config(tmp_path, data_dir, tiny_cfg):
-    train(tiny_cfg, tmp_path / "run", progress=False)
+    train_model(tiny_cfg, tmp_path / "run", progress=False)
     _, ckpt = latest_checkpoint(tmp_path / "run")
     model = load_model(tmp_path / "run")
     assert model.config.to_dict() == ckpt["config"]
@@ -76,18 +78,18 @@ def test_resume_keeps_this_runs_optimizer_flags(tmp_path, data_dir):
     # a checkpoint written by the GPU fast path (fused, capturable Adam) resumes on the CPU,
     # and the resumed run trains exactly like an uninterrupted CPU run
     run = tmp_path / "run"
-    train(tiny_config(epochs=1), run, progress=False)
+    train_model(tiny_config(epochs=1), run, progress=False)
     path, ckpt = latest_checkpoint(run)
     for group in ckpt["optimizer"]["param_groups"]:
         group.update(fused=True, capturable=True)
     torch.save(ckpt, path)
-    resumed = train(tiny_config(epochs=2), run, progress=False)
-    straight = train(tiny_config(epochs=2), tmp_path / "straight", progress=False)
+    resumed = train_model(tiny_config(epochs=2), run, progress=False)
+    straight = train_model(tiny_config(epochs=2), tmp_path / "straight", progress=False)
     assert params_equal(resumed.model, straight.model)
 
 
 def test_bf16_autocast_applies_on_the_plain_path_too(tmp_path, data_dir):
-    fp32 = train(tiny_config(epochs=1), tmp_path / "a", progress=False)
-    bf16 = train(tiny_config(epochs=1, amp_bf16=True), tmp_path / "b", progress=False)
+    fp32 = train_model(tiny_config(epochs=1), tmp_path / "a", progress=False)
+    bf16 = train_model(tiny_config(epochs=1, amp_bf16=True), tmp_path / "b", progress=False)
     assert fp32.history != bf16.history
     assert abs(fp32.history[0] - bf16.history[0]) < 0.1 * fp32.history[0]
