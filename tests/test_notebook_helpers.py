@@ -267,3 +267,42 @@ def test_sliders_in_a_real_kernel_send_the_new_frame_to_the_front_end():
     finally:
         kc.stop_channels()
         km.shutdown_kernel(now=True)
+
+
+def test_live_loss_plot_redraws_within_an_epoch_but_throttled(monkeypatch):
+    import IPython.display
+
+    shown = []
+
+    class Handle:
+        def update(self, obj):
+            shown.append(obj)
+
+    monkeypatch.setattr(IPython.display, "display", lambda obj, display_id=False: shown.append(obj) or Handle())
+    live = LiveLossPlot(min_seconds=0.0)
+    live.on_log([(1, 1.2)], [])
+    live.on_log([(1, 1.2), (2, 0.9)], [])
+    assert len(shown) == 2  # moved before the epoch ended
+    fig = shown[-1]
+    assert list(fig.axes[0].lines[0].get_xdata()) == [1, 2] and "step 2" in fig.axes[0].get_title()
+    live(1, [1.05])  # epoch 1 ends at step 2: its mean is drawn there
+    epoch_dots = [ln for ln in shown[-1].axes[0].lines if ln.get_label() == "epoch mean"]
+    assert list(epoch_dots[0].get_xdata()) == [2.0] and list(epoch_dots[0].get_ydata()) == [1.05]
+    slow = LiveLossPlot(min_seconds=3600)
+    slow.on_log([(1, 1.0)], [])
+    slow.on_log([(1, 1.0), (2, 0.5)], [])
+    assert slow.calls == 1  # at most one redraw per min_seconds during an epoch
+    slow(1, [0.75])
+    assert slow.calls == 2  # the end of an epoch always redraws
+
+
+def test_plot_loss_draws_steps_smoothed_and_epoch_means():
+    from hw3_utils.viz import plot_loss, smooth
+
+    log = [(s, 1.0 / s) for s in range(1, 33)]
+    fig = plot_loss([0.3, 0.05], log)
+    labels = [ln.get_label() for ln in fig.axes[0].lines]
+    assert labels[1:] == ["smoothed", "epoch mean"] and len(fig.axes[0].lines[0].get_xdata()) == 32
+    assert list(fig.axes[0].lines[2].get_xdata()) == [16.0, 32.0]
+    assert smooth([2.0, 2.0, 2.0]) == pytest.approx([2.0, 2.0, 2.0])  # bias-corrected: no ramp from 0
+    plt.close("all")

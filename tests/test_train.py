@@ -93,3 +93,45 @@ def test_bf16_autocast_applies_on_the_plain_path_too(tmp_path, data_dir):
     bf16 = train_model(tiny_config(epochs=1, amp_bf16=True), tmp_path / "b", progress=False)
     assert fp32.history != bf16.history
     assert abs(fp32.history[0] - bf16.history[0]) < 0.1 * fp32.history[0]
+
+
+def test_loss_is_logged_every_log_every_steps_and_survives_resume(tmp_path, data_dir):
+    seen = []
+    cfg = tiny_config(epochs=1, log_every=2)  # 4 steps per epoch
+    result = train_model(cfg, tmp_path / "run", progress=False, on_log=lambda log, hist: seen.append(list(log)))
+    assert [s for s, _ in result.loss_log] == [2, 4]
+    assert len(seen) == 2 and seen[-1] == result.loss_log
+    # the two logged means of an epoch average to the epoch's mean loss
+    assert sum(v for _, v in result.loss_log) / 2 == pytest.approx(result.history[0], rel=1e-5)
+    _, ckpt = latest_checkpoint(tmp_path / "run")
+    assert [tuple(e) for e in ckpt["loss_log"]] == result.loss_log
+    resumed = train_model(tiny_config(epochs=2, log_every=2), tmp_path / "run", progress=False)
+    assert [s for s, _ in resumed.loss_log] == [2, 4, 6, 8] and resumed.loss_log[:2] == result.loss_log
+
+
+def test_a_checkpoint_without_a_step_log_still_resumes(tmp_path, data_dir):
+    run = tmp_path / "run"
+    train_model(tiny_config(epochs=1), run, progress=False)
+    path, ckpt = latest_checkpoint(run)
+    del ckpt["loss_log"]  # as written before the step log existed
+    torch.save(ckpt, path)
+    result = train_model(tiny_config(epochs=2), run, progress=False)
+    assert [s for s, _ in result.loss_log] == [5, 6, 7, 8] and len(result.history) == 2
+
+
+def test_newest_checkpoint_reads_the_header_not_the_tensors(tmp_path, data_dir, monkeypatch):
+    from hw3_utils import checkpoint_info, newest_checkpoint
+    from hw3_utils import train as tr
+    from hw3_utils.pipeline import samples_folder
+
+    run = tmp_path / "run"
+    train_model(tiny_config(epochs=1), run, progress=False)
+    calls, real = [], torch.load
+    monkeypatch.setattr(tr.torch, "load", lambda *a, **k: calls.append(k.get("mmap", False)) or real(*a, **k))
+    path, info = newest_checkpoint(run)
+    assert info["epoch"] == 1 and info["step"] == 4 and "model" not in info
+    assert checkpoint_info(path)["config"]["model_channels"] == 8
+    assert samples_folder(run).name == "samples_step_00000004"
+    assert calls == [True, True, True]  # mapped, never read whole
+    load_model(run)
+    assert calls[3:] == [False]  # loading the weights reads the file once
