@@ -102,7 +102,8 @@ def test_sample_speed_projects_ancestral_and_measures_ddim(tmp_path):
     assert all(positive(r["seconds"]) for r in rec["ddim"])
 
 
-EVAL_SET = [*TINY, "train_subset=32", "batch_size=16", "num_workers=0", "timesteps=10", "num_samples=8",
+EVAL_SET = [*TINY, "train_subset=32", "epochs=1", "batch_size=16", "num_workers=0", "timesteps=10",
+            "num_samples=8",
             "sample_batch_size=8", "fid_ref_count=8", "fid_batch_size=8"]
 
 
