@@ -1,13 +1,14 @@
 # make run   : create .venv if missing, install, run the whole pipeline (python -m hw3_utils all)
 # make test  : create .venv if missing, install with dev extras, run every test (lint, unit, notebooks, browser)
 # make lab   : install, then open the notebooks in JupyterLab
+# make submit: pack submission_$(STUDENT).zip (task files, notebooks, fid.json, manifest); STUDENT defaults to $USER
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 PROFILE ?=
 
-.PHONY: run lab test unit notebooks browser lint clean
+.PHONY: run lab test unit notebooks browser lint clean submit
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -37,9 +38,15 @@ notebooks: $(VENV)/.installed-dev
 	HW3_PROFILE=$${HW3_PROFILE:-smoke} $(PY) -m pytest --nbval-lax -p no:randomly notebooks/
 
 lint: $(VENV)/.installed-dev
-	$(PY) -m ruff check hw3_utils tests bench
+	$(PY) -m ruff check hw3_utils tests $(wildcard bench grader)
 
-test: lint unit notebooks browser
+# the browser stage is instructor-only: grader/grader.mk adds it (test: browser)
+test: lint unit notebooks
+
+submit: $(VENV)/.installed
+	$(PY) -m hw3_utils.submit $(if $(STUDENT),--student $(STUDENT),)
+
+-include grader/grader.mk
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -78,3 +78,22 @@ def test_profile_is_not_pinned(name):
             code = line.split("#", 1)[0]  # comments may show the alternatives
             if PINNED_PROFILE.search(code):
                 assert name == "02_unet" and 'get_config("full"' in code, f"{name}.ipynb cell {i}: {line.strip()}"
+
+
+TASK_CHECKS = {"01_data_prep": ["1"], "02_unet": ["2a", "2b"], "03_forward_diffusion": ["3"],
+               "04_training": ["4"], "05_sampling_and_fid": ["5a", "5b"]}
+
+
+@pytest.mark.parametrize("name", EXPECTED)
+def test_each_task_has_its_check_cell_right_after_its_task_text(name):
+    from hw3_utils.checks import TASKS
+
+    cells = _read(name).cells
+    found = [(i, m.group(1)) for i, c in enumerate(cells) if c.cell_type == "code"
+             for m in [re.search(r'check\("(\w+)"\)', c.source)] if m]
+    assert [t for _, t in found] == TASK_CHECKS[name]
+    for i, task in found:
+        assert TASKS[task].notebook == name
+        text = cells[i - 1].source
+        assert cells[i - 1].cell_type == "markdown" and f"### Task {task} " in text and TASKS[task].file in text
+        assert f"({TASKS[task].points} points)" in text

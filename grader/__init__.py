@@ -1,0 +1,13 @@
+"""Instructor-only tools for the assignment (never shipped to students).
+
+release   : strip the solution regions into a student kit (`make release`)
+mutants   : known mistakes, as source patches, for feedback and for testing the checks
+reference : expected outputs of the solution (check_data.pt, the grader's reference)
+sandbox   : how a submission's code is run (namespaces, rlimits, another user)
+grade     : safe extraction, per-task runs with time limits, grades.csv and feedback
+gradescope: the autograder.zip bundle and its run_autograder entry
+"""
+
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent

@@ -1,0 +1,26 @@
+# Instructor-only targets, included by the Makefile with -include: they vanish from the student
+# release, which has no grader/ folder.
+#   make release                  : the student kit in release/ (solutions stubbed, hidden tests removed)
+#   make grade SUBMISSIONS=DIR    : grade DIR/*.zip into $(OUT) (grades.csv, feedback/<student>.md)
+#   make gradescope               : autograder.zip for Gradescope
+#   make check-data               : rebuild hw3_utils/check_data.pt from the solution
+OUT ?= grades
+TASK_TIMEOUT ?= 60
+
+.PHONY: release grade gradescope check-data
+
+release: $(VENV)/.installed
+	$(PY) -m grader release --out release
+
+grade: $(VENV)/.installed
+	@test -n "$(SUBMISSIONS)" || { echo "usage: make grade SUBMISSIONS=DIR [OUT=grades]"; exit 2; }
+	$(PY) -m grader grade "$(SUBMISSIONS)" --out "$(OUT)" --task-timeout $(TASK_TIMEOUT)
+
+gradescope: $(VENV)/.installed
+	$(PY) -m grader gradescope-bundle autograder.zip
+
+check-data: $(VENV)/.installed
+	$(PY) -m grader build-check-data
+
+# the browser test runs in the instructor's `make test` only
+test: browser

@@ -1,0 +1,149 @@
+"""Gradescope: `python -m grader gradescope-bundle autograder.zip` and the bundle's run_autograder.
+
+The bundle carries the student kit (stubs), this grader (without mutants.py, which quotes the
+solution) and the reference (the solution's outputs on the public and hidden cases, as tensors):
+no solution source. run_autograder reads $AUTOGRADER_ROOT/submission/ (one zip, or loose files
+mapped by name) and writes $AUTOGRADER_ROOT/results/results.json in Gradescope's format.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+from . import REPO
+
+SETUP_SH = """#!/usr/bin/env bash
+# Gradescope runs this once while building the autograder image (Ubuntu, as root).
+set -euo pipefail
+apt-get update -qq
+DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3 python3-pip util-linux >/dev/null
+PIP="python3 -m pip install --no-cache-dir"
+$PIP --index-url https://download.pytorch.org/whl/cpu torch torchvision
+$PIP "numpy>=1.24" "scipy>=1.10" "pillow>=9.0" "matplotlib>=3.7" "ipywidgets>=8.0" "pytorch-fid>=0.3.0" \\
+     "tqdm>=4.64"
+"""
+
+RUN_AUTOGRADER = """#!/usr/bin/env bash
+# Gradescope's entry point. AUTOGRADER_ROOT (default /autograder) holds submission/ and results/;
+# PYTHON (default python3) is the interpreter with the kit's dependencies.
+set -uo pipefail
+ROOT="${AUTOGRADER_ROOT:-/autograder}"
+SRC="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+cd "$SRC"
+export PYTHONPATH="$SRC/release:$SRC"
+exec "${PYTHON:-python3}" -m grader.gradescope run --root "$ROOT" --source "$SRC"
+"""
+
+BUNDLE_GRADER_FILES = ("__init__.py", "__main__.py", "grade.py", "gradescope.py", "reference.py", "release.py",
+                       "sandbox.py")
+
+
+def build_bundle(out: Path) -> Path:
+    from .reference import build_reference, save_reference
+    from .release import make_release
+
+    out = Path(out).resolve()
+    with tempfile.TemporaryDirectory(prefix="hw3-bundle-") as tmp:
+        root = Path(tmp) / "bundle"
+        make_release(root / "release", quiet=True)
+        (root / "grader").mkdir()
+        for name in BUNDLE_GRADER_FILES:
+            shutil.copyfile(REPO / "grader" / name, root / "grader" / name)
+        (root / "reference").mkdir()
+        save_reference(build_reference(), root / "reference" / "reference.pt")
+        (root / "setup.sh").write_text(SETUP_SH)
+        (root / "run_autograder").write_text(RUN_AUTOGRADER)
+        tmp_zip = out.with_name(out.name + ".tmp")
+        with zipfile.ZipFile(tmp_zip, "w", zipfile.ZIP_DEFLATED) as z:
+            for p in sorted(root.rglob("*")):
+                if p.is_file() and "__pycache__" not in p.parts:
+                    info = zipfile.ZipInfo.from_file(p, p.relative_to(root).as_posix())
+                    if p.name in ("setup.sh", "run_autograder"):
+                        info.external_attr = (0o100755 & 0xFFFF) << 16
+                    info.compress_type = zipfile.ZIP_DEFLATED
+                    z.writestr(info, p.read_bytes())
+        tmp_zip.replace(out)
+    return out
+
+
+def _collect_submission(sub: Path, dest: Path) -> Path:
+    """One zip to grade: the submitted zip, or a zip of the loose files mapped to their kit paths."""
+    from .grade import CAPS, allowed, task_files
+
+    files = [p for p in sorted(sub.rglob("*")) if p.is_file() and not p.is_symlink()] if sub.is_dir() else []
+    zips = [p for p in files if p.suffix == ".zip"]
+    if len(zips) == 1:
+        return zips[0]
+    by_name = {Path(f).name: f for f in task_files()}
+    out = dest / "submission.zip"
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
+        for p in files:
+            rel = p.relative_to(sub).as_posix()
+            if not allowed(rel):
+                if p.name in by_name:
+                    rel = by_name[p.name]
+                elif p.suffix == ".ipynb":
+                    rel = f"notebooks/{p.name}"
+                elif p.name == "manifest.json":
+                    rel = "manifest.json"
+                elif p.name == "fid.json":
+                    rel = f"runs/{p.parent.name if p.parent != sub else 'submitted'}/fid.json"
+            if allowed(rel) and p.stat().st_size <= CAPS.get(Path(rel).suffix, 0):
+                z.write(p, rel)
+    return out
+
+
+def run(root: Path, source: Path, task_timeout: float = 60.0) -> dict:
+    import hw3_utils
+    from hw3_utils.checks import TASKS
+
+    from .grade import grade_batch_detailed
+
+    root, source = Path(root), Path(source)
+    kit = Path(hw3_utils.__file__).resolve().parent
+    if kit != (source / "release" / "hw3_utils").resolve():
+        raise RuntimeError(f"the autograder must import the bundled student kit, not {kit}")
+    results_dir = root / "results"
+    results_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="hw3-gs-") as tmp:
+        subs = Path(tmp) / "subs"
+        subs.mkdir()
+        zpath = _collect_submission(root / "submission", Path(tmp))
+        shutil.copyfile(zpath, subs / "submission.zip")
+        rows = grade_batch_detailed(subs, Path(tmp) / "out", task_timeout=task_timeout,
+                                    release_dir=source / "release", reference=source / "reference" / "reference.pt",
+                                    extra_hidden=[root / "submission", results_dir])
+    row, md, per_task = rows[0]
+    tests = [{"name": f"Task {t.number} ({t.name}): {t.title}", "score": per_task[tid][0], "max_score": t.points,
+              "output": per_task[tid][1]} for tid, t in TASKS.items()]
+    notes = md.split("## Notes", 1)[1].strip() if "## Notes" in md else ""
+    header = md.splitlines()[4] if len(md.splitlines()) > 4 else ""
+    result = {"score": row["total"], "output": f"{row['status']}. {header}\n{notes}".strip(), "tests": tests,
+              "visibility": "visible", "stdout_visibility": "hidden"}
+    tmp_json = results_dir / "results.json.tmp"
+    tmp_json.write_text(json.dumps(result, indent=2))
+    tmp_json.replace(results_dir / "results.json")
+    return result
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m grader.gradescope")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run")
+    r.add_argument("--root", default="/autograder")
+    r.add_argument("--source", default=str(REPO))
+    r.add_argument("--task-timeout", type=float, default=60.0)
+    args = p.parse_args(argv)
+    res = run(Path(args.root), Path(args.source), args.task_timeout)
+    print(f"score {res['score']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,252 @@
+"""The student kit: solution regions replaced by stubs, hidden tests removed, instructor files left out.
+
+One small stripper for .py files and notebooks, on nbgrader's markers (`### BEGIN SOLUTION <task>`,
+`### END SOLUTION`, `### BEGIN HIDDEN TESTS`, `### END HIDDEN TESTS`). Not nbgrader itself:
+nbgrader does not handle plain .py files (where most of this assignment's code lives), does not
+run in Colab, and must not become a dependency of the students' kit. The markers stay
+nbgrader-compatible (nbgrader matches them by substring, the task id after them is ignored).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from datetime import datetime, timezone
+from pathlib import Path
+
+from . import REPO
+
+BEGIN_SOLUTION, END_SOLUTION = "### BEGIN SOLUTION", "### END SOLUTION"
+BEGIN_HIDDEN, END_HIDDEN = "### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS"
+MARKERS = (BEGIN_SOLUTION, END_SOLUTION, BEGIN_HIDDEN, END_HIDDEN)
+
+# Instructor-only: never copied into the student kit.
+EXCLUDE_DIRS = ("grader", ".ci", "bench", "release")
+STUDENT_TESTS = ("tests/test_tasks.py",)
+EXCLUDE_FILES = ("autograder.zip",)
+
+
+class MarkerError(ValueError):
+    """Unbalanced, nested or unknown markers; the message names file and line."""
+
+
+def _tasks():
+    from hw3_utils.checks import TASKS
+
+    return TASKS
+
+
+def _chunks(text: str, width: int) -> list[str]:
+    """Split text at spaces into pieces of at most ~width characters; joined they give text back."""
+    pieces, cur = [], ""
+    for word in text.split(" "):
+        if cur and len(cur) + len(word) + 1 > width:
+            pieces.append(cur + " ")
+            cur = word
+        else:
+            cur = f"{cur} {word}" if cur else word
+    return pieces + [cur]
+
+
+def stub_lines(task_id: str, indent: str) -> list[str]:
+    """The stub that replaces a solution region: a TODO comment with the hint, then a raise."""
+    task = _tasks()[task_id]
+    msg = (f"Task {task.number} ({task.name}, {task.points} points): not implemented yet. {task.hint} "
+           f"Then re-run the check cell in notebook {task.notebook[:2]} "
+           f"(or `python -m hw3_utils.checks {task.number}`).")
+    width = max(40, 100 - len(indent))
+    comment = _chunks(f"TODO {task.label}: {task.hint}", width)
+    lines = [f"{indent}# {c.rstrip()}\n" for c in comment[:1]] + [f"{indent}#   {c.rstrip()}\n" for c in comment[1:]]
+    lines.append(f"{indent}raise NotImplementedError(\n")
+    lines += [f"{indent}    {json.dumps(c)}\n" for c in _chunks(msg, width - 8)]
+    lines.append(f"{indent})\n")
+    return lines
+
+
+def _marker(line: str) -> tuple[str, str] | None:
+    s = line.strip()
+    for m in MARKERS:
+        if s.startswith(m):
+            return m, s[len(m):].strip()
+    return None
+
+
+def strip_text(text: str, where: str = "<text>", tasks=None) -> tuple[str, list[str]]:
+    """Strip one file's text. Returns (stripped text, task ids of the solution regions found)."""
+    tasks = _tasks() if tasks is None else tasks
+    out: list[str] = []
+    found: list[str] = []
+    state, start = None, 0  # None, "solution" or "hidden"
+    for n, line in enumerate(text.splitlines(keepends=True), start=1):
+        m = _marker(line)
+        if m is None:
+            if state is None:
+                out.append(line)
+            continue
+        kind, arg = m
+        if kind in (BEGIN_SOLUTION, BEGIN_HIDDEN):
+            if state is not None:
+                raise MarkerError(f"{where}:{n}: '{kind}' inside the region opened at line {start} (nested markers)")
+            if kind == BEGIN_SOLUTION:
+                if arg not in tasks:
+                    raise MarkerError(f"{where}:{n}: '{BEGIN_SOLUTION} {arg}' names "
+                                      f"{'no task' if not arg else 'an unknown task'}; the tasks are "
+                                      f"{', '.join(tasks)}")
+                found.append(arg)
+                indent = re.match(r"[ \t]*", line).group(0)
+                out.extend(stub_lines(arg, indent))
+            state, start = ("solution" if kind == BEGIN_SOLUTION else "hidden"), n
+        else:
+            expect = "solution" if kind == END_SOLUTION else "hidden"
+            if state != expect:
+                raise MarkerError(f"{where}:{n}: '{kind}' without a matching BEGIN"
+                                  + (f" (the region opened at line {start} is another kind)" if state else ""))
+            state = None
+    if state is not None:
+        raise MarkerError(f"{where}:{start}: region opened here is never closed")
+    return "".join(out), found
+
+
+def strip_notebook(text: str, where: str = "<notebook>", tasks=None) -> tuple[str, list[str]]:
+    """Strip the code cells of a notebook (JSON text); outputs and execution counts are dropped."""
+    nb = json.loads(text)
+    found: list[str] = []
+    for k, cell in enumerate(nb.get("cells", [])):
+        if cell.get("cell_type") != "code":
+            continue
+        src = cell.get("source", "")
+        src = "".join(src) if isinstance(src, list) else src
+        new, ids = strip_text(src, f"{where} (cell {k + 1})", tasks)
+        found += ids
+        cell["source"] = new.splitlines(keepends=True)
+        cell["outputs"] = []
+        cell["execution_count"] = None
+    return json.dumps(nb, indent=1, ensure_ascii=False) + "\n", found
+
+
+def strip_file(path: Path, rel: str) -> tuple[bytes, list[str]]:
+    text = path.read_text(encoding="utf-8")
+    if rel.endswith(".ipynb"):
+        new, ids = strip_notebook(text, rel)
+    else:
+        new, ids = strip_text(text, rel)
+    return new.encode("utf-8"), ids
+
+
+def has_solution(text: str, notebook: bool = False) -> bool:
+    """True if any marker line is left (in a notebook: in a code cell)."""
+    if notebook:
+        cells = json.loads(text).get("cells", [])
+        text = "".join("".join(c.get("source", "")) for c in cells if c.get("cell_type") == "code")
+    return any(_marker(line) for line in text.splitlines())
+
+
+def kit_files(root: Path = REPO) -> list[str]:
+    """The kit's files (tracked and untracked-not-ignored, per git), relative POSIX paths."""
+    try:
+        res = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                             cwd=root, capture_output=True, check=True)
+        names = sorted({n for n in res.stdout.decode().split("\0") if n})
+    except (OSError, subprocess.CalledProcessError):
+        skip = {".git", ".venv", "runs", "data", "release", "__pycache__", ".pytest_cache", ".ruff_cache"}
+        names = sorted(p.relative_to(root).as_posix() for p in root.rglob("*")
+                       if p.is_file() and not (set(p.relative_to(root).parts) & skip)
+                       and not p.relative_to(root).parts[0].endswith(".egg-info"))
+    return [n for n in names if (root / n).is_file() and not (root / n).is_symlink()]
+
+
+def is_student_file(rel: str) -> bool:
+    top = rel.split("/", 1)[0]
+    if top in EXCLUDE_DIRS or rel in EXCLUDE_FILES:
+        return False
+    if rel.startswith("submission") and rel.endswith(".zip"):
+        return False
+    if top == "tests":
+        return rel in STUDENT_TESTS
+    return True
+
+
+def _git_commit(root: Path) -> str | None:
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True,
+                               check=True).stdout.strip()
+        return head + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def make_release(out: Path | str = REPO / "release", root: Path = REPO, quiet: bool = False) -> Path:
+    """Write the student kit to `out` (replaced). Refuses if a stripped file still holds a region."""
+    out, root = Path(out), Path(root)
+    tasks = _tasks()
+    staged: dict[str, bytes] = {}
+    found: dict[str, list[str]] = {}
+    for rel in kit_files(root):
+        if not is_student_file(rel):
+            continue
+        src = root / rel
+        if rel.endswith((".py", ".ipynb")):
+            data, ids = strip_file(src, rel)
+            if has_solution(data.decode(), rel.endswith(".ipynb")):
+                raise MarkerError(f"{rel}: a marker is left after stripping; refusing to write {out}")
+            if ids:
+                found[rel] = ids
+        else:
+            data = src.read_bytes()
+        staged[rel] = data
+    missing = [t for t in tasks if not any(t in ids for ids in found.values())]
+    if missing:
+        raise MarkerError(f"no solution region found for task(s) {missing}; refusing to write {out}")
+    pyproject = (root / "pyproject.toml").read_text()
+    name = re.search(r'^name\s*=\s*"([^"]+)"', pyproject, re.M)
+    version = re.search(r'^version\s*=\s*"([^"]+)"', pyproject, re.M)
+    info = {
+        "kit": name.group(1) if name else "hw3_utils",
+        "version": version.group(1) if version else None,
+        "source_commit": _git_commit(root),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "tasks": {t.id: {"title": t.title, "points": t.points, "file": t.file, "function": t.function,
+                         "notebook": t.notebook} for t in tasks.values()},
+        "total_points": sum(t.points for t in tasks.values()),
+        "regions": found,
+    }
+    if out.exists():
+        shutil.rmtree(out)
+    for rel, data in staged.items():
+        dst = out / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        dst.write_bytes(data)
+        shutil.copymode(root / rel, dst)
+    (out / "RELEASE.json").write_text(json.dumps(info, indent=2) + "\n")
+    if not quiet:
+        print(f"release: {len(staged)} files -> {out} ({sum(len(v) for v in found.values())} solution regions "
+              f"stubbed in {len(found)} files)")
+    return out
+
+
+def solution_regions(root: Path = REPO) -> list[tuple[str, str, str]]:
+    """(file, task, body) of every solution region of the kit's .py files and notebooks."""
+    out = []
+    files = sorted(root.glob("hw3_utils/*.py")) + sorted(root.glob("notebooks/*.ipynb"))
+    for path in files:
+        if path.suffix == ".ipynb":
+            cells = json.loads(path.read_text())["cells"]
+            texts = ["".join(c["source"]) for c in cells if c["cell_type"] == "code"]
+        else:
+            texts = [path.read_text()]
+        for text in texts:
+            body, task = None, None
+            for line in text.splitlines(keepends=True):
+                s = line.strip()
+                if s.startswith(BEGIN_SOLUTION):
+                    body, task = [], s[len(BEGIN_SOLUTION):].strip()
+                elif s.startswith(END_SOLUTION):
+                    out.append((path.relative_to(root).as_posix(), task, "".join(body)))
+                    body = None
+                elif body is not None:
+                    body.append(line)
+    return out

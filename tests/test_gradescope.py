@@ -1,0 +1,77 @@
+"""The Gradescope bundle, run locally in an /autograder-like layout: 100 for the solution, 0 for the stubs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from grader import REPO
+from grader.gradescope import build_bundle
+from grader.release import solution_regions
+from hw3_utils.checks import TASKS
+
+pytestmark = pytest.mark.slow
+
+TASK_FILES = ["hw3_utils/data.py", "hw3_utils/unet.py", "hw3_utils/diffusion.py", "hw3_utils/pipeline.py"]
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("gs")
+    zpath = build_bundle(root / "autograder.zip")
+    source = root / "autograder" / "source"
+    with zipfile.ZipFile(zpath) as z:
+        z.extractall(source)
+    for name in ("run_autograder", "setup.sh"):
+        (source / name).chmod(0o755)
+    return source
+
+
+def run_autograder(source: Path, tmp_path: Path, submission: dict[str, Path]) -> dict:
+    root = tmp_path / "autograder"
+    (root / "submission").mkdir(parents=True)
+    (root / "results").mkdir()
+    for name, path in submission.items():
+        (root / "submission" / name).write_bytes(path.read_bytes())
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HW3_") and k != "PYTHONPATH"}
+    env.update(AUTOGRADER_ROOT=str(root), PYTHON=sys.executable)
+    res = subprocess.run(["bash", str(source / "run_autograder")], env=env, capture_output=True, text=True,
+                         timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return json.loads((root / "results" / "results.json").read_text())
+
+
+def test_bundle_has_no_solution_source(bundle):
+    names = {p.relative_to(bundle).as_posix() for p in bundle.rglob("*") if p.is_file()}
+    assert {"setup.sh", "run_autograder", "reference/reference.pt", "grader/grade.py"} <= names
+    assert "grader/mutants.py" not in names and not any(n.startswith("hw3_utils/") for n in names)
+    texts = [p.read_text(errors="ignore") for p in bundle.rglob("*") if p.is_file() and p.suffix != ".pt"]
+    for rel, task, body in solution_regions():
+        assert not any(body in t for t in texts), f"the bundle holds the solution of task {task} ({rel})"
+    setup = (bundle / "setup.sh").read_text()
+    assert "download.pytorch.org/whl/cpu" in setup and "pytorch-fid" in setup
+
+
+def test_solution_zip_scores_100(bundle, tmp_path):
+    zpath = tmp_path / "sub.zip"
+    with zipfile.ZipFile(zpath, "w") as z:
+        for rel in TASK_FILES:
+            z.write(REPO / rel, rel)
+    res = run_autograder(bundle, tmp_path, {"submission.zip": zpath})
+    assert res["score"] == 100
+    assert [t["max_score"] for t in res["tests"]] == [t.points for t in TASKS.values()]
+    assert all(t["score"] == t["max_score"] and t["output"] == "PASS" for t in res["tests"])
+
+
+def test_stub_loose_files_score_0(bundle, tmp_path):
+    release = bundle / "release"
+    res = run_autograder(bundle, tmp_path, {Path(rel).name: release / rel for rel in TASK_FILES})
+    assert res["score"] == 0
+    assert all(t["score"] == 0 and "not implemented" in t["output"] for t in res["tests"])
+    assert "sandbox" in res["output"]

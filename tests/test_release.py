@@ -1,0 +1,146 @@
+"""`make release`: the student kit has stubs instead of solutions, no instructor files, and works."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from grader import REPO
+from grader.release import MarkerError, has_solution, make_release, solution_regions
+from hw3_utils.checks import TASKS
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def release(tmp_path_factory) -> Path:
+    return make_release(tmp_path_factory.mktemp("kit") / "release", quiet=True)
+
+
+def _env(release: Path) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HW3_")}
+    env.update(PYTHONPATH=str(release), OMP_NUM_THREADS="1")
+    return env
+
+
+def test_solution_bodies_are_absent(release):
+    regions = solution_regions()
+    assert {t for _, t, _ in regions} == set(TASKS)
+    assert sum(1 for _, t, _ in regions if t == "2b") >= 2  # Block.forward and UNet.forward
+    for rel, task, body in regions:
+        text = (release / rel).read_text()
+        assert body.strip() and body not in text, f"the solution of task {task} is still in {rel}"
+        if rel.endswith(".py"):
+            assert f"Task {TASKS[task].number} ({TASKS[task].name}" in text
+    for path in release.rglob("*"):
+        if path.is_file() and path.suffix in (".py", ".ipynb"):
+            assert not has_solution(path.read_text(), path.suffix == ".ipynb"), path
+    assert "BEGIN HIDDEN TESTS" not in (release / "hw3_utils" / "checks.py").read_text()
+    assert "seed=611" not in (release / "hw3_utils" / "checks.py").read_text()  # a hidden case's spec
+
+
+def test_instructor_files_are_left_out(release):
+    names = {p.relative_to(release).as_posix() for p in release.rglob("*") if p.is_file()}
+    assert not any(n.startswith(("grader/", ".ci/", "bench/")) for n in names)
+    assert sorted(n for n in names if n.startswith("tests/")) == ["tests/test_tasks.py"]
+    assert {"Makefile", "README.md", "pyproject.toml", "hw3_utils/check_data.pt", "hw3_utils/checks.py",
+            "hw3_utils/submit.py", "RELEASE.json"} <= names
+    assert (release / "hw3_utils" / "check_data.pt").read_bytes() == (REPO / "hw3_utils" / "check_data.pt").read_bytes()
+    info = json.loads((release / "RELEASE.json").read_text())
+    assert info["total_points"] == 100 and set(info["tasks"]) == set(TASKS) and info["version"]
+
+
+def test_release_imports_lints_and_fails_once_per_task(release, tmp_path):
+    env = _env(release)
+    res = subprocess.run([sys.executable, "-c", "import hw3_utils, hw3_utils.checks; print(hw3_utils.__file__)"],
+                         cwd=release, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert Path(res.stdout.strip()).resolve().is_relative_to(release.resolve())
+    lint = subprocess.run([sys.executable, "-m", "ruff", "check", "hw3_utils", "tests"], cwd=release,
+                          capture_output=True, text=True)
+    assert lint.returncode == 0, lint.stdout
+    junit = tmp_path / "junit.xml"
+    res = subprocess.run([sys.executable, "-m", "pytest", "tests", "-m", "not browser", "-q", "-p", "no:cacheprovider",
+                          f"--junitxml={junit}"], cwd=release, env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 1, res.stdout[-3000:]
+    cases = ET.parse(junit).getroot().iter("testcase")
+    failures = {}
+    for case in cases:
+        fail = case.find("failure")
+        assert fail is not None, f"{case.get('name')} passed on the stub kit"
+        failures[case.get("name")] = fail.get("message", "") + (fail.text or "")
+    assert sorted(failures) == sorted(f"test_task[task_{t}]" for t in TASKS)
+    for tid, task in TASKS.items():
+        msg = failures[f"test_task[task_{tid}]"]
+        assert f"{task.label}: not implemented yet" in msg, msg[:500]
+
+
+def test_make_test_stages(release):
+    def stages(cwd):
+        out = subprocess.run(["make", "-n", "test"], cwd=cwd, capture_output=True, text=True, check=True).stdout
+        found = []
+        for line in out.splitlines():
+            for name, key in (("lint", "ruff check"), ("unit", 'pytest tests -m "not browser"'),
+                              ("notebooks", "--nbval-lax"), ("browser", "pytest tests -m browser")):
+                if key in line:
+                    found.append(name)
+        return found
+
+    assert stages(REPO) == ["lint", "unit", "notebooks", "browser"]
+    assert stages(release) == ["lint", "unit", "notebooks"]
+    targets = subprocess.run(["make", "-n", "release"], cwd=release, capture_output=True, text=True)
+    assert targets.returncode != 0  # grader.mk's targets vanish from the student kit
+
+
+def test_release_refuses_bad_markers(tmp_path):
+    root = tmp_path / "kit"
+    (root / "hw3_utils").mkdir(parents=True)
+    (root / "pyproject.toml").write_text('[project]\nname = "hw3_utils"\nversion = "0.1.0"\n')
+    (root / "hw3_utils" / "a.py").write_text("x = 1\n    ### END SOLUTION\n")
+    out = tmp_path / "out"
+    with pytest.raises(MarkerError, match=r"hw3_utils/a\.py:2"):
+        make_release(out, root=root, quiet=True)
+    assert not out.exists()
+    (root / "hw3_utils" / "a.py").write_text("x = 1\n")
+    with pytest.raises(MarkerError, match="no solution region found"):
+        make_release(out, root=root, quiet=True)
+    assert not out.exists()
+
+
+FIRST_TASK = {"01_data_prep": "1", "02_unet": "2a", "03_forward_diffusion": "3", "04_training": "4",
+              "05_sampling_and_fid": "5a"}
+
+
+@pytest.mark.parametrize("name", list(FIRST_TASK))
+def test_release_notebook_runs_up_to_its_first_task_and_stops_with_its_message(release, name, tmp_path,
+                                                                              monkeypatch, data_dir):
+    import nbformat
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError
+
+    for key in [k for k in os.environ if k.startswith("HW3_")]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("PYTHONPATH", str(release))  # the kernel imports the release's hw3_utils
+    monkeypatch.setenv("HW3_PROFILE", "smoke")
+    monkeypatch.setenv("HW3_DATA_DIR", data_dir)
+    monkeypatch.setenv("HW3_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    nb = nbformat.read(release / "notebooks" / f"{name}.ipynb", as_version=4)
+    task = TASKS[FIRST_TASK[name]]
+    check_at = next(i for i, c in enumerate(nb.cells) if c.cell_type == "code" and f'check("{task.id}")' in c.source)
+    client = NotebookClient(nb, timeout=300, kernel_name="python3",
+                            resources={"metadata": {"path": str(release / "notebooks")}})
+    with pytest.raises(CellExecutionError) as err:
+        client.execute()
+    message = str(err.value)
+    assert f"{task.label}: not implemented yet" in message and task.hint[:40] in message, message[-2000:]
+    ran = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and c.get("execution_count")]
+    assert ran and max(ran) == check_at, f"stopped at cell {max(ran)}, the task's check is cell {check_at}"
+    where = [o.text for o in nb.cells[1].outputs if o.output_type == "stream"]
+    assert "profile 'smoke'" in "".join(where)
