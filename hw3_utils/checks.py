@@ -86,6 +86,11 @@ TASK_FILES = sorted({t.file for t in TASKS.values()})
 class TaskCheckFailed(AssertionError):
     """A task's output differs from the expected one (the message says how)."""
 
+    def _render_traceback_(self) -> list[str]:
+        # IPython shows these lines instead of a traceback: the student needs the message, not
+        # the frames of this module (the cause, if any, is in the message: file, line, error)
+        return [f"\x1b[0;31mTaskCheckFailed\x1b[0m: {self}"]
+
 
 def _task(task_id) -> Task:
     key = str(task_id)
