@@ -76,6 +76,29 @@ def copy_repo(dest: Path) -> Path:
 # The JupyterLab server
 # --------------------------------------------------------------------------------------------
 
+def kernel_env(runs_dir: Path) -> dict[str, str]:
+    """The environment of the Lab server and its kernels: the student's, but the smoke profile, the
+    data of $HW3_DATA_DIR, a temporary runs folder, and no MPLBACKEND (CI sets Agg, which would hide
+    every figure; a student's kernel uses the inline backend)."""
+    data = os.environ.get("HW3_DATA_DIR")
+    assert data, "set HW3_DATA_DIR to a folder holding MNIST/raw (see README, 'Offline use'); .ci/run does"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HW3_") and k != "MPLBACKEND"}
+    env.update(HW3_PROFILE="smoke", HW3_DATA_DIR=str(Path(data).resolve()), HW3_RUNS_DIR=str(runs_dir))
+    # Chromium, the server and the kernel share the CPUs here; with libgomp's default spin-waiting
+    # the kernel's OpenMP threads then crawl (sampling ~100x slower on 2 cores). Passive waiting
+    # changes no result, only how idle threads wait.
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    return env
+
+
+def fresh_dir(path: Path) -> Path:
+    """An empty folder at path (the screenshots of one test run)."""
+    if path.exists():
+        shutil.rmtree(path)
+    path.mkdir(parents=True)
+    return path
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

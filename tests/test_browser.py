@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -30,6 +29,8 @@ from browser_helpers import (
     LabBrowser,
     LabServer,
     copy_repo,
+    fresh_dir,
+    kernel_env,
     shrink_png,
 )
 
@@ -117,22 +118,10 @@ def _failure_shot(page, name: str) -> None:
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    data = os.environ.get("HW3_DATA_DIR")
-    assert data, "set HW3_DATA_DIR to a folder holding MNIST/raw (see README, 'Offline use'); .ci/run does"
-    if ARTIFACTS.exists():
-        shutil.rmtree(ARTIFACTS)
-    ARTIFACTS.mkdir(parents=True)
+    fresh_dir(ARTIFACTS)
     tmp = tmp_path_factory.mktemp("browser")
     root = copy_repo(tmp / "repo")
-    # The kernel gets the server's environment: the student's, but smoke profile, the given data,
-    # a temporary runs folder -- and no MPLBACKEND (CI sets Agg, which would hide every figure;
-    # a student's kernel uses the inline backend).
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HW3_") and k != "MPLBACKEND"}
-    env.update(HW3_PROFILE="smoke", HW3_DATA_DIR=str(Path(data).resolve()), HW3_RUNS_DIR=str(tmp / "runs"))
-    # Chromium, the server and the kernel share the CPUs here; with libgomp's default spin-waiting
-    # the kernel's OpenMP threads then crawl (sampling ~100x slower on 2 cores). Passive waiting
-    # changes no result, only how idle threads wait.
-    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    env = kernel_env(tmp / "runs")
     server = LabServer(root, tmp / "home", env, ARTIFACTS / "jupyterlab.log")
     browser = None
     timings: dict[str, float] = {}

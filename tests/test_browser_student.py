@@ -8,14 +8,12 @@ through Playwright); screenshots go to tests/_artifacts/browser_student/.
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import time
 from pathlib import Path
 
 import pytest
-from browser_helpers import LabBrowser, LabServer
+from browser_helpers import LabBrowser, LabServer, fresh_dir, kernel_env
 
 from grader.release import make_release
 
@@ -41,21 +39,14 @@ def _check_cell_output(page) -> str:
 
 
 def test_student_fixes_task_3_in_the_editor_and_the_check_passes(tmp_path):
-    data = os.environ.get("HW3_DATA_DIR")
-    assert data, "set HW3_DATA_DIR to a folder holding MNIST/raw (see README, 'Offline use'); .ci/run does"
-    if ARTIFACTS.exists():
-        shutil.rmtree(ARTIFACTS)
-    ARTIFACTS.mkdir(parents=True)
+    fresh_dir(ARTIFACTS)
     root = make_release(tmp_path / "release", quiet=True)
     stub_file = root / TASK_FILE
     before = stub_file.read_text().splitlines()
     start, end = _stub_span(before)
     indent = re.match(r"\s*", before[start]).group(0)
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HW3_") and k != "MPLBACKEND"}
-    env.update(HW3_PROFILE="smoke", HW3_DATA_DIR=str(Path(data).resolve()), HW3_RUNS_DIR=str(tmp_path / "runs"))
-    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    server = LabServer(root, tmp_path / "home", env, ARTIFACTS / "jupyterlab.log").start()
+    server = LabServer(root, tmp_path / "home", kernel_env(tmp_path / "runs"), ARTIFACTS / "jupyterlab.log").start()
     browser = LabBrowser(server)
     try:
         # 1. Run All: the notebook runs up to task 3's check and stops there with the task's message
