@@ -325,12 +325,17 @@ def compute_fid(a, b, device=None, batch_size: int = 50, progress: bool = True) 
     """FID between two image sources: folders of PNGs, .npz statistics, tensors, or (mu, sigma)."""
     m1, s1 = stats_of(a, device, batch_size, progress=progress)
     m2, s2 = stats_of(b, device, batch_size, progress=progress)
-    if m1.shape != m2.shape:
-        raise FIDError(f"statistics have different dimensions: {m1.shape} vs {m2.shape}")
-    return frechet_distance(m1, s1, m2, s2)
+    return frechet_distance(m1, s1, m2, s2)  # raises FIDError when the dimensions differ
 
 
 SPLITS = ("train", "test")
+MNIST_SIZES = {"train": 60_000, "test": 10_000}
+
+
+def reference_count(cfg, split: str) -> int:
+    """How many MNIST images of `split` the reference uses: cfg.fid_ref_count, at most the split's size."""
+    size = MNIST_SIZES[split]
+    return size if cfg.fid_ref_count is None else min(cfg.fid_ref_count, size)
 
 
 def reference_npz(cfg, split: str = "train", device=None, data_root=None, cache_dir=None,
@@ -359,7 +364,7 @@ def reference_stats(cfg, cache_dir=None, data_root=None, device=None, split: str
     if npz.exists():
         return folder, npz
     ds = load_mnist(data_root, train=split == "train", in_channels=cfg.in_channels)
-    count = len(ds) if n is None else min(n, len(ds))
+    count = reference_count(cfg, split)
     if count_complete(folder) < count:
         export_pngs(ds, folder, count)
     mu, sigma = folder_stats(folder, device, cfg.fid_batch_size, expected=count, progress=progress)

@@ -87,7 +87,7 @@ def fid_table(run, cfg: Config, device=None, data_root=None) -> dict:
     refs = {split: fidlib.reference_npz(cfg, split, device=device, data_root=data_root) for split in fidlib.SPLITS}
     scores = score_run(run, cfg, device)
     (mu_tr, s_tr), (mu_te, s_te) = fidlib.load_stats(refs["train"]), fidlib.load_stats(refs["test"])
-    counts = {"train": cfg.fid_ref_count or 60_000, "test": min(cfg.fid_ref_count or 10_000, 10_000)}
+    counts = {split: fidlib.reference_count(cfg, split) for split in fidlib.SPLITS}
     note = fidlib.singular_note(min(cfg.num_samples, *counts.values()))
     if note:
         print(note)

@@ -75,7 +75,7 @@ def plot_loss(history, loss_log=None, steps_per_epoch: int | None = None, title:
     if loss_log:
         steps, losses = zip(*loss_log)
         ax.plot(steps, losses, lw=0.8, alpha=0.35, color="C0", marker="." if len(steps) < 200 else None,
-                label=f"loss every {steps[0] if len(steps) > 1 else 1} step(s)")
+                label="logged loss (mean since the previous point)")
         ax.plot(steps, smooth(losses), lw=2, color="C0", label="smoothed")
         if history:
             spe = steps_per_epoch or steps[-1] / len(history)

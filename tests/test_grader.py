@@ -222,6 +222,8 @@ def test_memory_bomb_fails_alone(batch):
 
 def test_submission_cannot_read_the_solution_or_write_the_grades(batch):
     if sandbox.detect_mode() == "none":
+        if os.environ.get("CI"):  # CI must prove the isolation, never skip it
+            pytest.fail("no sandbox on the CI machine (not root, no user namespaces): isolation untested")
         pytest.skip("no sandbox on this machine (not root, no user namespaces)")
     expect(batch, "h_writer", {"3", "4", "5a"})  # its diffusion.py is the stub: reading the solution failed
     rows = list(csv.DictReader(open(batch["out"] / "grades.csv")))
