@@ -190,7 +190,14 @@ def inception(device=None) -> torch.nn.Module:
 
 
 def _workers() -> int:
-    # PNG decoding feeds Inception: up to 8 loader processes, as pytorch-fid's own CLI uses
+    """PNG decoding processes feeding Inception: up to 8, as pytorch-fid's own CLI uses, but none
+    inside a Jupyter kernel. Forking the kernel for loader workers broke its ZeroMQ sockets once in
+    the browser test here ("Socket operation on non-socket", a dead kernel in notebook 05); 28x28
+    PNGs decode in microseconds, so the main process keeps up with Inception on its own."""
+    import sys
+
+    if "ipykernel" in sys.modules:
+        return 0
     return min(8, os.cpu_count() or 1)
 
 

@@ -160,3 +160,12 @@ def test_fid_emits_no_warning_and_no_stderr_for_a_singular_covariance(folders, c
         value = compute_fid(a, b, device="cpu", progress=False)
     assert value > 1.0
     assert capfd.readouterr().err == ""
+
+
+def test_no_loader_processes_are_forked_inside_a_jupyter_kernel(monkeypatch):
+    import types
+
+    monkeypatch.delitem(sys.modules, "ipykernel", raising=False)
+    assert fidlib._workers() >= 1
+    monkeypatch.setitem(sys.modules, "ipykernel", types.ModuleType("ipykernel"))
+    assert fidlib._workers() == 0  # a fork of the kernel can break its ZeroMQ sockets
