@@ -2,13 +2,14 @@
 # make test  : create .venv if missing, install with dev extras, run every test (lint, unit, notebooks, browser)
 # make lab   : install, then open the notebooks in JupyterLab
 # make submit: pack submission_$(STUDENT).zip (task files, notebooks, fid.json, manifest); STUDENT defaults to $USER
+# make quality: train the cpu profile from scratch, sample, FID beside the floor; fails if it stopped learning
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 PROFILE ?=
 
-.PHONY: run lab test unit notebooks browser lint clean submit
+.PHONY: run lab test unit notebooks browser lint clean submit quality
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -42,6 +43,10 @@ lint: $(VENV)/.installed-dev
 
 # the browser stage is instructor-only: grader/grader.mk adds it (test: browser)
 test: lint unit notebooks
+
+QUALITY_JSON ?= runs/quality.json
+quality: $(VENV)/.installed
+	$(PY) bench/cpu_quality.py --json $(QUALITY_JSON)
 
 submit: $(VENV)/.installed
 	$(PY) -m hw3_utils.submit $(if $(STUDENT),--student $(STUDENT),)

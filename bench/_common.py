@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import statistics
 import sys
 import time
@@ -19,6 +18,7 @@ if str(REPO) not in sys.path:
 import torch  # noqa: E402
 
 from hw3_utils import get_config, pick_device  # noqa: E402
+from hw3_utils.atomic import atomic_write  # noqa: E402
 from hw3_utils.config import parse_overrides  # noqa: E402
 from hw3_utils.pipeline import environment  # noqa: E402,F401  (one description of the machine, shared)
 
@@ -32,7 +32,7 @@ def add_config_args(p: argparse.ArgumentParser, default_profile: str = "full") -
 
 
 def parse_sets(items: list[str]) -> dict:
-    """['epochs=5', 'fast=null', 'variance=beta'] -> {'epochs': 5, 'fast': None, 'variance': 'beta'}."""
+    """['epochs=5', 'cuda_graphs=null', 'variance=beta'] -> {'epochs': 5, 'cuda_graphs': None, 'variance': 'beta'}."""
     try:
         return parse_overrides(items)
     except ValueError as err:
@@ -108,7 +108,5 @@ def write_json(path, record: dict) -> None:
     if path:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(record, indent=2, default=str))
-        os.replace(tmp, path)
+        atomic_write(path, json.dumps(record, indent=2, default=str))
         print(f"wrote {path}")

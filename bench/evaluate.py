@@ -46,7 +46,7 @@ from hw3_utils import (
     run_dir,
     train_model,
 )
-from hw3_utils.fid import count_complete, weights_path
+from hw3_utils.fid import MNIST_SIZES, count_complete, floor_npz, reference_count, weights_path
 from hw3_utils.train import checkpoint_paths
 
 DEFAULT = ["ema", "ddim100", "ddim50", "floor", "raw", "beta"]
@@ -64,13 +64,17 @@ def variant(name: str, cfg) -> dict:
         "beta": dict(weights="ema", method="ddpm", steps=T, variance="beta", bf16=False),
         "ema_bf16": dict(weights="ema", method="ddpm", steps=T, variance="posterior", bf16=True),
         "floor": dict(weights=None, method="real", steps=0, variance=None, bf16=False),
+        # the cpu profile's sampler options, for the full profile's choice (issue: decided by measurement)
+        "clip": dict(weights="ema", method="ddpm", steps=T, variance="posterior", bf16=False, clip=True),
+        "resp100_clip": dict(weights="ema", method="ddpm", steps=100, variance="posterior", bf16=False, clip=True),
     }
     if name in fixed:
         return fixed[name]
     m = re.fullmatch(r"ddim(\d+)", name)
     if m and 1 <= int(m.group(1)) <= T:
         return dict(weights="ema", method="ddim", steps=int(m.group(1)), variance=None, bf16=False)
-    raise SystemExit(f"unknown variant {name!r}; known: {DEFAULT + ['ema_bf16']} or ddim<K> with 1 <= K <= {T}")
+    known = DEFAULT + ["ema_bf16", "clip", "resp100_clip"]
+    raise SystemExit(f"unknown variant {name!r}; known: {known} or ddim<K> with 1 <= K <= {T}")
 
 
 def describe(name: str, v: dict) -> str:
@@ -78,6 +82,8 @@ def describe(name: str, v: dict) -> str:
         return "real vs real: MNIST test vs train"
     weights = "EMA" if v["weights"] == "ema" else "raw"
     sampler = f"DDPM ancestral {v['steps']} steps" if v["method"] == "ddpm" else f"DDIM {v['steps']} steps, eta 0"
+    if v.get("clip"):
+        sampler += ", x0-hat clipped"
     extra = f", {v['variance']} variance" if v["variance"] else ""
     return f"{weights} weights, {sampler}{extra}{', bf16 autocast' if v['bf16'] else ''}"
 
@@ -178,7 +184,7 @@ def main(argv=None) -> dict:
 
     t0 = time.perf_counter()
     _, ref_npz = reference_stats(cfg, device=device)
-    rec["reference"] = {"split": "train", "images": cfg.fid_ref_count or 60000, "npz": str(ref_npz),
+    rec["reference"] = {"split": "train", "images": reference_count(cfg, "train"), "npz": str(ref_npz),
                         "seconds": time.perf_counter() - t0}
     save()
 
@@ -188,11 +194,10 @@ def main(argv=None) -> dict:
         row = {"variant": name, "what": describe(name, v), **v, "target": TARGETS.get(name), "note": ""}
         if v["method"] == "real":
             t0 = time.perf_counter()
-            test_cfg = dataclasses.replace(cfg, fid_ref_count=cfg.num_samples)
-            _, test_npz = reference_stats(test_cfg, device=device, split="test")
+            test_npz = floor_npz(cfg, device=device)
             row["fid"] = compute_fid(test_npz, ref_npz, device, cfg.fid_batch_size)
             row.update(fid_s=time.perf_counter() - t0, sample_s=None,
-                       note=f"{min(cfg.num_samples, 10000)} test images (export + statistics in FID wall)")
+                       note=f"{min(cfg.num_samples, MNIST_SIZES['test'])} test images (export + statistics in FID)")
         else:
             folder = sample_folder(out, name, cfg)
             have = count_complete(folder)
@@ -211,7 +216,8 @@ def main(argv=None) -> dict:
                 models[v["weights"]] = load_model(out, v["weights"], device, cfg=cfg)
             vcfg = dataclasses.replace(cfg, amp_bf16=True) if v["bf16"] else cfg
             sampler = make_sampler(models[v["weights"]], vcfg, "ddim" if v["method"] == "ddim" else "ddpm",
-                                   steps=v["steps"], eta=0.0, variance=v["variance"], progress=False)
+                                   steps=v["steps"], eta=0.0, variance=v["variance"],
+                                   clip_denoised=v.get("clip", False), progress=False)
             t0 = time.perf_counter()
             generate_samples(sampler, folder, cfg.num_samples, cfg.sample_batch_size, seed=cfg.seed,
                              device=device, progress=progress)

@@ -4,7 +4,7 @@
    Adam), including padded batches: per-step losses and final weights.
 2. Fused capturable Adam (the fast path's) vs torch's default Adam (the plain path's).
 3. GraphedModel vs the eager model on fresh inputs after capture, a second batch shape, and bf16.
-4. hw3_utils.train with cfg.fast=True vs fast=False (GPU-resident data + TrainStep vs DataLoader +
+4. hw3_utils.train with tensor_data and cuda_graphs on vs off (GPU-resident data + TrainStep vs DataLoader +
    eager loop) on a subset that divides into whole batches: per-epoch losses and final weights.
 5. (CUDA) train() started on the CPU and resumed on CUDA with the fast path, and the reverse.
 On the CPU the graph parts run eagerly, so it checks the padding and train() paths only.
@@ -88,7 +88,7 @@ def check_graphed_model(cfg, device, rows):
 
 def check_train(cfg, device, rows):
     base = dataclasses.replace(cfg, train_subset=4 * 64, batch_size=64, epochs=2, num_workers=0)
-    res = {f: train_model(dataclasses.replace(base, fast=f), None, device=device, progress=False)
+    res = {f: train_model(dataclasses.replace(base, tensor_data=f, cuda_graphs=f), None, device=device, progress=False)
            for f in (True, False)}
     e = rel(res[True].history, res[False].history)
     rows.append(("train(): epoch losses fast vs plain (2 epochs x 4 steps)", e, "< 1e-4", e < 1e-4))

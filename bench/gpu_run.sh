@@ -6,7 +6,7 @@
 #               source .devpack/unpack.sh && bash bench/gpu_run.sh
 #
 # Stages, in order (STAGES picks a subset; each runs under `timeout` inside the BUDGET_S total):
-#   check  bench/gpu_check.py: graphed vs eager TrainStep / GraphedModel, train() fast vs plain
+#   check  bench/gpu_check.py: graphed vs eager TrainStep / GraphedModel, train() tensor data + CUDA graphs vs plain
 #   speed  bench/train_speed.py and bench/sample_speed.py
 #   eval   bench/evaluate.py, full profile: trains runs/full once, FID rows in priority order,
 #          skipping sampling rows that no longer fit (--time-budget)

@@ -3,7 +3,7 @@
   (a) report loop: torch DataLoader over load_mnist (shuffle, num_workers=4 capped by the cores,
       pin_memory on CUDA), images.to(device), eager fp32, torch.optim.Adam defaults (not fused),
       DDPM.loss; no EMA.
-  (b) kit default: what hw3_utils.train does when cfg.fast (default on CUDA): the (sub)set held on
+  (b) kit default: what hw3_utils.train does with tensor_data and cuda_graphs (default on CUDA): the (sub)set held on
       the device (load_tensor), fixed-shape padded batches from epoch_permutation, TrainStep
       (CUDA graph on CUDA), fused capturable Adam on CUDA, EMA update after every step.
   (c) as (b) with bf16 autocast (--bf16; default on CUDA only).

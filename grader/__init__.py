@@ -1,7 +1,7 @@
 """Instructor-only tools for the assignment (never shipped to students).
 
 release   : strip the solution regions into a student kit (`make release`)
-mutants   : known mistakes, as source patches, for feedback and for testing the checks
+patches   : applies the tasks' known mistakes and correct variants (source patches) for the tests
 reference : expected outputs of the solution (check_data.pt, the grader's reference)
 sandbox   : how a submission's code is run (namespaces, rlimits, another user)
 grade     : safe extraction, per-task runs with time limits, grades.csv and feedback

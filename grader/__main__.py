@@ -14,6 +14,8 @@ def main(argv=None) -> int:
     sub = p.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("release", help="write the student kit (solutions stubbed)")
     r.add_argument("--out", default=str(REPO / "release"))
+    r.add_argument("--repo-url", default=None,
+                   help="the git repository students clone (into the notebooks and Colab links); none: local only")
     sub.add_parser("build-check-data", help="rebuild hw3_utils/check_data.pt from the solution")
     g = sub.add_parser("grade", help="grade a folder of submission zips")
     g.add_argument("submissions")
@@ -23,34 +25,54 @@ def main(argv=None) -> int:
     g.add_argument("--reference", help="a prebuilt reference file (default: compute from the solution)")
     b = sub.add_parser("gradescope-bundle", help="build autograder.zip for Gradescope")
     b.add_argument("out", nargs="?", default=str(REPO / "autograder.zip"))
-    sub.add_parser("check-mutants", help="check that every mutant applies exactly once")
+    sub.add_parser("check-patches", help="check that every known mistake and correct variant applies exactly once")
+    sub.add_parser("tolerances", help="measure each task's tolerance against its variants and mistakes (README table)")
     args = p.parse_args(argv)
 
     if args.cmd == "release":
-        from .release import make_release
+        from .release import ReleaseError, make_release
 
-        make_release(args.out)
+        try:
+            make_release(args.out, repo_url=args.repo_url)
+        except ReleaseError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
     elif args.cmd == "build-check-data":
         from .reference import write_check_data
 
         path = write_check_data()
         print(f"wrote {path} ({path.stat().st_size / 1024:.0f} KiB)")
     elif args.cmd == "grade":
-        from .grade import grade_batch
+        from hw3_utils.tasks import TASKS
 
-        rows = grade_batch(Path(args.submissions), Path(args.out), task_timeout=args.task_timeout,
-                           release_dir=args.release, reference=args.reference)
-        print(f"graded {len(rows)} submission(s) -> {Path(args.out) / 'grades.csv'}")
+        from .grade import grade_batch_detailed
+        from .summary import headline, summarize
+
+        graded = grade_batch_detailed(Path(args.submissions), Path(args.out), task_timeout=args.task_timeout,
+                                      release_dir=args.release, reference=args.reference)
+        print("\n".join(headline(summarize(graded, TASKS))))
+        print(f"-> {Path(args.out) / 'grades.csv'}")
     elif args.cmd == "gradescope-bundle":
         from .gradescope import build_bundle
 
         print(f"wrote {build_bundle(Path(args.out))}")
-    elif args.cmd == "check-mutants":
-        from .mutants import MUTANTS, check_mutants
+    elif args.cmd == "check-patches":
+        from .patches import all_patches, check_patches
 
-        problems = check_mutants()
-        print("\n".join(problems) or f"all {len(MUTANTS)} mutants apply exactly once")
+        problems = check_patches()
+        print("\n".join(problems) or f"all {len(all_patches())} patches apply exactly once")
         return 1 if problems else 0
+    elif args.cmd == "tolerances":
+        from .patches import all_patches, tolerance_markdown, tolerance_table
+
+        rows = tolerance_table()
+        print(tolerance_markdown(rows))
+        n_var = sum(len(r["correct"]) - 1 for r in rows)
+        n_mis = sum(len(r["mistakes"]) for r in rows)
+        ok_var = sum(v <= 0.5 for r in rows for k, v in r["correct"].items() if k != "solution")
+        ok_mis = sum(v >= 10 for r in rows for v in r["mistakes"].values())
+        print(f"\n{ok_var} of {n_var} correct variants within half their tolerance; {ok_mis} of {n_mis} known "
+              f"mistakes 10 times beyond it or of the wrong shape ({len(all_patches())} patches)")
     return 0
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import os
 import re
@@ -29,6 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+
+from hw3_utils.atomic import atomic_write
 
 from . import REPO, sandbox
 
@@ -170,6 +173,46 @@ def fid_note(name: str, path: Path) -> str:
     except Exception as err:
         return f"{name}: not readable ({type(err).__name__})"
     return f"{name}: {shown or 'no FID values'}"
+
+
+def fid_mismatch(path: Path) -> str | None:
+    """Why a fid.json does not match the profile it names (None when it does): its sample count."""
+    from hw3_utils.config import PROFILES, get_config
+
+    try:
+        rec = json.loads(path.read_text(encoding="utf-8"))
+        profile, n = rec.get("profile"), rec.get("num_samples")
+        if profile not in PROFILES:
+            return f"fid.json names no known profile ({str(profile)[:40]!r})"
+        want = get_config(profile, verbose=False).num_samples
+        if n != want:
+            return f"fid.json: {n!r} samples, but the {profile} profile draws {want:,}"
+    except Exception as err:
+        return f"fid.json is not readable ({type(err).__name__})"
+    return None
+
+
+def flags_of(per_task: dict[str, tuple[int, str]], ex: Extracted) -> list[str]:
+    """What makes a submission worth a human look: crashes, time limits, refused members, notebooks not
+    executed, fid.json missing or not matching its profile."""
+    flags = []
+    for t, (_, msg) in per_task.items():
+        if "crashed" in msg or "time limit exceeded" in msg:
+            flags.append(f"Task {t} {'timed out' if 'time limit' in msg else 'crashed'}")
+    refused = [n for n in ex.notes if n.startswith("rejected ")]
+    if refused:
+        flags.append(f"{len(refused)} zip member(s) refused")
+    if ex.fatal:
+        return flags
+    notebooks = [n for n in ex.files if NOTEBOOK_RE.match(n)]
+    idle = [n for n in notebooks if notebook_note(n, ex.files[n]).endswith("not executed")]
+    if idle or not notebooks:
+        flags.append(f"notebooks not executed ({len(idle)} of {len(notebooks)})" if notebooks else "no notebooks")
+    fids = [n for n in ex.files if FID_RE.match(n)]
+    if not fids:
+        flags.append("fid.json missing")
+    flags += [m for n in fids if (m := fid_mismatch(ex.files[n]))]
+    return flags
 
 
 def manifest_notes(files: dict[str, Path]) -> list[str]:
@@ -338,18 +381,52 @@ def readonly_paths() -> list[Path]:
     return [REPO, Path(os.path.realpath(sys.prefix)), Path(os.path.realpath(sys.base_prefix)), home]
 
 
-def _row(student: str, points: dict, status: str) -> dict:
-    tasks = _tasks()
-    row = {"student": student}
-    row.update({t: points.get(t, 0) for t in tasks})
-    row["total"] = sum(points.get(t, 0) for t in tasks)
-    row["status"] = status
-    return row
+@dataclass
+class Graded:
+    """One graded submission: rendered once as grades.csv's row, the Markdown feedback and Gradescope's
+    results.json."""
+
+    student: str
+    status: str  # "graded", "rejected: ...", "no task files"
+    tasks: dict[str, tuple[int, str]]  # task id -> (points, "PASS" or "FAIL: why")
+    notes: list[str] = field(default_factory=list)
+    sandbox: str = ""  # how the code ran (grader/sandbox.py's description of the mode)
+    flags: list[str] = field(default_factory=list)  # why a human should look (grader/summary.py)
+
+    @property
+    def total(self) -> int:
+        return sum(p for p, _ in self.tasks.values())
+
+    def points(self) -> dict[str, int]:
+        return {t: self.tasks.get(t, (0, ""))[0] for t in _tasks()}
+
+    def row(self) -> dict:
+        return {"student": self.student, **self.points(), "total": self.total, "status": self.status}
+
+    def markdown(self) -> str:
+        tasks = _tasks()
+        md = [f"# Feedback for {self.student}", "",
+              f"Total: **{self.total} / {sum(t.points for t in tasks.values())}** ({self.status})", "",
+              f"_{self.sandbox}_", "", "| task | points | result |", "| --- | --- | --- |"]
+        for t, task in tasks.items():
+            p, msg = self.tasks.get(t, (0, "FAIL: not run"))
+            md.append(f"| Task {task.number} ({task.name}) | {p} / {task.points} | {msg.replace('|', '/')} |")
+        if self.notes:
+            md += ["", "## Notes", ""] + [f"- {n}" for n in self.notes]
+        return "\n".join(md) + "\n"
+
+    def gradescope(self) -> dict:
+        """Gradescope's results.json: one test per task, the notes in the overall output."""
+        tests = [{"name": f"Task {t.number} ({t.name}): {t.title}", "score": self.tasks[tid][0],
+                  "max_score": t.points, "output": self.tasks[tid][1]} for tid, t in _tasks().items()]
+        notes = "\n".join(f"- {n}" for n in self.notes)
+        return {"score": self.total, "output": f"{self.status}. {self.sandbox}\n{notes}".strip(), "tests": tests,
+                "visibility": "visible", "stdout_visibility": "hidden"}
 
 
 def grade_one(zpath: Path, batch: Path, release_kit: Path, ref: dict, task_timeout: float, hide, readonly,
-              startup: float = STARTUP_SECONDS) -> tuple[dict, str, dict]:
-    """Grade one zip. Returns (csv row, feedback markdown, {task: (points, message)})."""
+              startup: float = STARTUP_SECONDS) -> Graded:
+    """Grade one zip."""
     from hw3_utils.checks import compare
 
     tasks = _tasks()
@@ -398,18 +475,8 @@ def grade_one(zpath: Path, batch: Path, release_kit: Path, ref: dict, task_timeo
         if not any(FID_RE.match(n) for n in ex.files):
             notes.append("no runs/<profile>/fid.json in the submission")
         notes += manifest_notes(ex.files)
-    points = {t: p for t, (p, _) in per_task.items()}
-    row = _row(student, points, status)
-    md = [f"# Feedback for {student}", "",
-          f"Total: **{row['total']} / {sum(t.points for t in tasks.values())}** ({status})", "",
-          f"_{sandbox.DESCRIPTION[sandbox.detect_mode()]}_", "", "| task | points | result |", "| --- | --- | --- |"]
-    for t, task in tasks.items():
-        p, msg = per_task[t]
-        md.append(f"| Task {task.number} ({task.name}) | {p} / {task.points} | {msg.replace('|', '/')} |")
-    if notes:
-        md += ["", "## Notes", ""] + [f"- {n}" for n in notes]
     shutil.rmtree(work, ignore_errors=True)
-    return row, "\n".join(md) + "\n", per_task
+    return Graded(student, status, per_task, notes, sandbox.DESCRIPTION[sandbox.detect_mode()], flags_of(per_task, ex))
 
 
 def preflight(batch: Path, hide) -> None:
@@ -435,14 +502,14 @@ def preflight(batch: Path, hide) -> None:
 
 def grade_batch(submissions: Path, out: Path, task_timeout: float = 60.0, release_dir=None, reference=None,
                 extra_hidden=(), startup: float = STARTUP_SECONDS) -> list[dict]:
-    """Grade every *.zip (and every other plain file, which is rejected) in `submissions`."""
-    return [row for row, _, _ in grade_batch_detailed(submissions, out, task_timeout, release_dir, reference,
-                                                      extra_hidden, startup)]
+    """Grade every *.zip (and every other plain file, which is rejected) in `submissions`; grades.csv rows."""
+    return [g.row() for g in grade_batch_detailed(submissions, out, task_timeout, release_dir, reference,
+                                                  extra_hidden, startup)]
 
 
 def grade_batch_detailed(submissions: Path, out: Path, task_timeout: float = 60.0, release_dir=None,
-                         reference=None, extra_hidden=(), startup: float = STARTUP_SECONDS) -> list[tuple]:
-    """grade_batch, returning (row, feedback markdown, {task: (points, message)}) per submission."""
+                         reference=None, extra_hidden=(), startup: float = STARTUP_SECONDS) -> list[Graded]:
+    """grade_batch, returning the `Graded` record of each submission."""
     from .reference import build_reference, load_reference
     from .release import make_release
 
@@ -456,18 +523,22 @@ def grade_batch_detailed(submissions: Path, out: Path, task_timeout: float = 60.
     rows = []
     try:
         preflight(batch, hide)
-        kit = Path(release_dir) if release_dir else make_release(batch / "release", quiet=True)
+        kit = Path(release_dir) if release_dir else make_release(batch / "release", quiet=True, repo_url="none")
         entries = sorted(p for p in submissions.iterdir() if p.is_file() and not p.name.startswith("."))
         with sandbox.Hidden(hide):
             for z in entries:
-                row, md, per_task = grade_one(z, batch, kit, ref, task_timeout, hide, readonly_paths(), startup)
-                rows.append((row, md, per_task))
-                safe = re.sub(r"[^A-Za-z0-9_.-]", "_", row["student"]) or "submission"
-                (out / "feedback" / f"{safe}.md").write_text(md)
+                graded = grade_one(z, batch, kit, ref, task_timeout, hide, readonly_paths(), startup)
+                rows.append(graded)
+                safe = re.sub(r"[^A-Za-z0-9_.-]", "_", graded.student) or "submission"
+                atomic_write(out / "feedback" / f"{safe}.md", graded.markdown())
     finally:
         shutil.rmtree(batch, ignore_errors=True)
-    with open(out / "grades.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=["student", *_tasks(), "total", "status"])
-        w.writeheader()
-        w.writerows(r for r, _, _ in rows)
+    table = io.StringIO(newline="")
+    w = csv.DictWriter(table, fieldnames=["student", *_tasks(), "total", "status"])
+    w.writeheader()
+    w.writerows(g.row() for g in rows)
+    atomic_write(out / "grades.csv", table.getvalue())
+    from .summary import write_summary
+
+    write_summary(rows, out, _tasks())
     return rows

@@ -1,6 +1,7 @@
 # Instructor-only targets, included by the Makefile with -include: they vanish from the student
 # release, which has no grader/ folder.
-#   make release                  : the student kit in release/ (solutions stubbed, hidden tests removed)
+#   make release REPO_URL=URL     : the student kit in release/ (solutions stubbed, hidden tests removed, the
+#                                   repository students clone written into the notebooks; REPO_URL=none: local only)
 #   make grade SUBMISSIONS=DIR    : grade DIR/*.zip into $(OUT) (grades.csv, feedback/<student>.md)
 #   make gradescope               : autograder.zip for Gradescope
 #   make check-data               : rebuild hw3_utils/check_data.pt from the solution
@@ -10,7 +11,7 @@ TASK_TIMEOUT ?= 60
 .PHONY: release grade gradescope check-data
 
 release: $(VENV)/.installed
-	$(PY) -m grader release --out release
+	$(PY) -m grader release --out release --repo-url "$(REPO_URL)"
 
 grade: $(VENV)/.installed
 	@test -n "$(SUBMISSIONS)" || { echo "usage: make grade SUBMISSIONS=DIR [OUT=grades]"; exit 2; }

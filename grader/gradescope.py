@@ -1,6 +1,6 @@
 """Gradescope: `python -m grader gradescope-bundle autograder.zip` and the bundle's run_autograder.
 
-The bundle carries the student kit (stubs), this grader (without mutants.py, which quotes the
+The bundle carries the student kit (stubs), this grader (without patches.py, which patches the
 solution) and the reference (the solution's outputs on the public and hidden cases, as tensors):
 no solution source. run_autograder reads $AUTOGRADER_ROOT/submission/ (one zip, or loose files
 mapped by name) and writes $AUTOGRADER_ROOT/results/results.json in Gradescope's format.
@@ -15,6 +15,8 @@ import sys
 import tempfile
 import zipfile
 from pathlib import Path
+
+from hw3_utils.atomic import atomic_write
 
 from . import REPO
 
@@ -41,6 +43,7 @@ exec "${PYTHON:-python3}" -m grader.gradescope run --root "$ROOT" --source "$SRC
 """
 
 BUNDLE_GRADER_FILES = ("__init__.py", "__main__.py", "grade.py", "gradescope.py", "reference.py", "release.py",
+                       "summary.py",
                        "sandbox.py")
 
 
@@ -51,7 +54,7 @@ def build_bundle(out: Path) -> Path:
     out = Path(out).resolve()
     with tempfile.TemporaryDirectory(prefix="hw3-bundle-") as tmp:
         root = Path(tmp) / "bundle"
-        make_release(root / "release", quiet=True)
+        make_release(root / "release", quiet=True, repo_url="none")
         (root / "grader").mkdir()
         for name in BUNDLE_GRADER_FILES:
             shutil.copyfile(REPO / "grader" / name, root / "grader" / name)
@@ -59,16 +62,18 @@ def build_bundle(out: Path) -> Path:
         save_reference(build_reference(), root / "reference" / "reference.pt")
         (root / "setup.sh").write_text(SETUP_SH)
         (root / "run_autograder").write_text(RUN_AUTOGRADER)
-        tmp_zip = out.with_name(out.name + ".tmp")
-        with zipfile.ZipFile(tmp_zip, "w", zipfile.ZIP_DEFLATED) as z:
-            for p in sorted(root.rglob("*")):
-                if p.is_file() and "__pycache__" not in p.parts:
-                    info = zipfile.ZipInfo.from_file(p, p.relative_to(root).as_posix())
-                    if p.name in ("setup.sh", "run_autograder"):
-                        info.external_attr = (0o100755 & 0xFFFF) << 16
-                    info.compress_type = zipfile.ZIP_DEFLATED
-                    z.writestr(info, p.read_bytes())
-        tmp_zip.replace(out)
+
+        def pack(f):
+            with zipfile.ZipFile(f, "w", zipfile.ZIP_DEFLATED) as z:
+                for p in sorted(root.rglob("*")):
+                    if p.is_file() and "__pycache__" not in p.parts:
+                        info = zipfile.ZipInfo.from_file(p, p.relative_to(root).as_posix())
+                        if p.name in ("setup.sh", "run_autograder"):
+                            info.external_attr = (0o100755 & 0xFFFF) << 16
+                        info.compress_type = zipfile.ZIP_DEFLATED
+                        z.writestr(info, p.read_bytes())
+
+        atomic_write(out, pack)
     return out
 
 
@@ -101,7 +106,6 @@ def _collect_submission(sub: Path, dest: Path) -> Path:
 
 def run(root: Path, source: Path, task_timeout: float = 60.0) -> dict:
     import hw3_utils
-    from hw3_utils.checks import TASKS
 
     from .grade import grade_batch_detailed
 
@@ -119,16 +123,8 @@ def run(root: Path, source: Path, task_timeout: float = 60.0) -> dict:
         rows = grade_batch_detailed(subs, Path(tmp) / "out", task_timeout=task_timeout,
                                     release_dir=source / "release", reference=source / "reference" / "reference.pt",
                                     extra_hidden=[root / "submission", results_dir])
-    row, md, per_task = rows[0]
-    tests = [{"name": f"Task {t.number} ({t.name}): {t.title}", "score": per_task[tid][0], "max_score": t.points,
-              "output": per_task[tid][1]} for tid, t in TASKS.items()]
-    notes = md.split("## Notes", 1)[1].strip() if "## Notes" in md else ""
-    header = md.splitlines()[4] if len(md.splitlines()) > 4 else ""
-    result = {"score": row["total"], "output": f"{row['status']}. {header}\n{notes}".strip(), "tests": tests,
-              "visibility": "visible", "stdout_visibility": "hidden"}
-    tmp_json = results_dir / "results.json.tmp"
-    tmp_json.write_text(json.dumps(result, indent=2))
-    tmp_json.replace(results_dir / "results.json")
+    result = rows[0].gradescope()
+    atomic_write(results_dir / "results.json", json.dumps(result, indent=2))
     return result
 
 

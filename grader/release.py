@@ -22,6 +22,13 @@ BEGIN_SOLUTION, END_SOLUTION = "### BEGIN SOLUTION", "### END SOLUTION"
 BEGIN_HIDDEN, END_HIDDEN = "### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS"
 MARKERS = (BEGIN_SOLUTION, END_SOLUTION, BEGIN_HIDDEN, END_HIDDEN)
 
+# The notebooks' setup cells and notebooks/README.md's Colab links carry this placeholder until
+# `make release REPO_URL=...` writes the repository students clone.
+PLACEHOLDER_URL = "https://github.com/YOUR-ORG/hw3-ddpm-kit.git"
+PLACEHOLDER_PATH = "YOUR-ORG/hw3-ddpm-kit"
+# Instructor-only parts of README.md: left out of the student's README.
+BEGIN_INSTRUCTOR, END_INSTRUCTOR = "<!-- BEGIN INSTRUCTOR -->", "<!-- END INSTRUCTOR -->"
+
 # Instructor-only: never copied into the student kit.
 EXCLUDE_DIRS = ("grader", ".ci", "bench", "release")
 STUDENT_TESTS = ("tests/test_tasks.py",)
@@ -30,6 +37,63 @@ EXCLUDE_FILES = ("autograder.zip",)
 
 class MarkerError(ValueError):
     """Unbalanced, nested or unknown markers; the message names file and line."""
+
+
+class ReleaseError(ValueError):
+    """The release cannot be made as asked (no repository URL, a malformed one)."""
+
+
+def check_repo_url(url: str | None) -> str | None:
+    """The repository URL students clone, checked; None for `none` (a kit used locally only)."""
+    if url is None or url.strip() in ("", PLACEHOLDER_URL):
+        raise ReleaseError("the release needs the git repository students will clone: "
+                           "make release REPO_URL=https://github.com/<org>/<repo>.git "
+                           "(or REPO_URL=none for a kit used locally only, without Colab)")
+    url = url.strip()
+    if url.lower() == "none":
+        return None
+    if not re.fullmatch(r"(https://|git@|file://|ssh://)\S+", url) or '"' in url:
+        raise ReleaseError(f"REPO_URL={url!r} does not look like a git URL (https://..., git@..., ssh://..., file://...)")
+    return url
+
+
+def github_path(url: str) -> str | None:
+    """'org/repo' of a GitHub URL (for Colab's open-from-GitHub links), else None."""
+    m = re.fullmatch(r"(?:https://github\.com/|git@github\.com:)([\w.-]+/[\w.-]+?)(?:\.git)?/?", url)
+    return m.group(1) if m else None
+
+
+def student_readme(text: str) -> str:
+    """README.md without its instructor-only parts (between the INSTRUCTOR markers)."""
+    out, inside = [], False
+    for n, line in enumerate(text.splitlines(keepends=True), start=1):
+        s = line.strip()
+        if s == BEGIN_INSTRUCTOR:
+            if inside:
+                raise MarkerError(f"README.md:{n}: nested {BEGIN_INSTRUCTOR}")
+            inside = True
+        elif s == END_INSTRUCTOR:
+            if not inside:
+                raise MarkerError(f"README.md:{n}: {END_INSTRUCTOR} without a matching BEGIN")
+            inside = False
+        elif not inside:
+            out.append(line)
+    if inside:
+        raise MarkerError(f"README.md: {BEGIN_INSTRUCTOR} is never closed")
+    return re.sub(r"\n{3,}", "\n\n", "".join(out))
+
+
+def _with_url(rel: str, data: bytes, url: str | None) -> bytes:
+    """Write the repository URL into the notebooks' setup cells and the Colab links."""
+    if url is None:
+        return data
+    text = data.decode("utf-8")
+    if rel.endswith(".ipynb"):
+        text = text.replace(json.dumps(PLACEHOLDER_URL)[1:-1], json.dumps(url)[1:-1])
+    gh = github_path(url)
+    if gh:
+        text = text.replace(PLACEHOLDER_PATH, gh)
+    return text.encode("utf-8")
 
 
 def _tasks():
@@ -179,9 +243,16 @@ def _git_commit(root: Path) -> str | None:
         return None
 
 
-def make_release(out: Path | str = REPO / "release", root: Path = REPO, quiet: bool = False) -> Path:
-    """Write the student kit to `out` (replaced). Refuses if a stripped file still holds a region."""
+def make_release(out: Path | str = REPO / "release", root: Path = REPO, quiet: bool = False,
+                 repo_url: str | None = None) -> Path:
+    """Write the student kit to `out` (replaced). Refuses if a stripped file still holds a region.
+
+    repo_url: the git repository students clone, written into every notebook's setup cell and into
+    the Colab links of notebooks/README.md; "none" keeps the placeholders (a kit used locally only).
+    The README is the student's: README.md without its INSTRUCTOR-marked parts.
+    """
     out, root = Path(out), Path(root)
+    url = check_repo_url(repo_url)
     tasks = _tasks()
     staged: dict[str, bytes] = {}
     found: dict[str, list[str]] = {}
@@ -195,8 +266,12 @@ def make_release(out: Path | str = REPO / "release", root: Path = REPO, quiet: b
                 raise MarkerError(f"{rel}: a marker is left after stripping; refusing to write {out}")
             if ids:
                 found[rel] = ids
+        elif rel == "README.md":
+            data = student_readme(src.read_text(encoding="utf-8")).encode("utf-8")
         else:
             data = src.read_bytes()
+        if rel.endswith((".ipynb", ".md")):
+            data = _with_url(rel, data, url)
         staged[rel] = data
     missing = [t for t in tasks if not any(t in ids for ids in found.values())]
     if missing:
@@ -208,6 +283,7 @@ def make_release(out: Path | str = REPO / "release", root: Path = REPO, quiet: b
         "kit": name.group(1) if name else "hw3_utils",
         "version": version.group(1) if version else None,
         "source_commit": _git_commit(root),
+        "repo_url": url,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "tasks": {t.id: {"title": t.title, "points": t.points, "file": t.file, "function": t.function,
                          "notebook": t.notebook} for t in tasks.values()},

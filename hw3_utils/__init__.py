@@ -13,9 +13,9 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from .config import PROFILES, Config, config_diff, get_config, resolve_profile, run_dir, runs_dir
+from .cuda_graphs import GraphedModel, TrainStep
 from .data import DataNotFoundError, load_mnist, load_tensor, make_loader, mnist_transform, subset
 from .diffusion import DDPM
-from .fast import GraphedModel, TrainStep
 from .fid import (
     FIDError,
     FIDWeightsError,
@@ -39,10 +39,10 @@ from .train import (
     TrainResult,
     build_model,
     checkpoint_info,
-    latest_checkpoint,
     load_checkpoint,
     load_model,
-    newest_checkpoint,
+    load_newest_checkpoint,
+    newest_checkpoint_info,
     pick_device,
     train_model,
 )
@@ -99,10 +99,10 @@ __all__ = [
     "TrainResult",
     "build_model",
     "checkpoint_info",
-    "latest_checkpoint",
+    "load_newest_checkpoint",
     "load_checkpoint",
     "load_model",
-    "newest_checkpoint",
+    "newest_checkpoint_info",
     "pick_device",
     "train_model",
     "UNet",

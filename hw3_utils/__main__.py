@@ -31,7 +31,7 @@ def parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("command", choices=["train", "sample", "fid", "all"])
     p.add_argument("--profile", default=None,
-                   help="full or smoke (default: $HW3_PROFILE, else full on CUDA, smoke on CPU)")
+                   help="full, cpu or smoke (default: $HW3_PROFILE, else full on CUDA, cpu without)")
     p.add_argument("--out", default=None, help="run folder (default: runs/<profile>)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",

@@ -1,8 +1,11 @@
 """Hyperparameters: one dataclass, the report's recipe as its defaults, and named profiles.
 
-`full` is the recipe of the reference report, exactly. `smoke` shrinks sizes (data,
-width, epochs, sample counts) so every notebook runs on two CPU cores in minutes; it
-never switches a code path off, so a smoke run exercises the same code as a full run.
+`full` is the recipe of the reference report, exactly (for a GPU). `cpu` turns noise into
+recognisable digits on a laptop without a GPU in about a quarter of an hour: the same UNet family,
+schedule, objective and sampler family, at a size and with settings a CPU can train (README,
+"The cpu profile"). `smoke` shrinks the full profile's sizes (data, width, epochs, sample counts)
+so the tests and the notebooks under nbval run in minutes; it never switches a code path off, so
+a smoke run exercises the same code as a full run.
 """
 
 from __future__ import annotations
@@ -42,20 +45,34 @@ class Config:
     beta_end: float = 2e-2
     variance: str = "posterior"  # sigma_t^2 = beta-tilde_t ("posterior") or beta_t ("beta")
 
-    # training: Adam with torch's default betas, batch 128, 50 epochs
+    # training: Adam with torch's default betas, batch 128, 50 epochs, a constant learning rate
     batch_size: int = 128
     epochs: int = 50
     lr: float = 2e-4
     adam_betas: tuple[float, float] = (0.9, 0.999)
+    # Not in the report (constant lr): a linear warm-up over the first steps and a cosine decay
+    # to 0 at the last step, which short runs (the `cpu` profile) need to end on good weights.
+    lr_warmup_steps: int = 0
+    lr_decay: str = "none"  # "none" or "cosine"
     ema_decay: float = 0.9995  # not in the report; sampling uses the EMA weights by default
     seed: int = 0
     log_every: int = 50  # steps between progress-bar updates and non-finite-loss checks
 
-    # speed (not in the report; see README "GPU fast path"). fast=None means: on when CUDA.
-    fast: bool | None = None
+    # speed (not in the report; see README "GPU fast path"). None means: decide by the device.
+    tensor_data: bool | None = None  # whole (sub)set as one tensor instead of PIL DataLoader workers
+    cuda_graphs: bool | None = None  # replay the step and the model call as CUDA graphs (on when CUDA)
     amp_bf16: bool = False  # bf16 autocast; off until FID shows it costs nothing
+    channels_last: bool = False  # NHWC weights and activations: no faster here (bench/cpu_speed.py), so off
 
-    # sampling and FID: 10,000 samples with all T steps, 28x28 RGB PNGs
+    # sampling: the report's sampler is Algorithm 2 with all T steps and no clipping
+    sampler: str = "ddpm"  # "ddpm": ancestral (Algorithm 2); "ddim": DDIM with eta = 0 (deterministic)
+    # None: all T steps (the report); "ddpm" with fewer runs Algorithm 2 on a respaced schedule (DDPM.respaced)
+    sample_steps: int | None = None
+    # x0-hat clipped to [-1, 1] at every step, as Ho et al.'s released code (clip_denoised) and
+    # diffusers' DDPMScheduler (clip_sample) do; the paper's Algorithm 2 does not, nor the report.
+    clip_denoised: bool = False
+
+    # FID: num_samples 28x28 RGB PNGs (identical channels when in_channels = 1)
     num_samples: int = 10_000
     sample_batch_size: int = 1000
     fid_ref_count: int | None = None  # None = all 60,000 MNIST training images
@@ -83,6 +100,11 @@ class Config:
     @classmethod
     def from_dict(cls, d: dict) -> Config:
         """Rebuild a Config from `to_dict()` output; unknown keys are an error."""
+        d = dict(d)
+        if "fast" in d:  # checkpoints written before `fast` was split into its two meanings
+            fast = d.pop("fast")
+            d.setdefault("tensor_data", fast)
+            d.setdefault("cuda_graphs", fast)
         _check_keys(d)
         return cls(**d)
 
@@ -130,11 +152,18 @@ _RULES = {
     "lr": (lambda v: _is_num(v) and 0 < v <= 1, "a number in (0, 1], e.g. 2e-4"),
     "adam_betas": (lambda v: isinstance(v, (list, tuple)) and len(v) == 2 and all(_is_num(b) and 0 <= b < 1 for b in v),
                    "two numbers in [0, 1), e.g. [0.9,0.999]"),
+    "lr_warmup_steps": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+    "lr_decay": (lambda v: v in ("none", "cosine"), "'none' or 'cosine'"),
     "ema_decay": (lambda v: _is_num(v) and 0 <= v < 1, "a number in [0, 1)"),
     "seed": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
     "log_every": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
-    "fast": (lambda v: v is None or isinstance(v, bool), "true, false or null (on when CUDA)"),
+    "tensor_data": (lambda v: v is None or isinstance(v, bool), "true, false or null (on)"),
+    "cuda_graphs": (lambda v: v is None or isinstance(v, bool), "true, false or null (on when CUDA)"),
     "amp_bf16": (lambda v: isinstance(v, bool), "true or false"),
+    "channels_last": (lambda v: isinstance(v, bool), "true or false"),
+    "sampler": (lambda v: v in ("ddpm", "ddim"), "'ddpm' or 'ddim'"),
+    "sample_steps": (lambda v: v is None or (_is_int(v) and v >= 1), "null (all T) or an integer in [1, T]"),
+    "clip_denoised": (lambda v: isinstance(v, bool), "true or false"),
     "num_samples": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
     "sample_batch_size": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
     "fid_ref_count": (lambda v: v is None or (_is_int(v) and v >= 2), "null (the whole split) or an integer >= 2"),
@@ -156,11 +185,40 @@ def _validate(cfg: Config) -> None:
     if cfg.beta_end < cfg.beta_start:
         raise ConfigError(f"beta_end={cfg.beta_end!r} is not allowed: "
                           f"it must be at least beta_start={cfg.beta_start!r}")
+    if cfg.sample_steps is not None and cfg.sample_steps > cfg.timesteps:
+        raise ConfigError(f"sample_steps={cfg.sample_steps!r} is not allowed: "
+                          f"it must be at most timesteps={cfg.timesteps!r}")
 
 
-# Sizes only: a smoke run goes through every code path of a full run, on less data.
 PROFILES: dict[str, dict] = {
     "full": {},
+    # What a 2-core CPU can do in about 15 minutes of training (README, "The cpu profile"; each
+    # choice measured by bench/cpu_quality.py and bench/cpu_speed.py):
+    "cpu": dict(
+        # one grey channel: the report's 3 channels are identical copies, so the network learns
+        # the same thing with a third of the input and output, and samples cannot drift into
+        # colour; PNGs for FID are still 28x28 RGB with identical channels (fid.to_uint8)
+        in_channels=1,
+        model_channels=16,  # widths 16/32/64, bottleneck 128: 0.64M parameters (the report's: 8.1M)
+        # 5 epochs of batch 64 (4,690 steps, about 13 minutes here): more, smaller steps than the
+        # report's batch of 128, a tenth of its images seen; a higher lr with warm-up and a cosine
+        # decay to 0 ends on good weights
+        batch_size=64,
+        epochs=5,
+        lr=2e-3,
+        lr_warmup_steps=200,
+        lr_decay="cosine",
+        ema_decay=0.999,  # an EMA horizon of about 1,000 of the 4,690 steps
+        # Algorithm 2 on 100 respaced timesteps with x0-hat clipped to [-1, 1]: a CPU-trained
+        # model needs the clipping (without it FID-500 was 162 vs 64 with, DDIM), and ancestral
+        # noise removes the speckles and grey backgrounds that deterministic DDIM keeps (27 vs 64)
+        sample_steps=100,
+        clip_denoised=True,
+        num_samples=1000,
+        sample_batch_size=500,
+        num_workers=0,
+    ),
+    # Sizes only: a smoke run goes through every code path of a full run, on less data.
     "smoke": dict(
         # 2 epochs x 16 steps: enough steps for a loss curve that visibly falls, ~10 s on 2 CPU cores
         train_subset=2048,
@@ -190,14 +248,14 @@ def _check_keys(d: dict) -> None:
 
 
 def resolve_profile(profile: str | None = None, verbose: bool = True) -> str:
-    """Pick the profile: the argument, else $HW3_PROFILE, else `full` on CUDA and `smoke` on CPU."""
+    """Pick the profile: the argument, else $HW3_PROFILE, else `full` on CUDA and `cpu` without."""
     if profile:
         source = "argument"
     elif os.environ.get(PROFILE_ENV):
         profile, source = os.environ[PROFILE_ENV], f"${PROFILE_ENV}"
     else:
         cuda = torch.cuda.is_available()
-        profile = "full" if cuda else "smoke"
+        profile = "full" if cuda else "cpu"
         source = "CUDA available" if cuda else "no CUDA"
     if profile not in PROFILES:
         raise ConfigError(
@@ -217,7 +275,7 @@ def get_config(profile: str | None = None, verbose: bool = True, **overrides) ->
 
 
 def parse_overrides(items) -> dict:
-    """Command-line overrides ['epochs=5', 'fast=null', 'variance=beta'] -> {'epochs': 5, 'fast': None, ...}.
+    """Command-line overrides ['epochs=5', 'sampler=ddim', 'fid_ref_count=null'] -> {'epochs': 5, ...}.
 
     Values are read as JSON where they parse (numbers, true/false/null, lists), else kept as strings.
     """

@@ -85,7 +85,7 @@ def load_mnist(root=None, train: bool = True, in_channels: int = 3, download: bo
 
 
 def subset(dataset: Dataset, n: int | None) -> Dataset:
-    """The first n items (all when n is None): the smoke profile trains on a few hundred."""
+    """The first n items (all when n is None): the smoke profile trains on cfg.train_subset."""
     return dataset if n is None or n >= len(dataset) else Subset(dataset, range(n))
 
 

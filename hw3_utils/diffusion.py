@@ -19,7 +19,7 @@ except ImportError:  # pragma: no cover - tqdm is a dependency; keep sampling us
 
 
 class DDPM(nn.Module):
-    """Linear-beta DDPM. Buffers (all (T,) float32) move with `.to(device)`.
+    """Linear-beta DDPM. Buffers (all (T,), float32 unless `dtype` says otherwise) move with `.to(device)`.
 
     betas: beta_t; alphas: 1 - beta_t; alpha_bars: prod_{s<=t} alpha_s;
     alpha_bars_prev: alpha-bar_{t-1} with alpha-bar_0 = 1;
@@ -27,14 +27,19 @@ class DDPM(nn.Module):
     """
 
     def __init__(self, timesteps: int = 1000, beta_start: float = 1e-4, beta_end: float = 2e-2,
-                 variance: str = "posterior"):
+                 variance: str = "posterior", dtype: torch.dtype = torch.float32, betas: torch.Tensor | None = None):
         super().__init__()
         if variance not in ("posterior", "beta"):
             raise ValueError(f"variance must be 'posterior' or 'beta', got {variance!r}")
-        self.timesteps = timesteps
+        # float64 for the cumulative product, then `dtype`: keeps alpha-bar_T accurate. (The task
+        # checks build float64 references with dtype=torch.float64.) `betas` replaces the linear
+        # schedule (a respaced one, see `respaced`).
+        if betas is None:
+            betas = torch.linspace(beta_start, beta_end, timesteps, dtype=torch.float64)
+        betas = betas.to(torch.float64)
+        self.timesteps = len(betas)
         self.variance = variance
-        # float64 for the cumulative product, then float32: keeps alpha-bar_T accurate.
-        betas = torch.linspace(beta_start, beta_end, timesteps, dtype=torch.float64)
+        self.paper_t = list(range(1, self.timesteps + 1))  # the paper's timestep of each code index
         alphas = 1.0 - betas
         alpha_bars = torch.cumprod(alphas, dim=0)
         alpha_bars_prev = torch.cat([torch.ones(1, dtype=torch.float64), alpha_bars[:-1]])
@@ -44,7 +49,7 @@ class DDPM(nn.Module):
             sqrt_alpha_bars=alpha_bars.sqrt(), sqrt_one_minus_alpha_bars=(1.0 - alpha_bars).sqrt(),
             posterior_variance=posterior_variance,
         ).items():
-            self.register_buffer(name, value.float(), persistent=False)
+            self.register_buffer(name, value.to(dtype), persistent=False)
 
     @classmethod
     def from_config(cls, cfg) -> DDPM:
@@ -117,85 +122,175 @@ class DDPM(nn.Module):
         return mean + nonzero * var.sqrt() * noise
         ### END SOLUTION
 
-    def _frame_steps(self, steps: list[int], snapshots: int) -> set[int]:
-        """Which loop positions to record so `snapshots` frames span noise to final image evenly."""
-        if snapshots <= 0:
-            return set()
-        if snapshots == 1:
-            return {len(steps)}
-        n = len(steps)
-        return {round(i * n / (snapshots - 1)) for i in range(snapshots)}
+    # x0-hat clipping -------------------------------------------------------------------------
+    def predict_x0(self, x_t: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        """x0-hat = (x_t - sqrt(1 - alpha-bar_t) eps) / sqrt(alpha-bar_t): eq. 4 solved for x0.
+
+        x_t, eps: (B, C, H, W) float; t: (B,) int64 -> (B, C, H, W), unbounded.
+        """
+        return (x_t - self._at(self.sqrt_one_minus_alpha_bars, t) * eps) / self._at(self.sqrt_alpha_bars, t)
+
+    def clipped(self, model):
+        """`model` with its noise prediction replaced by the one whose x0-hat is clipped to [-1, 1].
+
+        eps' = (x_t - sqrt(alpha-bar_t) clip(x0-hat)) / sqrt(1 - alpha-bar_t). With eps', eq. 11's
+        mean equals the posterior mean of eq. 7 at the clipped x0-hat, which is what Ho et al.'s
+        code (clip_denoised=True) computes; DDIM's x0 prediction becomes the clipped one too.
+        Clipping is a wrapper around the `model(x_t, t) -> eps` contract, so `p_sample` (Algorithm
+        2, the student's task 5a) stays exactly the paper's.
+        """
+        def eps_of_clipped_x0(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            eps = model(x_t, t).float()
+            x0 = self.predict_x0(x_t, t, eps).clamp(-1.0, 1.0)
+            return (x_t - self._at(self.sqrt_alpha_bars, t) * x0) / self._at(self.sqrt_one_minus_alpha_bars, t)
+
+        return eps_of_clipped_x0
+
+    # samplers ---------------------------------------------------------------------------------
+    def respaced(self, model, steps: int):
+        """(DDPM, model) of the same process on `steps` of the T timesteps, for Algorithm 2 in fewer steps.
+
+        The subsequence tau (as DDIM's: 0, 10, ..., 990 for 100 steps) keeps alpha-bar at its
+        timesteps, beta'_i = 1 - alpha-bar_{tau_i} / alpha-bar_{tau_(i-1)} (Nichol & Dhariwal 2021,
+        sec. 4), and the returned model is called at the original timesteps tau_i. Ancestral
+        sampling on it equals DDIM with eta = 1 on the same subsequence.
+        """
+        tau = self.ddim_timesteps(steps)[::-1]  # ascending
+        # from the betas in float64, not the float32 alpha_bars: 1 - alpha-bar near t = 0 keeps its digits
+        ab = torch.cumprod(1 - self.betas.double(), dim=0)[tau]
+        betas = 1 - ab / torch.cat([torch.ones(1, dtype=ab.dtype, device=ab.device), ab[:-1]])
+        ddpm = DDPM(variance=self.variance, dtype=self.betas.dtype, betas=betas.cpu()).to(self.betas.device)
+        ddpm.paper_t = [t + 1 for t in tau]
+        tau_t = torch.tensor(tau, device=self.betas.device)
+        return ddpm, lambda x, i: model(x, tau_t.to(i.device)[i])
 
     @torch.no_grad()
     def sample(self, model, n: int, shape=(3, 28, 28), generator: torch.Generator | None = None,
                snapshots: int = 0, progress: bool = True, batch_size: int | None = None,
-               device=None):
-        """Ancestral sampling with all T steps (Algorithm 2), from x_T ~ N(0, I) down to x_0.
+               device=None, clip_denoised: bool = False, steps: int | None = None):
+        """Ancestral sampling (Algorithm 2), from x_T ~ N(0, I) down to x_0, with all T steps.
 
         Returns images (n, *shape) float in [-1, 1] on the model's device; with snapshots=k > 0,
         returns (images, frames, labels): frames (k, n, *shape) evenly spaced states from x_T to
         x_0, labels the paper timestep of each frame (T ... 0).
         Noise comes from `generator` (on the generator's device) or the global RNG.
+        clip_denoised: clip x0-hat to [-1, 1] at every step (see `clipped`).
+        steps < T: the same loop on a respaced schedule of `steps` timesteps (see `respaced`).
         """
-        steps = list(range(self.timesteps - 1, -1, -1))
-        return self._run(model, n, shape, generator, snapshots, progress, batch_size, device,
-                         steps, lambda x, i: self.p_sample(model, x, steps[i], generator), "DDPM")
+        device = _device_of(model, device, self.betas.device)
+        if steps is not None and steps != self.timesteps:
+            ddpm, net = self.respaced(model, steps)
+            return ddpm.sample(net, n, shape, generator, snapshots, progress, batch_size, device, clip_denoised)
+        net = self.clipped(model) if clip_denoised else model
+        steps = list(range(self.timesteps - 1, -1, -1))  # code index T-1 .. 0 = paper's t = T .. 1
+        film = _Film([self.paper_t[t] for t in steps], snapshots)
+        outs = []
+        for start, b in _batches(n, batch_size):
+            x = _noise((b, *shape), generator, device)  # line 1: x_T ~ N(0, I)
+            film.begin(x)
+            for i, t in enumerate(_bar(steps, f"DDPM sampling {start + b}/{n}", progress)):  # line 2
+                x = self.p_sample(net, x, t, generator)  # lines 3-4: x_{t-1} from x_t
+                film.after(i, x)
+            outs.append(x.clamp(-1, 1))  # line 6: return x_0
+        return film.result(torch.cat(outs))
+
+    def ddim_timesteps(self, steps: int) -> list[int]:
+        """The `steps` code indices DDIM visits, evenly strided and descending: e.g. 990, 980, ..., 0."""
+        if not 1 <= steps <= self.timesteps:
+            raise ValueError(f"steps must be in [1, {self.timesteps}], got {steps}")
+        stride = self.timesteps // steps
+        return list(range(0, self.timesteps, stride))[:steps][::-1]
 
     @torch.no_grad()
     def ddim_sample(self, model, n: int, steps: int = 50, eta: float = 0.0, shape=(3, 28, 28),
                     generator: torch.Generator | None = None, snapshots: int = 0, progress: bool = True,
-                    batch_size: int | None = None, device=None):
+                    batch_size: int | None = None, device=None, clip_denoised: bool = False):
         """DDIM sampling (DDIM eq. 12) over `steps` evenly spaced timesteps; eta=0 is deterministic.
 
         Same return convention as `sample`. eta=1 gives DDPM-like stochasticity on the sub-sequence.
         """
-        if not 1 <= steps <= self.timesteps:
-            raise ValueError(f"steps must be in [1, {self.timesteps}], got {steps}")
-        stride = self.timesteps // steps
-        seq = list(range(0, self.timesteps, stride))[:steps][::-1]  # e.g. 980, 960, ..., 0
-
-        def step(x, i):
-            t = seq[i]
-            t_prev = seq[i + 1] if i + 1 < len(seq) else -1
-            tt = self._timesteps(t, x.shape[0], x.device)
-            eps = model(x, tt).float()
-            ab = self.alpha_bars[t]
-            ab_prev = self.alpha_bars[t_prev] if t_prev >= 0 else torch.ones_like(ab)
-            x0_pred = (x - (1 - ab).sqrt() * eps) / ab.sqrt()
-            sigma = eta * ((1 - ab_prev) / (1 - ab) * (1 - ab / ab_prev)).sqrt()
-            x_prev = ab_prev.sqrt() * x0_pred + (1 - ab_prev - sigma**2).clamp(min=0).sqrt() * eps
-            if eta > 0 and t_prev >= 0:
-                x_prev = x_prev + sigma * torch.randn(x.shape, device=x.device, dtype=x.dtype, generator=generator)
-            return x_prev
-
-        return self._run(model, n, shape, generator, snapshots, progress, batch_size, device,
-                         seq, step, f"DDIM-{steps}")
-
-    def _run(self, model, n, shape, generator, snapshots, progress, batch_size, device, steps, step_fn, name):
-        """The shared loop: batches of x_T ~ N(0, I), `step_fn` applied len(steps) times, frames kept."""
-        if device is None:
-            device = next(iter(model.parameters())).device if isinstance(model, nn.Module) else self.betas.device
-        gen_device = generator.device if generator is not None else device
-        batch_size = batch_size or n
-        record = self._frame_steps(steps, snapshots)
-        outs, frames = [], []
-        for start in range(0, n, batch_size):
-            b = min(batch_size, n - start)
-            x = torch.randn((b, *shape), generator=generator, device=gen_device).to(device)
-            kept = [x.clamp(-1, 1).cpu()] if 0 in record else []
-            it = tqdm(range(len(steps)), desc=f"{name} sampling {start + b}/{n}", leave=False,
-                      disable=not progress)
-            for i in it:
-                x = step_fn(x, i)
-                if i + 1 in record:
-                    kept.append(x.clamp(-1, 1).cpu())
+        seq = self.ddim_timesteps(steps)
+        net = self.clipped(model) if clip_denoised else model
+        device = _device_of(model, device, self.betas.device)
+        film = _Film([t + 1 for t in seq], snapshots)
+        outs = []
+        for start, b in _batches(n, batch_size):
+            x = _noise((b, *shape), generator, device)
+            film.begin(x)
+            for i, t in enumerate(_bar(seq, f"DDIM-{steps} sampling {start + b}/{n}", progress)):
+                t_prev = seq[i + 1] if i + 1 < len(seq) else -1
+                x = self.ddim_step(net, x, t, t_prev, eta, generator)
+                film.after(i, x)
             outs.append(x.clamp(-1, 1))
-            frames.append(kept)
-        images = torch.cat(outs)
+        return film.result(torch.cat(outs))
+
+    def ddim_step(self, model, x: torch.Tensor, t: int, t_prev: int, eta: float = 0.0,
+                  generator: torch.Generator | None = None) -> torch.Tensor:
+        """One DDIM step from code index t to t_prev (-1: to x_0), DDIM eq. 12 with sigma from eq. 16."""
+        tt = self._timesteps(t, x.shape[0], x.device)
+        eps = model(x, tt).float()
+        ab = self.alpha_bars[t]
+        ab_prev = self.alpha_bars[t_prev] if t_prev >= 0 else torch.ones_like(ab)
+        x0_pred = (x - (1 - ab).sqrt() * eps) / ab.sqrt()
+        sigma = eta * ((1 - ab_prev) / (1 - ab) * (1 - ab / ab_prev)).sqrt()
+        x_prev = ab_prev.sqrt() * x0_pred + (1 - ab_prev - sigma**2).clamp(min=0).sqrt() * eps
+        if eta > 0 and t_prev >= 0:
+            x_prev = x_prev + sigma * torch.randn(x.shape, device=x.device, dtype=x.dtype, generator=generator)
+        return x_prev
+
+
+# sampling plumbing: batches, start noise, progress bar, recorded frames ------------------------
+def _device_of(model, device, fallback):
+    if device is not None:
+        return torch.device(device)
+    return next(iter(model.parameters())).device if isinstance(model, nn.Module) else fallback
+
+
+def _batches(n: int, batch_size: int | None):
+    """(start, size) of each batch of at most batch_size (all n at once when None)."""
+    batch_size = batch_size or n
+    return [(start, min(batch_size, n - start)) for start in range(0, n, batch_size)]
+
+
+def _noise(shape, generator, device) -> torch.Tensor:
+    """N(0, I) drawn on the generator's device (so a seed gives the same images anywhere), moved to `device`."""
+    gen_device = generator.device if generator is not None else device
+    return torch.randn(shape, generator=generator, device=gen_device).to(device)
+
+
+def _bar(steps, desc: str, progress: bool):
+    return tqdm(steps, desc=desc, leave=False, disable=not progress)
+
+
+class _Film:
+    """Keeps `snapshots` evenly spaced states of a sampling loop (x_T first, x_0 last).
+
+    paper_t: the paper timestep of the state each loop position starts from (T, ..., 1)."""
+
+    def __init__(self, paper_t: list[int], snapshots: int):
+        self.paper_t, self.snapshots = paper_t, snapshots
+        n = len(paper_t)
         if snapshots <= 0:
+            self.record = set()
+        elif snapshots == 1:
+            self.record = {n}
+        else:
+            self.record = {round(i * n / (snapshots - 1)) for i in range(snapshots)}
+        self.batches: list[list[torch.Tensor]] = []
+
+    def begin(self, x: torch.Tensor) -> None:
+        self.batches.append([x.clamp(-1, 1).cpu()] if 0 in self.record else [])
+
+    def after(self, i: int, x: torch.Tensor) -> None:
+        """Called after loop position i (0-based), i.e. once i + 1 steps are done."""
+        if i + 1 in self.record:
+            self.batches[-1].append(x.clamp(-1, 1).cpu())
+
+    def result(self, images: torch.Tensor):
+        if self.snapshots <= 0:
             return images
-        frames = torch.stack([torch.cat([f[k] for f in frames]) for k in range(len(frames[0]))])
+        frames = torch.stack([torch.cat([b[k] for b in self.batches]) for k in range(len(self.batches[0]))])
         # Label each frame with the paper timestep of the state it holds: the state before the
         # step at code index c is x_{c+1}, so pure noise reads T and the final image reads 0.
-        labels = [steps[i] + 1 if i < len(steps) else 0 for i in sorted(record)]
+        labels = [self.paper_t[i] if i < len(self.paper_t) else 0 for i in sorted(self.record)]
         return images, frames, labels

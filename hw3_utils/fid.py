@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .atomic import atomic_write
 from .config import runs_dir
 from .data import load_mnist, load_tensor, subset
 
@@ -63,9 +64,7 @@ def save_pngs(images: torch.Tensor, folder, start: int = 0, skip_existing: bool 
         paths.append(path)
         if skip_existing and path.exists():
             continue
-        tmp = path.with_suffix(".png.tmp")
-        Image.fromarray(a, "RGB").save(tmp, format="PNG")
-        os.replace(tmp, path)
+        atomic_write(path, lambda f, a=a: Image.fromarray(a, "RGB").save(f, format="PNG"))
     return paths
 
 
@@ -185,8 +184,22 @@ def inception(device=None) -> torch.nn.Module:
                 f"(TORCH_HOME is now {os.environ.get('TORCH_HOME', '~/.cache/torch (default)')}), "
                 "or run once with internet access."
             ) from err
-        _MODELS[key] = model.to(device).eval()
+        model = model.to(device).eval()
+        if device.type == "cpu":
+            # NHWC convolutions: 6.8 vs 4.4 images/s on a 2-core CPU, features equal to 1.2e-6 relative
+            model = model.to(memory_format=torch.channels_last)
+        _MODELS[key] = model
     return _MODELS[key]
+
+
+def _pool3(model, x: torch.Tensor) -> torch.Tensor:
+    """Inception's pool3 features (N, 2048) of images (N, 3, H, W) in [0, 1], in the model's memory format."""
+    if next(model.parameters()).device.type == "cpu":
+        x = x.contiguous(memory_format=torch.channels_last)
+    pred = model(x)[0]
+    if pred.shape[2:] != (1, 1):
+        pred = torch.nn.functional.adaptive_avg_pool2d(pred, (1, 1))
+    return pred.squeeze(3).squeeze(2)
 
 
 def _workers() -> int:
@@ -223,10 +236,7 @@ def folder_activations(files, model, batch_size: int = 50, device=None, progress
     acts = []
     for batch in tqdm(loader, desc=f"Inception features, {len(files)} images", leave=False,
                       disable=not progress):
-        pred = model(batch.to(device))[0]
-        if pred.shape[2:] != (1, 1):
-            pred = torch.nn.functional.adaptive_avg_pool2d(pred, (1, 1))
-        acts.append(pred.squeeze(3).squeeze(2).cpu().numpy())
+        acts.append(_pool3(model, batch.to(device)).cpu().numpy())
     return np.concatenate(acts)
 
 
@@ -248,7 +258,7 @@ def tensor_stats(images: torch.Tensor, device=None, batch_size: int = 50):
     acts = []
     for s in range(0, images.shape[0], batch_size):
         x = to_uint8(images[s:s + batch_size]).permute(0, 3, 1, 2).float().div(255)  # as ToTensor
-        acts.append(model(x.to(dev))[0].squeeze(3).squeeze(2).cpu().double().numpy())
+        acts.append(_pool3(model, x.to(dev)).cpu().double().numpy())
     return _stats(np.concatenate(acts))
 
 
@@ -270,9 +280,7 @@ def save_stats(mu: np.ndarray, sigma: np.ndarray, path) -> Path:
     """Write (mu, sigma) as a pytorch-fid .npz (keys mu, sigma)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp.npz")
-    np.savez_compressed(tmp, mu=mu, sigma=sigma)
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: np.savez_compressed(f, mu=mu, sigma=sigma))
     return path
 
 
@@ -355,15 +363,27 @@ def reference_npz(cfg, split: str = "train", device=None, data_root=None, cache_
     return reference_stats(cfg, cache_dir, data_root, device, split, progress)[1]
 
 
+def floor_npz(cfg, device=None, data_root=None, cache_dir=None, progress: bool = True) -> Path:
+    """Statistics of the first cfg.num_samples MNIST test images (at most all 10,000), cached.
+
+    Their FID against the training reference is the floor at the samples' own count: what a model
+    that draws real digits would score with that many samples (FID's bias grows as the count falls).
+    """
+    n = min(cfg.num_samples, MNIST_SIZES["test"])
+    return reference_stats(cfg, cache_dir, data_root, device, "test", progress, count=n)[1]
+
+
 def reference_stats(cfg, cache_dir=None, data_root=None, device=None, split: str = "train",
-                    progress: bool = True):
-    """Cached MNIST reference: exports cfg.fid_ref_count images of `split` as PNGs and their .npz.
+                    progress: bool = True, count: int | None = None):
+    """Cached MNIST reference: exports cfg.fid_ref_count (or `count`) images of `split` as PNGs and their .npz.
 
     Returns (png_folder, npz_path). Both are reused when present, so the cost is paid once.
+    The whole split is tagged `all` (mnist_train_all.npz), whichever way it was asked for.
     """
     if split not in SPLITS:
         raise FIDError(f"split must be one of {SPLITS}, got {split!r}")
-    n = cfg.fid_ref_count
+    count = reference_count(cfg, split) if count is None else min(count, MNIST_SIZES[split])
+    n = None if count == MNIST_SIZES[split] else count
     tag = f"mnist_{split}_{'all' if n is None else n}"
     # not under the data folder, which may be read-only (a shared copy, as in CI)
     cache = Path(cache_dir) if cache_dir else runs_dir() / "fid_cache"
@@ -371,7 +391,6 @@ def reference_stats(cfg, cache_dir=None, data_root=None, device=None, split: str
     if npz.exists():
         return folder, npz
     ds = load_mnist(data_root, train=split == "train", in_channels=cfg.in_channels)
-    count = reference_count(cfg, split)
     if count_complete(folder) < count:
         export_pngs(ds, folder, count)
     mu, sigma = folder_stats(folder, device, cfg.fid_batch_size, expected=count, progress=progress)

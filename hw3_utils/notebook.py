@@ -2,7 +2,7 @@
 
 Kept out of the notebooks so they hold no library code (tests/test_notebooks_clean.py checks it):
     from hw3_utils.notebook import setup
-    cfg, device = setup()          # profile from $HW3_PROFILE, else full on CUDA / smoke on CPU
+    cfg, device = setup()          # profile from $HW3_PROFILE, else full on CUDA / cpu without
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import torch
 
 from .config import Config, config_diff, get_config, run_dir
 from .data import data_root
-from .train import CheckpointError, newest_checkpoint, pick_device
+from .train import CheckpointError, newest_checkpoint_info, pick_device
 
 
 def in_colab() -> bool:
@@ -36,8 +36,9 @@ def describe_device(device: torch.device) -> str:
 def setup(profile: str | None = None, seed: int = 0, **overrides) -> tuple[Config, torch.device]:
     """The first cell of every notebook: config, device, seeds, widgets. Returns (cfg, device).
 
-    profile: "full" (the report's recipe) or "smoke" (same code, smaller sizes); None reads
-    $HW3_PROFILE, else picks full on CUDA and smoke on CPU. `overrides` change config fields,
+    profile: "full" (the report's recipe), "cpu" (digits on a laptop CPU in about 15 minutes) or
+    "smoke" (the full profile's code, tiny sizes, for tests); None reads $HW3_PROFILE, else picks
+    full on CUDA and cpu without. `overrides` change config fields,
     e.g. setup("full", epochs=10). Seeds Python's, NumPy's and torch's global RNGs with `seed`
     (the library's own draws use cfg.seed through explicit generators). On Colab it enables
     the custom widget manager, without which ipywidgets 8 sliders do not render there.
@@ -113,7 +114,7 @@ def require_checkpoint(cfg: Config, run=None) -> Path:
     Prints which checkpoint it found and warns when training has not reached cfg.epochs yet.
     """
     run = Path(run) if run is not None else run_dir(cfg=cfg)
-    found = newest_checkpoint(run) if (run / "checkpoints").is_dir() else None
+    found = newest_checkpoint_info(run) if (run / "checkpoints").is_dir() else None
     if found is None:
         raise CheckpointError(
             f"No trained model for profile '{cfg.profile}': {run / 'checkpoints'} holds no checkpoint.\n"

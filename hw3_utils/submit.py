@@ -18,6 +18,7 @@ import zipfile
 from datetime import datetime, timezone
 from pathlib import Path
 
+from .atomic import atomic_write
 from .checks import TASK_FILES
 from .config import runs_dir
 
@@ -89,12 +90,14 @@ def pack(student: str | None = None, out_dir: Path | str = ".", kit: Path = KIT,
         "files": {n: hashlib.sha256(p.read_bytes()).hexdigest() for n, p in sorted(files.items())},
     }
     out = Path(out_dir) / f"submission_{student}.zip"
-    tmp = out.with_name(out.name + ".tmp")
-    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
-        for name, path in sorted(files.items()):
-            z.write(path, name)
-        z.writestr("manifest.json", json.dumps(manifest, indent=2))
-    tmp.replace(out)
+
+    def pack(f):
+        with zipfile.ZipFile(f, "w", zipfile.ZIP_DEFLATED) as z:
+            for name, path in sorted(files.items()):
+                z.write(path, name)
+            z.writestr("manifest.json", json.dumps(manifest, indent=2))
+
+    atomic_write(out, pack)
     print(f"packed {out} ({out.stat().st_size / 1024:.0f} KiB):")
     for name in sorted(files):
         print(f"  {name}")

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import copy
 import math
-import os
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -21,18 +20,20 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from .atomic import atomic_write
 from .config import MODEL_FIELDS, Config, config_diff
+from .cuda_graphs import TrainStep
 from .data import epoch_permutation, load_mnist, load_tensor, make_loader, subset
 from .diffusion import DDPM
-from .fast import TrainStep
 from .unet import UNet
 
 CKPT_DIR = "checkpoints"
 KEEP_CHECKPOINTS = 2
 # A resumed run must train the same way as the run that wrote the checkpoint; the other
 # fields (epochs, sampling, FID, logging) may change between sessions.
+# (tensor_data and cuda_graphs may change: both data paths give the same batches in the same order.)
 TRAIN_FIELDS = MODEL_FIELDS + ("beta_start", "beta_end", "train_subset", "batch_size", "lr",
-                               "adam_betas", "ema_decay", "seed", "fast", "amp_bf16")
+                               "adam_betas", "lr_warmup_steps", "lr_decay", "ema_decay", "seed", "amp_bf16")
 
 
 class CheckpointError(RuntimeError):
@@ -62,6 +63,39 @@ class TrainResult:
     loss_log: list[tuple[int, float]] = field(default_factory=list)
 
 
+def lr_at(cfg: Config, step: int, total_steps: int) -> float:
+    """The learning rate of optimiser step `step` (1-based) of `total_steps`: cfg.lr, or with
+    cfg.lr_warmup_steps a linear ramp up to it, then with lr_decay="cosine" a half cosine to 0.
+
+    A pure function of the step, so a resumed run follows the same schedule.
+    """
+    if cfg.lr_warmup_steps and step <= cfg.lr_warmup_steps:
+        return cfg.lr * step / cfg.lr_warmup_steps
+    if cfg.lr_decay == "cosine":
+        span = max(1, total_steps - cfg.lr_warmup_steps)
+        done = min(1.0, (step - cfg.lr_warmup_steps) / span)
+        return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * done))
+    return cfg.lr
+
+
+def uses_tensor_data(cfg: Config, device: torch.device) -> bool:
+    """Hold the training set as one tensor (default) instead of the report's PIL DataLoader.
+
+    On by default everywhere: on a GPU it feeds the CUDA graph, and on a CPU the DataLoader's
+    PIL workers compete with training for the same cores (bench/cpu_speed.py measures both).
+    """
+    return True if cfg.tensor_data is None else cfg.tensor_data
+
+
+def uses_cuda_graphs(cfg: Config, device: torch.device) -> bool:
+    """Replay the training step as a CUDA graph: on CUDA with tensor data and a constant learning
+    rate (a captured step bakes its learning rate in), unless cfg.cuda_graphs says otherwise."""
+    if device.type != "cuda" or not uses_tensor_data(cfg, device):
+        return False
+    constant_lr = cfg.lr_warmup_steps == 0 and cfg.lr_decay == "none"
+    return constant_lr if cfg.cuda_graphs is None else (cfg.cuda_graphs and constant_lr)
+
+
 def pick_device(device=None) -> torch.device:
     """The argument, else CUDA when available, else CPU."""
     if device is not None:
@@ -75,32 +109,23 @@ def build_model(cfg: Config, device=None) -> UNet:
         torch.manual_seed(cfg.seed)
         model = UNet(cfg)
     model.config = cfg
-    return model.to(pick_device(device))
+    device = pick_device(device)
+    model = model.to(device)
+    # the same values either way: only the memory layout of the weights (and so of the activations) changes
+    return model.to(memory_format=torch.channels_last) if cfg.channels_last else model
 
 
 # checkpoints -------------------------------------------------------------------------------
 def atomic_save(obj, path: Path) -> None:
     """torch.save to a temporary file, fsync, then rename over `path`: never a half-written file."""
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
     try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        atomic_write(path, lambda f: torch.save(obj, f), durable=True)
     except OSError as err:
-        tmp.unlink(missing_ok=True)
         raise OSError(
             f"could not write checkpoint {path} ({err}); the previous checkpoints in {path.parent} "
             "are kept. Free disk space (or choose another --out) and run again to resume."
         ) from err
-    if hasattr(os, "O_DIRECTORY"):  # make the rename itself durable
-        fd = os.open(path.parent, os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def load_checkpoint(path, map_location="cpu", mmap: bool = False) -> dict:
@@ -148,7 +173,7 @@ def _newest_readable(run_dir, read) -> tuple[Path, object] | None:
     return None
 
 
-def latest_checkpoint(run_dir, map_location="cpu") -> tuple[Path, dict] | None:
+def load_newest_checkpoint(run_dir, map_location="cpu") -> tuple[Path, dict] | None:
     """The newest readable checkpoint of a run, loaded whole, skipping (with a warning) unreadable ones."""
     return _newest_readable(run_dir, lambda p: load_checkpoint(p, map_location))
 
@@ -166,7 +191,7 @@ def checkpoint_info(path) -> dict:
     return {k: ckpt[k] for k in INFO_KEYS if k in ckpt}
 
 
-def newest_checkpoint(run_dir) -> tuple[Path, dict] | None:
+def newest_checkpoint_info(run_dir) -> tuple[Path, dict] | None:
     """(path, checkpoint_info) of the newest readable checkpoint: kilobytes read, not the whole file."""
     return _newest_readable(run_dir, checkpoint_info)
 
@@ -190,7 +215,7 @@ def load_model(source, which: str = "ema", device=None, cfg: Config | None = Non
         raise ValueError(f"which must be 'ema' or 'model', got {which!r}")
     source = Path(source)
     if source.is_dir() or source.suffix != ".pt":  # a run folder, possibly not created yet
-        found = latest_checkpoint(source)
+        found = load_newest_checkpoint(source)
         if found is None:
             raise CheckpointError(f"no checkpoints in {source / CKPT_DIR}; train first (notebook 04)")
         path, ckpt = found
@@ -211,7 +236,7 @@ def _rng_state(gen: torch.Generator) -> dict:
 
 def _ema_update(ema: UNet, model: UNet, step: int, decay: float) -> None:
     # Warm-up (as in many DDPM codebases): early on the EMA follows the weights closely,
-    # so short runs (the smoke profile) still get a meaningful EMA.
+    # so short runs (the smoke and cpu profiles) still get a meaningful EMA.
     d = min(decay, (1 + step) / (10 + step))
     with torch.no_grad():
         torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1.0 - d)
@@ -237,13 +262,13 @@ def train_model(cfg: Config, run_dir=None, device=None, resume: bool = True, pro
     Raises NonFiniteLossError (keeping the last good checkpoint) if the loss becomes NaN/inf.
     """
     device = pick_device(device)
-    fast = cfg.fast if cfg.fast is not None else device.type == "cuda"
+    tensor_data = uses_tensor_data(cfg, device)
+    graphs = uses_cuda_graphs(cfg, device)
     model = build_model(cfg, device)
     ema = copy.deepcopy(model).requires_grad_(False)
     ddpm = DDPM.from_config(cfg).to(device)
-    cuda_fast = fast and device.type == "cuda"
     # capturable Adam keeps its step count on the GPU so the whole step can live in a CUDA graph
-    opt_kwargs = dict(fused=True, capturable=True) if cuda_fast else {}
+    opt_kwargs = dict(fused=True, capturable=True) if graphs else {}
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=cfg.adam_betas, **opt_kwargs)
     gen = torch.Generator(device).manual_seed(cfg.seed)
     epoch, step, history, loss_log = 0, 0, [], []
@@ -253,7 +278,7 @@ def train_model(cfg: Config, run_dir=None, device=None, resume: bool = True, pro
         (run_dir / CKPT_DIR).mkdir(parents=True, exist_ok=True)
         for stale in (run_dir / CKPT_DIR).glob("*.tmp"):  # left by a kill during a write
             stale.unlink()
-        found = latest_checkpoint(run_dir) if resume else None
+        found = load_newest_checkpoint(run_dir) if resume else None
         if found is not None:
             path, ckpt = found
             _check_compatible(Config.from_dict(ckpt["config"]), cfg, TRAIN_FIELDS, path)
@@ -278,8 +303,10 @@ def train_model(cfg: Config, run_dir=None, device=None, resume: bool = True, pro
     dataset = subset(load_mnist(data_root, train=True, in_channels=cfg.in_channels), cfg.train_subset)
     n = len(dataset)
     steps_per_epoch = math.ceil(n / cfg.batch_size)
-    data = load_tensor(dataset, device) if fast else None
-    step_fn = TrainStep(model, ddpm, optimizer, graphs=cuda_fast, amp_bf16=cfg.amp_bf16)
+    data = load_tensor(dataset, device) if tensor_data else None
+    step_fn = TrainStep(model, ddpm, optimizer, graphs=graphs, amp_bf16=cfg.amp_bf16)
+    total_steps = cfg.epochs * steps_per_epoch
+    scheduled = cfg.lr_warmup_steps > 0 or cfg.lr_decay != "none"
     B = cfg.batch_size
     full_weights = torch.full((B,), 1.0 / B, device=device)
     t0 = time.perf_counter()
@@ -288,7 +315,7 @@ def train_model(cfg: Config, run_dir=None, device=None, resume: bool = True, pro
         model.train()
         losses = torch.zeros(steps_per_epoch, device=device)
         order = epoch_permutation(n, cfg.seed, ep)
-        if fast:
+        if tensor_data:
             # fixed-shape batches for the CUDA graph: the short last batch is padded with
             # zero-weight images, so its loss is still the mean over its real images
             order_dev = order.to(device)
@@ -299,7 +326,7 @@ def train_model(cfg: Config, run_dir=None, device=None, resume: bool = True, pro
                    disable=not progress, leave=ep + 1 == cfg.epochs)
         checked = 0
         for i, batch in enumerate(bar):
-            if fast:
+            if tensor_data:
                 idx = order_dev[i * B:(i + 1) * B]
                 real = idx.shape[0]
                 if real < B:
@@ -311,6 +338,9 @@ def train_model(cfg: Config, run_dir=None, device=None, resume: bool = True, pro
                 weights = None
             t = torch.randint(0, cfg.timesteps, (x0.shape[0],), device=device, generator=gen)
             noise = torch.randn(x0.shape, device=device, generator=gen)
+            if scheduled:
+                for group in optimizer.param_groups:
+                    group["lr"] = lr_at(cfg, step + 1, total_steps)
             loss = step_fn(x0, t, noise, weights)  # weights None: the report's plain F.mse_loss
             losses[i] = loss
             step += 1

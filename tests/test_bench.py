@@ -158,3 +158,39 @@ def test_fid_speed_prints_both_methods(tmp_path):
     for r in rec["rows"]:
         assert positive(r["pytorch_fid_s"]) and positive(r["eigh_s"]) and r["rel_diff"] < 1e-3
     assert "speed-up" in out and "pytorch-fid (sqrtm)" in out
+
+
+QUALITY_SET = [*TINY, "train_subset=64", "epochs=1", "batch_size=32", "lr_warmup_steps=1", "num_samples=8",
+               "sample_batch_size=8", "sample_steps=5", "fid_ref_count=8", "fid_batch_size=8", "log_every=1"]
+
+
+@pytest.mark.slow
+def test_cpu_quality_reports_times_fids_and_floor_and_fails_above_the_bound(tmp_path, data_dir):
+    args = [BENCH / "cpu_quality.py", "--device", "cpu", "--json", tmp_path / "q.json", "--grids", tmp_path / "g",
+            "--set", *QUALITY_SET]
+    out = run_script([*args, "--out", tmp_path / "run", "--max-fid", "1000"], tmp_path)
+    rec = json.loads((tmp_path / "q.json").read_text())
+    assert rec["profile"] == "cpu" and rec["num_samples"] == 8 and rec["floor_images"] == 8
+    for k in ("train_seconds", "sample_seconds", "fid_seconds", "fid_vs_mnist_train", "fid_vs_mnist_test",
+              "fid_floor_test_vs_train"):
+        assert positive(rec[k]), k
+    assert "x0-hat clipped" in rec["sampler"] and "5 respaced steps" in rec["sampler"]
+    assert sorted(p.name for p in (tmp_path / "g").iterdir()) == ["loss_curve_cpu.png", "process_grid_cpu.png",
+                                                                  "samples_grid_cpu.png"]
+    assert "floor" in out and "ok: FID vs MNIST train" in out
+    # an untrained model (noise) scores hundreds: the bound catches it
+    cmd = [sys.executable, BENCH / "cpu_quality.py", "--device", "cpu", "--max-fid", "1", "--set", *QUALITY_SET]
+    proc = subprocess.run(list(map(str, cmd)), cwd=REPO, capture_output=True, text=True, timeout=240,
+                          env={**os.environ, "MPLBACKEND": "Agg"})
+    assert proc.returncode == 1 and "FAIL: FID vs MNIST train" in proc.stdout
+
+
+def test_cpu_speed_prints_every_path(tmp_path):
+    out = run_script([BENCH / "cpu_speed.py", "--steps", "1", "--warmup", "0", "--repeats", "1", "--no-compile",
+                      "--json", tmp_path / "s.json", "--set", *TINY, "train_subset=256", "sample_batch_size=16"],
+                     tmp_path)
+    rec = json.loads((tmp_path / "s.json").read_text())
+    names = [r[0] for r in rec["rows"]]
+    assert names[:5] == ["dataloader (PIL workers), NCHW", "tensor data, NCHW", "tensor data, channels_last",
+                         "tensor data, channels_last, 1 thread", "tensor data, channels_last, bf16 autocast"]
+    assert all(float(r[1]) > 0 for r in rec["rows"]) and "s/epoch" in out

@@ -40,7 +40,7 @@ def _check_cell_output(page) -> str:
 
 def test_student_fixes_task_3_in_the_editor_and_the_check_passes(tmp_path):
     fresh_dir(ARTIFACTS)
-    root = make_release(tmp_path / "release", quiet=True)
+    root = make_release(tmp_path / "release", quiet=True, repo_url="none")
     stub_file = root / TASK_FILE
     before = stub_file.read_text().splitlines()
     start, end = _stub_span(before)

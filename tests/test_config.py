@@ -33,20 +33,37 @@ def test_smoke_profile_changes_sizes_only():
     assert smoke.timesteps == 1000 and smoke.variance == "posterior"
 
 
+def test_cpu_profile_keeps_the_recipe_family():
+    # the report's schedule, objective, architecture family and evaluation protocol; only sizes,
+    # optimiser settings and the sampler's options change (README, "The cpu profile")
+    cpu, full = get_config("cpu", verbose=False), Config()
+    for name in ("timesteps", "beta_start", "beta_end", "variance", "channel_mult", "bottleneck_mult",
+                 "time_emb_dim", "image_size", "sampler", "fid_ref_count"):
+        assert getattr(cpu, name) == getattr(full, name), name
+    assert cpu.in_channels == 1 and cpu.clip_denoised and cpu.sample_steps < cpu.timesteps
+    assert cpu.lr_decay == "cosine" and cpu.num_samples >= 1000
+
+
+def test_old_checkpoint_configs_with_fast_still_load():
+    old = {k: v for k, v in Config().to_dict().items() if k not in ("tensor_data", "cuda_graphs")}
+    c = Config.from_dict({**old, "fast": True})
+    assert c.tensor_data is True and c.cuda_graphs is True
+
+
 def test_profile_from_env_and_auto(monkeypatch, capsys):
     monkeypatch.setenv("HW3_PROFILE", "full")
     assert resolve_profile() == "full"
     assert "HW3_PROFILE" in capsys.readouterr().out
     monkeypatch.delenv("HW3_PROFILE")
     monkeypatch.setattr("torch.cuda.is_available", lambda: False)
-    assert resolve_profile() == "smoke"
+    assert resolve_profile() == "cpu"
     monkeypatch.setattr("torch.cuda.is_available", lambda: True)
     assert resolve_profile() == "full"
     assert "CUDA" in capsys.readouterr().out
 
 
 def test_unknown_profile_lists_valid_ones():
-    with pytest.raises(ValueError, match=r"unknown profile 'fast'.*\['full', 'smoke'\]"):
+    with pytest.raises(ValueError, match=r"unknown profile 'fast'.*\['cpu', 'full', 'smoke'\]"):
         get_config("fast")
 
 
@@ -54,7 +71,7 @@ def test_unknown_key_lists_valid_keys():
     with pytest.raises(ValueError, match=r"unknown config key\(s\) \['epoch'\]; valid keys are: .*'epochs'"):
         get_config("smoke", verbose=False, epoch=3)
     with pytest.raises(ValueError, match="unknown config key"):
-        Config.from_dict({**Config().to_dict(), "lr_decay": 0.1})
+        Config.from_dict({**Config().to_dict(), "lr_schedule": 0.1})
 
 
 def test_bad_values_are_explained():
@@ -80,7 +97,13 @@ BAD_VALUES = [  # (field, value, what the one-line message must say)
     ("beta_end", 1e-5, "beta_end=1e-05 is not allowed: it must be at least beta_start=0.0001"),
     ("adam_betas", [0.9], "adam_betas=[0.9] is not allowed: adam_betas must be two numbers in [0, 1)"),
     ("ema_decay", 1.0, "ema_decay=1.0 is not allowed: ema_decay must be a number in [0, 1)"),
-    ("fast", "yes", "fast='yes' is not allowed: fast must be true, false or null"),
+    ("tensor_data", "yes", "tensor_data='yes' is not allowed: tensor_data must be true, false or null"),
+    ("cuda_graphs", 1, "cuda_graphs=1 is not allowed"),
+    ("lr_warmup_steps", -1, "lr_warmup_steps=-1 is not allowed"),
+    ("lr_decay", "linear", "lr_decay='linear' is not allowed: lr_decay must be 'none' or 'cosine'"),
+    ("sampler", "euler", "sampler='euler' is not allowed: sampler must be 'ddpm' or 'ddim'"),
+    ("sample_steps", 0, "sample_steps=0 is not allowed"),
+    ("clip_denoised", "yes", "clip_denoised='yes' is not allowed"),
     ("amp_bf16", None, "amp_bf16=None is not allowed: amp_bf16 must be true or false"),
     ("in_channels", 2, "in_channels=2 is not allowed: in_channels must be 1 or 3"),
     ("image_size", 32, "image_size=32 is not allowed: image_size must be 28"),
@@ -116,7 +139,7 @@ def test_json_round_trip(tmp_path):
     c.save(tmp_path / "c.json")
     assert Config.load(tmp_path / "c.json") == c
     assert set(MODEL_FIELDS) <= set(c.to_dict())
-    assert set(PROFILES) == {"full", "smoke"}
+    assert set(PROFILES) == {"full", "cpu", "smoke"}
 
 
 def _names(reqs):
@@ -148,7 +171,7 @@ def test_environment_yml_matches_pyproject():
 def test_parse_overrides_reads_json_values():
     from hw3_utils.config import parse_overrides
 
-    assert parse_overrides(["epochs=5", "fast=null", "variance=beta", "channel_mult=[1,2,2]", "lr=1e-4"]) == {
-        "epochs": 5, "fast": None, "variance": "beta", "channel_mult": [1, 2, 2], "lr": 1e-4}
+    assert parse_overrides(["epochs=5", "cuda_graphs=null", "variance=beta", "channel_mult=[1,2,2]", "lr=1e-4"]) == {
+        "epochs": 5, "cuda_graphs": None, "variance": "beta", "channel_mult": [1, 2, 2], "lr": 1e-4}
     with pytest.raises(ValueError, match="--set expects KEY=VALUE, got 'epochs'"):
         parse_overrides(["epochs"])

@@ -173,3 +173,55 @@ def test_sampler_respects_bf16_off_the_graph_path():
     b = bf16(2, torch.Generator().manual_seed(0))
     assert a.shape == b.shape == (2, 3, 28, 28)
     assert not torch.equal(a, b) and (a - b).abs().max() < 0.5  # bf16 rounding, same trajectory
+
+
+# sampler options: respacing and x0-hat clipping ----------------------------------------------------
+def _stub(x, t):
+    return 0.3 * x + 1e-3 * t.float().view(-1, 1, 1, 1)
+
+
+def test_respaced_schedule_keeps_alpha_bar_at_its_timesteps():
+    d = DDPM()
+    r, net = d.respaced(_stub, 100)
+    tau = list(range(0, 1000, 10))
+    assert r.timesteps == 100 and r.paper_t == [t + 1 for t in tau]
+    assert torch.allclose(r.alpha_bars.double(), d.alpha_bars.double()[tau], rtol=1e-6)
+    # beta'_1 = beta_1 (tau starts at index 0), then beta'_i = 1 - alpha-bar_tau_i / alpha-bar_tau_(i-1)
+    ab = d.alpha_bars.double()[tau]
+    assert torch.allclose(r.betas[0], d.betas[0], rtol=1e-5)
+    assert torch.allclose(r.betas[1:].double(), 1 - ab[1:] / ab[:-1], rtol=1e-5)
+    x, i = torch.randn(2, 1, 4, 4), torch.tensor([3, 99])
+    assert torch.equal(net(x, i), _stub(x, torch.tensor([30, 990])))  # asked at the original timesteps
+    full, _ = d.respaced(_stub, 1000)
+    assert torch.allclose(full.betas.double(), d.betas.double(), rtol=1e-9)
+
+
+def test_ancestral_sampling_on_a_respaced_schedule_equals_ddim_with_eta_1():
+    # DDIM eq. 16 with eta = 1 is DDPM's posterior on the subsequence: the same noise gives the same images
+    d = DDPM()
+    for clip in (False, True):
+        a = d.sample(_stub, 3, (1, 8, 8), generator=torch.Generator().manual_seed(1), progress=False, steps=50,
+                     clip_denoised=clip)
+        b = d.ddim_sample(_stub, 3, steps=50, eta=1.0, shape=(1, 8, 8), generator=torch.Generator().manual_seed(1),
+                          progress=False, clip_denoised=clip)
+        assert torch.allclose(a, b, atol=1e-4), clip
+    _, _, labels = d.sample(_stub, 2, (1, 8, 8), progress=False, steps=100, snapshots=5)
+    assert labels == [991, 741, 491, 241, 0]
+
+
+def test_clipped_model_implies_a_clipped_x0_and_the_posterior_mean_of_eq_7():
+    d = DDPM()
+    x = 3 * torch.randn(4, 1, 8, 8)
+    t = torch.tensor([0, 10, 500, 999])
+    big = lambda x, t: -5 * x  # noqa: E731  (an x0-hat far outside [-1, 1])
+    eps_c = d.clipped(big)(x, t)
+    x0 = d.predict_x0(x, t, eps_c)
+    assert torch.allclose(x0, d.predict_x0(x, t, big(x, t)).clamp(-1, 1), atol=1e-4)
+    # eq. 11's mean with eps' = eq. 7's posterior mean at the clipped x0-hat (what Ho et al.'s code computes)
+    ab, ab_prev = d.alpha_bars[t].view(-1, 1, 1, 1).double(), d.alpha_bars_prev[t].view(-1, 1, 1, 1).double()
+    beta, alpha = d.betas[t].view(-1, 1, 1, 1).double(), d.alphas[t].view(-1, 1, 1, 1).double()
+    mean7 = (ab_prev.sqrt() * beta / (1 - ab)) * x0.double() + (alpha.sqrt() * (1 - ab_prev) / (1 - ab)) * x.double()
+    z = torch.zeros_like(x)
+    assert torch.allclose(d.p_sample(d.clipped(big), x, t, noise=z).double(), mean7, atol=1e-3, rtol=1e-3)
+    out = d.sample(big, 2, (1, 8, 8), progress=False, steps=20, clip_denoised=True)
+    assert out.abs().max() <= 1

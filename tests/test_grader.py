@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -17,13 +18,13 @@ import pytest
 
 from grader import REPO, sandbox
 from grader.grade import grade_batch_detailed, safe_extract
-from grader.mutants import MUTANTS, mutated_source
+from grader.patches import patched_source
 from grader.release import make_release
-from hw3_utils.checks import TASKS
+from hw3_utils.tasks import TASK_FILES, TASKS, mistakes, variants
 
 pytestmark = pytest.mark.slow
 
-TASK_FILES = ["hw3_utils/data.py", "hw3_utils/unet.py", "hw3_utils/diffusion.py", "hw3_utils/pipeline.py"]
+MISTAKES, VARIANTS = mistakes(), variants()
 FULL = {t: task.points for t, task in TASKS.items()}
 TIMEOUT = 10.0
 
@@ -69,13 +70,15 @@ def batch(tmp_path_factory):
     root = tmp_path_factory.mktemp("grading")
     subs, out = root / "submissions", root / "grades"
     subs.mkdir()
-    release = make_release(root / "release", quiet=True)
+    release = make_release(root / "release", quiet=True, repo_url="none")
     stub = {rel: (release / rel).read_text() for rel in TASK_FILES}
 
     write_zip(subs / "zz_solution.zip", files())
     write_zip(subs / "stub.zip", stub)
-    for m in MUTANTS:
-        write_zip(subs / f"mutant_{m.name}.zip", {**files(), m.file: mutated_source(m)})
+    for _, m in MISTAKES:
+        write_zip(subs / f"mutant_{m.name}.zip", {**files(), m.file: patched_source(m)})
+    for _, v in VARIANTS:
+        write_zip(subs / f"variant_{v.name}.zip", {**files(), v.file: patched_source(v)})
 
     # hostile submissions -------------------------------------------------------------------------
     diff = solution("hw3_utils/diffusion.py")
@@ -141,21 +144,24 @@ except Exception:
     assert (subs / "submission_roundtrip.zip").exists()
 
     results = grade_batch_detailed(subs, out, task_timeout=TIMEOUT, release_dir=release, startup=120)
-    by_student = {row["student"]: (row, md, per_task) for row, md, per_task in results}
+    by_student = {g.student: g for g in results}
     return {"results": by_student, "out": out, "subs": subs, "root": root}
 
 
 def points(batch, student) -> dict[str, int]:
-    row = batch["results"][student][0]
-    return {t: row[t] for t in TASKS}
+    return batch["results"][student].points()
 
 
 def message(batch, student, task) -> str:
-    return batch["results"][student][2][task][1]
+    return batch["results"][student].tasks[task][1]
+
+
+def feedback(batch, student) -> str:
+    return batch["results"][student].markdown()
 
 
 def test_solution_full_marks_and_stub_zero(batch):
-    row = batch["results"]["zz_solution"][0]
+    row = batch["results"]["zz_solution"].row()
     assert points(batch, "zz_solution") == FULL and row["total"] == 100 and row["status"] == "graded"
     assert points(batch, "stub") == {t: 0 for t in TASKS}
     for t in TASKS:
@@ -163,19 +169,24 @@ def test_solution_full_marks_and_stub_zero(batch):
 
 
 def test_submit_round_trip(batch):
-    row, md, _ = batch["results"]["submission_roundtrip"]
-    assert row["total"] == 100
+    md = feedback(batch, "submission_roundtrip")
+    assert batch["results"]["submission_roundtrip"].total == 100
     assert "runs/smoke/fid.json: fid_vs_mnist_train = 421.10" in md
     assert "notebooks/01_data_prep.ipynb: not executed" in md
     assert "differs from its checksum" not in md
 
 
-@pytest.mark.parametrize("mutant", MUTANTS, ids=[m.name for m in MUTANTS])
-def test_mutant_loses_points_in_its_task_only(batch, mutant):
+@pytest.mark.parametrize("task, mutant", MISTAKES, ids=[m.name for _, m in MISTAKES])
+def test_mutant_loses_points_in_its_task_only(batch, task, mutant):
     got = points(batch, f"mutant_{mutant.name}")
-    assert got[mutant.task] < FULL[mutant.task], f"{mutant.name} not caught"
-    assert {t: p for t, p in got.items() if t != mutant.task} == {t: p for t, p in FULL.items() if t != mutant.task}
-    assert message(batch, f"mutant_{mutant.name}", mutant.task).startswith("FAIL")
+    assert got[task.id] < FULL[task.id], f"{mutant.name} not caught"
+    assert {t: p for t, p in got.items() if t != task.id} == {t: p for t, p in FULL.items() if t != task.id}
+    assert message(batch, f"mutant_{mutant.name}", task.id).startswith("FAIL")
+
+
+@pytest.mark.parametrize("task, variant", VARIANTS, ids=[v.name for _, v in VARIANTS])
+def test_correct_variant_gets_full_marks(batch, task, variant):
+    assert points(batch, f"variant_{variant.name}") == FULL, message(batch, f"variant_{variant.name}", task.id)
 
 
 def expect(batch, student, zero: set[str]):
@@ -202,17 +213,17 @@ def test_import_crashes_fail_every_task_of_that_submission(batch):
 def test_missing_or_rejected_files_cost_only_their_tasks(batch):
     expect(batch, "h_missing", {"5b"})
     expect(batch, "h_paths", set())
-    md = batch["results"]["h_paths"][1]
+    md = feedback(batch, "h_paths")
     assert "rejected '../evil.py'" in md and "rejected '/tmp/hw3_abs_evil.py': absolute path" in md
     assert "backslash" in md and "ignored 'notes.txt'" in md
     assert not list(batch["root"].rglob("evil.py")) and not Path("/tmp/hw3_abs_evil.py").exists()
     expect(batch, "h_symlink", {"1"})
-    assert "symbolic link" in batch["results"]["h_symlink"][1]
+    assert "symbolic link" in feedback(batch, "h_symlink")
     expect(batch, "h_bigdecl", {"2a", "2b"})
-    assert "declares 2,000,000,000 bytes" in batch["results"]["h_bigdecl"][1]
+    assert "declares 2,000,000,000 bytes" in feedback(batch, "h_bigdecl")
     expect(batch, "h_bomb", {"3", "4", "5a"})
-    assert "rejected 'hw3_utils/diffusion.py'" in batch["results"]["h_bomb"][1]
-    row = batch["results"]["h_notazip"][0]
+    assert "rejected 'hw3_utils/diffusion.py'" in feedback(batch, "h_bomb")
+    row = batch["results"]["h_notazip"].row()
     assert row["total"] == 0 and row["status"] == "rejected: not a zip file"
 
 
@@ -256,3 +267,27 @@ def test_safe_extract_caps_and_duplicates(tmp_path):
     assert any("more than once" in n for n in ex.notes) and any("manifest.json" in n for n in ex.notes)
     many = write_zip(tmp_path / "many.zip", {f"f{i}.txt": "" for i in range(300)})
     assert "too many members" in safe_extract(many, tmp_path / "y").fatal
+
+
+def test_class_summary(batch):
+    out = batch["out"]
+    md = (out / "summary.md").read_text()
+    n = len(batch["results"])
+    assert md.startswith(f"# Class summary: {n} submission(s)") and (out / "summary.png").stat().st_size > 5000
+    for tid, task in TASKS.items():  # every task's row: passed, rate, its most common failures with counts
+        row = next(line for line in md.splitlines() if line.startswith(f"| Task {tid} ({task.name}) | "))
+        assert re.search(r"\| \d+ / \d+ \| \d+% \| .+ \(\d+\)", row), row
+    look = {line.split("**")[1]: line for line in md.splitlines() if line.startswith("- **")}
+    assert "Task 3 timed out" in look["h_loop"]
+    assert "zip member(s) refused" in look["h_paths"] and "rejected: not a zip file" in look["h_notazip"]
+    assert "notebooks not executed (5 of 5)" in look["submission_roundtrip"]
+    assert "fid.json" not in look["submission_roundtrip"]  # its fid.json matches the smoke profile
+    assert "fid.json missing" in look["zz_solution"]
+    from grader.summary import headline, summarize
+
+    graded = list(batch["results"].values())
+    s = summarize(graded, TASKS)
+    assert s["per_task"]["5a"]["passed"] == sum(g.tasks["5a"][0] == TASKS["5a"].points for g in graded)
+    assert sum(s["histogram"]) == n and s["histogram"][9] == sum(g.total >= 90 for g in graded)
+    lines = headline(s)
+    assert len(lines) == 5 and lines[0].startswith(f"graded {n} submission(s): mean")

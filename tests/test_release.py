@@ -12,15 +12,25 @@ from pathlib import Path
 import pytest
 
 from grader import REPO
-from grader.release import MarkerError, has_solution, make_release, solution_regions
+from grader.release import (
+    PLACEHOLDER_PATH,
+    PLACEHOLDER_URL,
+    MarkerError,
+    ReleaseError,
+    has_solution,
+    make_release,
+    solution_regions,
+    student_readme,
+)
 from hw3_utils.checks import TASKS
 
 pytestmark = pytest.mark.slow
+URL = "https://github.com/acme-univ/ddpm-hw3.git"
 
 
 @pytest.fixture(scope="module")
 def release(tmp_path_factory) -> Path:
-    return make_release(tmp_path_factory.mktemp("kit") / "release", quiet=True)
+    return make_release(tmp_path_factory.mktemp("kit") / "release", quiet=True, repo_url=URL)
 
 
 def _env(release: Path) -> dict:
@@ -41,8 +51,10 @@ def test_solution_bodies_are_absent(release):
     for path in release.rglob("*"):
         if path.is_file() and path.suffix in (".py", ".ipynb"):
             assert not has_solution(path.read_text(), path.suffix == ".ipynb"), path
-    assert "BEGIN HIDDEN TESTS" not in (release / "hw3_utils" / "checks.py").read_text()
-    assert "seed=611" not in (release / "hw3_utils" / "checks.py").read_text()  # a hidden case's spec
+    for path in (release / "hw3_utils" / "tasks").glob("task_*.py"):  # hidden cases, references, patches
+        text = path.read_text()
+        assert "BEGIN HIDDEN TESTS" not in text and "MISTAKES = (" not in text and "def reference(" not in text
+    assert "seed=611" not in (release / "hw3_utils" / "tasks" / "task_5b.py").read_text()  # a hidden case's spec
 
 
 def test_instructor_files_are_left_out(release):
@@ -50,6 +62,7 @@ def test_instructor_files_are_left_out(release):
     assert not any(n.startswith(("grader/", ".ci/", "bench/")) for n in names)
     assert sorted(n for n in names if n.startswith("tests/")) == ["tests/test_tasks.py"]
     assert {"Makefile", "README.md", "pyproject.toml", "hw3_utils/check_data.pt", "hw3_utils/checks.py",
+            "hw3_utils/tasks/task_5b.py",
             "hw3_utils/submit.py", "RELEASE.json"} <= names
     assert (release / "hw3_utils" / "check_data.pt").read_bytes() == (REPO / "hw3_utils" / "check_data.pt").read_bytes()
     info = json.loads((release / "RELEASE.json").read_text())
@@ -98,6 +111,41 @@ def test_make_test_stages(release):
     assert targets.returncode != 0  # grader.mk's targets vanish from the student kit
 
 
+def test_release_writes_the_repo_url_and_a_student_readme(release):
+    for nb in sorted((release / "notebooks").glob("*.ipynb")):
+        setup = "".join(json.loads(nb.read_text())["cells"][1]["source"])
+        assert f'REPO_URL = "{URL}"' in setup and PLACEHOLDER_URL not in nb.read_text(), nb.name
+    links = (release / "notebooks" / "README.md").read_text()
+    assert "colab.research.google.com/github/acme-univ/ddpm-hw3/blob/main/notebooks/" in links
+    assert PLACEHOLDER_PATH not in links
+    assert json.loads((release / "RELEASE.json").read_text())["repo_url"] == URL
+    readme = (release / "README.md").read_text()
+    assert "### For students" in readme and "| task | what the student writes |" in readme
+    assert "make submit" in readme and "Colab" in readme and "python -m hw3_utils.checks" in readme
+    for instructor in ("### For instructors", "make gradescope", "grader/sandbox.py", "### Tolerances",
+                       "INSTRUCTOR -->", "make grade SUBMISSIONS"):
+        assert instructor not in readme, instructor
+
+
+def test_release_refuses_a_missing_or_malformed_url(tmp_path):
+    for bad in (None, "", "https://github.com/YOUR-ORG/hw3-ddpm-kit.git", "not a url", 'https://x/"y'):
+        with pytest.raises(ReleaseError, match="REPO_URL|git URL"):
+            make_release(tmp_path / "out", quiet=True, repo_url=bad)
+    assert not (tmp_path / "out").exists()
+    res = subprocess.run(["make", "release", "REPO_URL="], cwd=REPO, capture_output=True, text=True)
+    assert res.returncode != 0 and "REPO_URL=none" in res.stderr
+    local = make_release(tmp_path / "local", quiet=True, repo_url="none")  # placeholders kept, said so
+    assert PLACEHOLDER_URL in (local / "notebooks" / "01_data_prep.ipynb").read_text()
+
+
+def test_student_readme_markers_must_balance():
+    assert student_readme("a\n<!-- BEGIN INSTRUCTOR -->\nsecret\n<!-- END INSTRUCTOR -->\nb\n") == "a\nb\n"
+    with pytest.raises(MarkerError, match="never closed"):
+        student_readme("<!-- BEGIN INSTRUCTOR -->\nx\n")
+    with pytest.raises(MarkerError, match="without a matching BEGIN"):
+        student_readme("<!-- END INSTRUCTOR -->\n")
+
+
 def test_release_refuses_bad_markers(tmp_path):
     root = tmp_path / "kit"
     (root / "hw3_utils").mkdir(parents=True)
@@ -105,11 +153,11 @@ def test_release_refuses_bad_markers(tmp_path):
     (root / "hw3_utils" / "a.py").write_text("x = 1\n    ### END SOLUTION\n")
     out = tmp_path / "out"
     with pytest.raises(MarkerError, match=r"hw3_utils/a\.py:2"):
-        make_release(out, root=root, quiet=True)
+        make_release(out, root=root, quiet=True, repo_url="none")
     assert not out.exists()
     (root / "hw3_utils" / "a.py").write_text("x = 1\n")
     with pytest.raises(MarkerError, match="no solution region found"):
-        make_release(out, root=root, quiet=True)
+        make_release(out, root=root, quiet=True, repo_url="none")
     assert not out.exists()
 
 

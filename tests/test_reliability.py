@@ -9,7 +9,7 @@ import pytest
 import torch
 from conftest import tiny_config
 
-from hw3_utils import CheckpointError, NonFiniteLossError, latest_checkpoint, load_checkpoint, train_model
+from hw3_utils import CheckpointError, NonFiniteLossError, load_checkpoint, load_newest_checkpoint, train_model
 from hw3_utils import train as tr
 from hw3_utils.fid import FIDError, check_folder, count_complete, generate_samples
 
@@ -17,9 +17,9 @@ HERE = Path(__file__).resolve().parent
 DRIVER = HERE / "train_driver.py"
 
 
-def run_driver(run_dir, fast, mode="", kill_on=None):
+def run_driver(run_dir, tensor_data, mode="", kill_on=None):
     """Start the driver; with kill_on, SIGKILL it as soon as it prints that line. Returns its output."""
-    proc = subprocess.Popen([sys.executable, str(DRIVER), str(run_dir), str(int(fast)), mode],
+    proc = subprocess.Popen([sys.executable, str(DRIVER), str(run_dir), str(int(tensor_data)), mode],
                             cwd=HERE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines = []
     for line in proc.stdout:
@@ -37,7 +37,7 @@ def run_driver(run_dir, fast, mode="", kill_on=None):
 
 
 def final_state(run_dir):
-    _, ckpt = latest_checkpoint(run_dir)
+    _, ckpt = load_newest_checkpoint(run_dir)
     return ckpt
 
 
@@ -55,14 +55,14 @@ def assert_bitwise_equal(a, b):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("fast", [False, True], ids=["dataloader", "tensor-data"])
-def test_sigkill_mid_epoch_then_resume_is_bitwise_identical(tmp_path, data_dir, fast):
-    run_driver(tmp_path / "straight", fast)
+@pytest.mark.parametrize("tensor_data", [False, True], ids=["dataloader", "tensor-data"])
+def test_sigkill_mid_epoch_then_resume_is_bitwise_identical(tmp_path, data_dir, tensor_data):
+    run_driver(tmp_path / "straight", tensor_data)
     # 64 images / batch 16 = 4 steps per epoch: step 6 is the middle of epoch 2
-    out = run_driver(tmp_path / "killed", fast, "slow-steps", kill_on="STEP 6")
+    out = run_driver(tmp_path / "killed", tensor_data, "slow-steps", kill_on="STEP 6")
     assert "DONE" not in out
     assert [p.name for p in tr.checkpoint_paths(tmp_path / "killed")] == ["step_00000004.pt"]
-    out = run_driver(tmp_path / "killed", fast)
+    out = run_driver(tmp_path / "killed", tensor_data)
     assert "resumed from" in out and "epoch 1/3" in out
     assert_bitwise_equal(final_state(tmp_path / "straight"), final_state(tmp_path / "killed"))
 
@@ -89,7 +89,7 @@ def test_truncated_checkpoint_names_file_and_resume_falls_back(tmp_path, data_di
     with pytest.raises(CheckpointError, match=rf"{newest.name} is truncated or corrupt.*Delete it"):
         load_checkpoint(newest)
     with pytest.warns(UserWarning, match="skipping unreadable checkpoint"):
-        path, ckpt = latest_checkpoint(run)
+        path, ckpt = load_newest_checkpoint(run)
     assert path.name == "step_00000004.pt" and ckpt["epoch"] == 1
     with pytest.warns(UserWarning, match="skipping unreadable checkpoint"):
         result = train_model(tiny_config(epochs=2), run, progress=False)
@@ -107,7 +107,7 @@ def test_all_checkpoints_corrupt_is_an_error_not_a_silent_restart(tmp_path, data
 
 def test_non_finite_loss_stops_with_step_and_hint_keeping_checkpoint(tmp_path, data_dir, monkeypatch):
     run = tmp_path / "run"
-    train_model(tiny_config(epochs=1, fast=True), run, progress=False)
+    train_model(tiny_config(epochs=1, tensor_data=True), run, progress=False)
     real = tr.load_tensor
 
     def poisoned(*a, **k):
@@ -117,11 +117,11 @@ def test_non_finite_loss_stops_with_step_and_hint_keeping_checkpoint(tmp_path, d
 
     monkeypatch.setattr(tr, "load_tensor", poisoned)
     with pytest.raises(NonFiniteLossError) as err:
-        train_model(tiny_config(epochs=2, fast=True), run, progress=False)
+        train_model(tiny_config(epochs=2, tensor_data=True), run, progress=False)
     msg = str(err.value)
     assert "loss became nan at step 5 (epoch 2, batch 1)" in msg
     assert "lower learning rate" in msg and "bf16" in msg and "last good checkpoint" in msg
-    path, ckpt = latest_checkpoint(run)
+    path, ckpt = load_newest_checkpoint(run)
     assert path.name == "step_00000004.pt" and ckpt["epoch"] == 1
 
 

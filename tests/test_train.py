@@ -4,7 +4,7 @@ import pytest
 import torch
 from conftest import tiny_config
 
-from hw3_utils import CheckpointError, build_model, latest_checkpoint, load_model, train_model
+from hw3_utils import CheckpointError, build_model, load_model, load_newest_checkpoint, train_model
 from hw3_utils.train import checkpoint_paths
 
 
@@ -29,7 +29,7 @@ def test_checkpoint_round_trip_gives_identical_outputs(tmp_path, data_dir, tiny_
         loaded = load_model(tmp_path / "run", which)
         assert params_equal(loaded, net)
         assert torch.equal(loaded(x, t), net.eval()(x, t))
-    path, ckpt = latest_checkpoint(tmp_path / "run")
+    path, ckpt = load_newest_checkpoint(tmp_path / "run")
     assert ckpt["epoch"] == 2 and ckpt["step"] == 8 and ckpt["config"]["lr"] == tiny_cfg.lr
     assert {"model", "ema", "optimizer", "rng", "history"} <= set(ckpt)
 
@@ -43,9 +43,9 @@ def test_rerun_resumes_instead_of_starting_over(tmp_path, data_dir, capsys):
     assert params_equal(result.model, straight.model) and params_equal(result.ema, straight.ema)
 
 
-def test_fast_path_trains_on_cpu(tmp_path, data_dir):
-    # fast=True on the CPU: data held as one tensor, padded fixed-shape batches, TrainStep
-    cfg = tiny_config(fast=True, train_subset=40)  # 40 = 16 + 16 + 8: the last batch is padded
+def test_tensor_data_path_trains_on_cpu(tmp_path, data_dir):
+    # tensor_data=True on the CPU: data held as one tensor, padded fixed-shape batches, TrainStep
+    cfg = tiny_config(tensor_data=True, train_subset=40)  # 40 = 16 + 16 + 8: the last batch is padded
     result = train_model(cfg, tmp_path / "run", progress=False)
     assert len(result.history) == 2 and all(0 < v < 10 for v in result.history)
     assert result.step == 6
@@ -68,7 +68,7 @@ def test_load_model_checks_config(tmp_path, data_dir, tiny_cfg):
 
 def test_build_model_from_stored_config(tmp_path, data_dir, tiny_cfg):
     train_model(tiny_cfg, tmp_path / "run", progress=False)
-    _, ckpt = latest_checkpoint(tmp_path / "run")
+    _, ckpt = load_newest_checkpoint(tmp_path / "run")
     model = load_model(tmp_path / "run")
     assert model.config.to_dict() == ckpt["config"]
     assert type(model) is type(build_model(tiny_cfg))
@@ -79,7 +79,7 @@ def test_resume_keeps_this_runs_optimizer_flags(tmp_path, data_dir):
     # and the resumed run trains exactly like an uninterrupted CPU run
     run = tmp_path / "run"
     train_model(tiny_config(epochs=1), run, progress=False)
-    path, ckpt = latest_checkpoint(run)
+    path, ckpt = load_newest_checkpoint(run)
     for group in ckpt["optimizer"]["param_groups"]:
         group.update(fused=True, capturable=True)
     torch.save(ckpt, path)
@@ -103,7 +103,7 @@ def test_loss_is_logged_every_log_every_steps_and_survives_resume(tmp_path, data
     assert len(seen) == 2 and seen[-1] == result.loss_log
     # the two logged means of an epoch average to the epoch's mean loss
     assert sum(v for _, v in result.loss_log) / 2 == pytest.approx(result.history[0], rel=1e-5)
-    _, ckpt = latest_checkpoint(tmp_path / "run")
+    _, ckpt = load_newest_checkpoint(tmp_path / "run")
     assert [tuple(e) for e in ckpt["loss_log"]] == result.loss_log
     resumed = train_model(tiny_config(epochs=2, log_every=2), tmp_path / "run", progress=False)
     assert [s for s, _ in resumed.loss_log] == [2, 4, 6, 8] and resumed.loss_log[:2] == result.loss_log
@@ -112,7 +112,7 @@ def test_loss_is_logged_every_log_every_steps_and_survives_resume(tmp_path, data
 def test_a_checkpoint_without_a_step_log_still_resumes(tmp_path, data_dir):
     run = tmp_path / "run"
     train_model(tiny_config(epochs=1), run, progress=False)
-    path, ckpt = latest_checkpoint(run)
+    path, ckpt = load_newest_checkpoint(run)
     del ckpt["loss_log"]  # as written before the step log existed
     torch.save(ckpt, path)
     result = train_model(tiny_config(epochs=2), run, progress=False)
@@ -120,7 +120,7 @@ def test_a_checkpoint_without_a_step_log_still_resumes(tmp_path, data_dir):
 
 
 def test_newest_checkpoint_reads_the_header_not_the_tensors(tmp_path, data_dir, monkeypatch):
-    from hw3_utils import checkpoint_info, newest_checkpoint
+    from hw3_utils import checkpoint_info, newest_checkpoint_info
     from hw3_utils import train as tr
     from hw3_utils.pipeline import samples_folder
 
@@ -128,10 +128,44 @@ def test_newest_checkpoint_reads_the_header_not_the_tensors(tmp_path, data_dir, 
     train_model(tiny_config(epochs=1), run, progress=False)
     calls, real = [], torch.load
     monkeypatch.setattr(tr.torch, "load", lambda *a, **k: calls.append(k.get("mmap", False)) or real(*a, **k))
-    path, info = newest_checkpoint(run)
+    path, info = newest_checkpoint_info(run)
     assert info["epoch"] == 1 and info["step"] == 4 and "model" not in info
     assert checkpoint_info(path)["config"]["model_channels"] == 8
     assert samples_folder(run).name == "samples_step_00000004"
     assert calls == [True, True, True]  # mapped, never read whole
     load_model(run)
     assert calls[3:] == [False]  # loading the weights reads the file once
+
+
+def test_learning_rate_schedule_closed_form():
+    from hw3_utils.train import lr_at
+
+    cfg = tiny_config(lr=1e-3, lr_warmup_steps=10, lr_decay="cosine")
+    assert lr_at(cfg, 1, 110) == pytest.approx(1e-4) and lr_at(cfg, 10, 110) == pytest.approx(1e-3)
+    assert lr_at(cfg, 60, 110) == pytest.approx(5e-4)  # half way through the cosine
+    assert lr_at(cfg, 110, 110) == pytest.approx(0.0, abs=1e-12)
+    assert lr_at(tiny_config(lr=1e-3), 57, 110) == 1e-3  # the report's constant rate
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_scheduled_run_resumes_on_the_same_schedule(tmp_path, data_dir):
+    # the learning rate is a pure function of the step: a run stopped after epoch 1 and resumed ends
+    # with the same weights as one that never stopped
+    def cfg():
+        return tiny_config(lr=1e-3, lr_warmup_steps=3, lr_decay="cosine", epochs=2, tensor_data=True)
+
+    straight = train_model(cfg(), tmp_path / "a", progress=False)
+
+    def stop(epoch, history):
+        if epoch == 1:
+            raise _Stop
+
+    with pytest.raises(_Stop):
+        train_model(cfg(), tmp_path / "b", progress=False, callback=stop)
+    resumed = train_model(cfg(), tmp_path / "b", progress=False)
+    assert resumed.history == straight.history
+    for a, b in zip(straight.model.parameters(), resumed.model.parameters()):
+        assert torch.equal(a, b)

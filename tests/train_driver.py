@@ -14,8 +14,8 @@ from conftest import tiny_config
 
 from hw3_utils import train as tr
 
-run_dir, fast, mode = sys.argv[1], sys.argv[2] == "1", (sys.argv[3] if len(sys.argv) > 3 else "")
-cfg = tiny_config(fast=fast, epochs=3, num_workers=2)
+run_dir, tensor_data, mode = sys.argv[1], sys.argv[2] == "1", (sys.argv[3] if len(sys.argv) > 3 else "")
+cfg = tiny_config(tensor_data=tensor_data, epochs=3, num_workers=2)
 
 if mode == "slow-steps":
     real_loss = tr.DDPM.loss

@@ -1,0 +1,148 @@
+"""Where a CPU training step goes, measured before anything is tuned: the `cpu` profile's step, several ways.
+
+Each row is one optimiser step of the profile's UNet (DDPM.loss, backward, Adam) on a batch of
+cfg.batch_size images, after --warmup steps, timed over --steps steps (median of --repeats chunks):
+
+  dataloader      the report's data path: torchvision's PIL transforms in DataLoader workers
+                  (num_workers capped by the cores), NCHW
+  tensor          the whole set held as one tensor, batches indexed from it (`load_tensor`), NCHW
+  channels_last   tensor data, weights and activations in NHWC
+  1 thread        channels_last with torch.set_num_threads(1)
+  bf16 autocast   channels_last under CPU bf16 autocast (slow without AVX512-BF16 / AMX)
+  torch.compile   channels_last, the model compiled (inductor); its compile time is printed apart
+
+and the sampling side: one model call on cfg.sample_batch_size images, NCHW vs channels_last.
+A benchmark: prints a table (and --json), asserts nothing.
+
+  python bench/cpu_speed.py                      # the cpu profile on this machine
+  python bench/cpu_speed.py --steps 3 --warmup 1 --repeats 1 --no-compile   # a quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import statistics
+import time
+
+import _common as C
+import torch
+
+from hw3_utils import DDPM, build_model, load_mnist, load_tensor, make_loader, subset
+from hw3_utils.data import epoch_permutation
+
+
+def _model(cfg, channels_last: bool):
+    return build_model(dataclasses.replace(cfg, channels_last=channels_last), "cpu").train()
+
+
+def time_steps(cfg, batches, channels_last=True, bf16=False, compile_model=False, warmup=3, steps=10,
+               repeats=3) -> tuple[float, float]:
+    """(median ms per step, compile seconds) of `steps` optimiser steps drawn from the iterator `batches`."""
+    model = _model(cfg, channels_last)
+    ddpm = DDPM.from_config(cfg)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    net = model
+    compile_s = 0.0
+    if compile_model:
+        net = torch.compile(model)
+    g = torch.Generator().manual_seed(0)
+
+    def step():
+        x0 = next(batches)
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = ddpm.loss(net, x0, generator=g)
+        loss.backward()
+        opt.step()
+
+    t0 = time.perf_counter()
+    step()  # the first call compiles
+    if compile_model:
+        compile_s = time.perf_counter() - t0
+    for _ in range(warmup):
+        step()
+    chunks = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            step()
+        chunks.append((time.perf_counter() - t0) / steps * 1000)
+    return statistics.median(chunks), compile_s
+
+
+def tensor_batches(data, cfg):
+    while True:
+        order = epoch_permutation(len(data), cfg.seed, 0)
+        for i in range(0, len(order) - cfg.batch_size + 1, cfg.batch_size):
+            yield data[order[i:i + cfg.batch_size]]
+
+
+def loader_batches(dataset, cfg):
+    while True:
+        for x0, _ in make_loader(cfg, dataset, 0):
+            if len(x0) == cfg.batch_size:
+                yield x0
+
+
+def time_sampling_call(cfg, channels_last: bool, repeats: int) -> float:
+    model = _model(cfg, channels_last).eval()
+    x = torch.randn(cfg.sample_batch_size, *cfg.image_shape)
+    t = torch.full((cfg.sample_batch_size,), 500)
+    with torch.no_grad():
+        model(x, t)
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            model(x, t)
+            times.append((time.perf_counter() - t0) * 1000)
+    return statistics.median(times)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    C.add_config_args(p, default_profile="cpu")
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--no-compile", action="store_true", help="skip the torch.compile row (its compile takes minutes)")
+    args = p.parse_args(argv)
+    cfg = C.config_from_args(args)
+    threads = torch.get_num_threads()
+    dataset = subset(load_mnist(train=True, in_channels=cfg.in_channels), cfg.train_subset or 8192)
+    data = load_tensor(dataset)
+    kw = dict(warmup=args.warmup, steps=args.steps, repeats=args.repeats)
+    rows = []
+
+    def row(name, ms, extra=""):
+        per_epoch = ms / 1000 * -(-60_000 // cfg.batch_size)
+        rows.append([name, f"{ms:.0f}", f"{per_epoch:.0f}", extra])
+        print(f"{name}: {ms:.0f} ms/step {extra}", flush=True)
+
+    row("dataloader (PIL workers), NCHW", time_steps(cfg, loader_batches(dataset, cfg), channels_last=False, **kw)[0])
+    row("tensor data, NCHW", time_steps(cfg, tensor_batches(data, cfg), channels_last=False, **kw)[0])
+    row("tensor data, channels_last", time_steps(cfg, tensor_batches(data, cfg), channels_last=True, **kw)[0])
+    torch.set_num_threads(1)
+    row("tensor data, channels_last, 1 thread", time_steps(cfg, tensor_batches(data, cfg), **kw)[0])
+    torch.set_num_threads(threads)
+    row("tensor data, channels_last, bf16 autocast", time_steps(cfg, tensor_batches(data, cfg), bf16=True, **kw)[0])
+    if not args.no_compile:
+        ms, comp = time_steps(cfg, tensor_batches(data, cfg), compile_model=True, **kw)
+        row("tensor data, channels_last, torch.compile", ms, f"(+ {comp:.0f} s to compile)")
+    steps = cfg.sample_steps or cfg.timesteps
+    for cl in (False, True):
+        ms = time_sampling_call(cfg, cl, args.repeats)
+        rows.append([f"sampling: one model call on {cfg.sample_batch_size} images, {'channels_last' if cl else 'NCHW'}",
+                     f"{ms:.0f}", "", f"{ms * steps / 1000 * cfg.num_samples / cfg.sample_batch_size:.0f} s "
+                     f"for {cfg.num_samples} samples x {steps} steps"])
+        print(rows[-1], flush=True)
+    env = C.environment(torch.device("cpu"))
+    print(f"\n{env['device']}, torch {env['torch']}, profile {cfg.profile}: width {cfg.model_channels}, "
+          f"{cfg.in_channels} channel(s), batch {cfg.batch_size}; {args.steps} steps x {args.repeats} repeats")
+    print(C.table(rows, ["path", "ms/step", "s/epoch (60,000 images)", "note"]))
+    C.write_json(args.json, {"environment": env, "profile": cfg.profile, "rows": rows})
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
