@@ -475,8 +475,9 @@ def grade_one(zpath: Path, batch: Path, release_kit: Path, ref: dict, task_timeo
         if not any(FID_RE.match(n) for n in ex.files):
             notes.append("no runs/<profile>/fid.json in the submission")
         notes += manifest_notes(ex.files)
+    flags = flags_of(per_task, ex)  # reads the extracted notebooks and fid.json: before they are removed
     shutil.rmtree(work, ignore_errors=True)
-    return Graded(student, status, per_task, notes, sandbox.DESCRIPTION[sandbox.detect_mode()], flags_of(per_task, ex))
+    return Graded(student, status, per_task, notes, sandbox.DESCRIPTION[sandbox.detect_mode()], flags)
 
 
 def preflight(batch: Path, hide) -> None:
