@@ -23,6 +23,7 @@ def main(argv=None) -> int:
     g.add_argument("--task-timeout", type=float, default=60.0)
     g.add_argument("--release", help="a prebuilt student kit (default: strip this repo into a temp dir)")
     g.add_argument("--reference", help="a prebuilt reference file (default: compute from the solution)")
+    g.add_argument("--jobs", type=int, default=0, help="submissions graded at once (default: the number of cores)")
     b = sub.add_parser("gradescope-bundle", help="build autograder.zip for Gradescope")
     b.add_argument("out", nargs="?", default=str(REPO / "autograder.zip"))
     sub.add_parser("check-patches", help="check that every known mistake and correct variant applies exactly once")
@@ -45,11 +46,16 @@ def main(argv=None) -> int:
     elif args.cmd == "grade":
         from hw3_utils.tasks import TASKS
 
+        from . import sandbox
         from .grade import grade_batch_detailed
         from .summary import headline, summarize
 
+        mode = sandbox.detect_mode()
+        print(f"{sandbox.DESCRIPTION[mode]}" + (f"\n{sandbox.WARNING[mode]}" if mode in sandbox.WARNING else ""),
+              file=sys.stderr)
         graded = grade_batch_detailed(Path(args.submissions), Path(args.out), task_timeout=args.task_timeout,
-                                      release_dir=args.release, reference=args.reference)
+                                      release_dir=args.release, reference=args.reference, jobs=args.jobs or None,
+                                      progress=sys.stderr)
         print("\n".join(headline(summarize(graded, TASKS))))
         print(f"-> {Path(args.out) / 'grades.csv'}")
     elif args.cmd == "gradescope-bundle":

@@ -21,11 +21,14 @@ import re
 import shutil
 import signal
 import stat
+import subprocess
 import sys
 import tempfile
+import threading
 import time
 import zipfile
 import zlib
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -236,14 +239,7 @@ def manifest_notes(files: dict[str, Path]) -> list[str]:
 
 
 # running ----------------------------------------------------------------------------------------
-def _tail(path: Path, n: int = 8000) -> str:
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            f.seek(max(0, f.tell() - n))
-            return f.read().decode("utf-8", "replace")
-    except OSError:
-        return ""
+RESULT_LIMIT = 64 * MiB  # one task's outputs on the results pipe
 
 
 def import_error(stderr: str, kit: Path) -> str:
@@ -270,13 +266,15 @@ def _describe_exit(rc: int | None) -> str:
             name = str(-rc)
         hint = " (out of memory or a file too large?)" if name in ("SIGKILL", "SIGXFSZ", "SIGSEGV") else ""
         return f"crashed: killed by signal {name}{hint}"
+    if rc in sandbox.SETUP_ERRORS:
+        return f"the sandbox could not start: it {sandbox.SETUP_ERRORS[rc]} (exit {rc}; the grader's problem)"
     return f"crashed: exit code {rc}"
 
 
-def _load_result(path: Path, tid: str, n_cases: int):
-    """A task's result file: ("outputs", list) or ("error", str); anything else is an error."""
+def _load_result(data: bytes, tid: str, n_cases: int):
+    """A task's result: ("outputs", list) or ("error", str); anything else is an error."""
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as err:
         return "error", f"its outputs could not be read ({type(err).__name__})"
     if isinstance(obj, dict) and isinstance(obj.get("error"), str):
@@ -289,41 +287,63 @@ def _load_result(path: Path, tid: str, n_cases: int):
     return "outputs", outs
 
 
-def run_submission(kit: Path, work: Path, cases: dict, task_timeout: float, hide: list[Path],
-                   readonly: list[Path], startup: float = STARTUP_SECONDS) -> dict[str, tuple[str, object]]:
-    """Run the checks' runner on `kit` for every task; {task: ("outputs", [...]) | ("error", msg)}."""
+class _Results(threading.Thread):
+    """Reads the runner's results pipe (hw3_utils.checks.run_cases): when each task started, and its bytes."""
+
+    def __init__(self, fd: int, tasks: list[str]):
+        super().__init__(daemon=True)
+        self.fd, self.tasks = fd, set(tasks)
+        self.started: dict[str, float] = {}
+        self.payloads: dict[str, bytes] = {}
+        self.start()
+
+    def run(self):
+        with open(self.fd, "rb") as f:
+            while line := f.readline(100):
+                parts = line.decode("ascii", "replace").split()
+                if len(parts) == 2 and parts[0] == "S" and parts[1] in self.tasks:
+                    self.started.setdefault(parts[1], time.monotonic())
+                    continue
+                if len(parts) == 3 and parts[0] == "R" and parts[1] in self.tasks and parts[2].isdigit() \
+                        and int(parts[2]) <= RESULT_LIMIT:
+                    data = f.read(int(parts[2]))
+                    if len(data) == int(parts[2]):
+                        self.payloads.setdefault(parts[1], data)
+                        continue
+                break  # something else wrote on the pipe: ignore the rest, but drain it
+            while f.read(1 << 16):
+                pass
+
+
+def run_submission(work: Path, cases: dict, task_timeout: float, hide: list[Path],
+                   startup: float = STARTUP_SECONDS) -> tuple[dict[str, tuple[str, object]], int]:
+    """Run the checks' runner on `work`/kit for every task: ({task: ("outputs", [...]) | ("error", msg)}, the
+    most bytes the code printed on stdout or stderr in one run)."""
     tasks = [t for t in _tasks() if t in cases]
-    torch.save(cases, work / "cases.pt")
-    home = work / "home"
-    home.mkdir(exist_ok=True)
+    torch.save(cases, work / "kit" / "cases.pt")
+    sandbox.prepare_workdir(work)
+    kit, home = sandbox.kit_path(work), sandbox.home_path(work)
+    tmp = Path("/tmp") if kit == Path("/tmp/kit") else home
+    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(home), "TORCH_HOME": str(home / "torch"),
+           "PYTHONPATH": str(kit), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "MPLBACKEND": "Agg",
+           "MPLCONFIGDIR": str(home / "mpl"), "PYTHONDONTWRITEBYTECODE": "1", "LC_ALL": "C.UTF-8",
+           "OMP_WAIT_POLICY": "PASSIVE", "TMPDIR": str(tmp)}
     results: dict[str, tuple[str, object]] = {}
+    printed = 0
     remaining = list(tasks)
-    launch = 0
     while remaining:
-        launch += 1
-        out = work / f"out{launch}"
-        out.mkdir()
-        log_out, log_err = work / f"stdout{launch}.txt", work / f"stderr{launch}.txt"
-        sandbox.prepare_workdir(work)
-        env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(home), "TORCH_HOME": str(home / "torch"),
-               "PYTHONPATH": str(kit), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "MPLBACKEND": "Agg",
-               "MPLCONFIGDIR": str(home / "mpl"), "PYTHONDONTWRITEBYTECODE": "1", "LC_ALL": "C.UTF-8",
-               "OMP_WAIT_POLICY": "PASSIVE", "TMPDIR": str(home)}
-        argv = [sandbox.python(), "-m", "hw3_utils.checks", "--run", "--cases", str(work / "cases.pt"),
-                "--out", str(out), "--tasks", *remaining]
+        argv = [sandbox.python(), "-m", "hw3_utils.checks", "--run", "--cases", str(kit / "cases.pt"),
+                "--results-fd", "{results_fd}", "--tasks", *remaining]
         cpu = int(startup + task_timeout * len(remaining) + 30)
-        with open(log_out, "wb") as so, open(log_err, "wb") as se:
-            proc = sandbox.start(argv, kit, env, hide, readonly, cpu, so, se)
+        run = sandbox.Run(argv, work, env, hide, cpu)
+        pipe = _Results(run.results, remaining)
         t0 = time.monotonic()
-        seen: dict[str, float] = {}
         reason = None
         while True:
-            rc = proc.poll()
+            rc = run.poll()
             now = time.monotonic()
-            for t in remaining:
-                if t not in seen and (out / f"{t}.started").exists():
-                    seen[t] = now
-            inflight = next((t for t in remaining if t in seen and not (out / f"{t}.pt").exists()), None)
+            seen = dict(pipe.started)
+            inflight = next((t for t in remaining if t in seen and t not in pipe.payloads), None)
             if rc is not None:
                 break
             if inflight and now - seen[inflight] > task_timeout:
@@ -333,20 +353,25 @@ def run_submission(kit: Path, work: Path, cases: dict, task_timeout: float, hide
                 reason = f"time limit exceeded while importing hw3_utils ({startup:g} s)"
                 break
             time.sleep(0.05)
-        if reason:
-            sandbox.kill(proc)
-        else:
-            sandbox.kill(proc)  # stray children of a finished run go with the namespace/group
-        rc = proc.returncode if reason is None else None
+        run.close()  # a finished run's stray children go with the namespace or the process group
+        pipe.join(timeout=10)
+        printed = max(printed, run.printed())
+        rc = run.proc.returncode if reason is None else None
+        seen = dict(pipe.started)
         done = []
         for t in remaining:
-            if (out / f"{t}.pt").exists():
-                results[t] = _load_result(out / f"{t}.pt", t, len(cases[t]))
+            if t in pipe.payloads:
+                results[t] = _load_result(pipe.payloads[t], t, len(cases[t]))
                 done.append(t)
         if not seen and not done:  # nothing started: the kit did not import (or the startup timed out)
-            msg = reason or f"hw3_utils could not be imported: {import_error(_tail(log_err), kit)}"
-            if not reason and rc not in (0, 1, None):
-                msg += f" [{_describe_exit(rc)}]"
+            if reason:
+                msg = reason
+            elif rc in sandbox.SETUP_ERRORS:
+                msg = _describe_exit(rc)
+            else:
+                msg = f"hw3_utils could not be imported: {import_error(run.stderr_tail(), kit)}"
+                if rc not in (0, 1, None):
+                    msg += f" [{_describe_exit(rc)}]"
             for t in remaining:
                 results[t] = ("error", msg)
             break
@@ -359,7 +384,8 @@ def run_submission(kit: Path, work: Path, cases: dict, task_timeout: float, hide
         results[inflight] = ("error", reason or _describe_exit(rc))
         remaining = remaining[remaining.index(inflight) + 1:]
         remaining = [t for t in remaining if t not in done]
-    return results
+    sandbox.clean_after()
+    return results, printed
 
 
 # the batch --------------------------------------------------------------------------------------
@@ -374,11 +400,6 @@ def hidden_paths(extra=()) -> list[Path]:
                 continue
             out.append(p)
     return out + [Path(p) for p in extra]
-
-
-def readonly_paths() -> list[Path]:
-    home = Path(os.path.expanduser("~"))
-    return [REPO, Path(os.path.realpath(sys.prefix)), Path(os.path.realpath(sys.base_prefix)), home]
 
 
 @dataclass
@@ -424,14 +445,13 @@ class Graded:
                 "visibility": "visible", "stdout_visibility": "hidden"}
 
 
-def grade_one(zpath: Path, batch: Path, release_kit: Path, ref: dict, task_timeout: float, hide, readonly,
+def grade_one(zpath: Path, work: Path, release_kit: Path, ref: dict, task_timeout: float, hide,
               startup: float = STARTUP_SECONDS) -> Graded:
-    """Grade one zip."""
+    """Grade one zip in the folder `work` (its own, removed afterwards)."""
     from hw3_utils.checks import compare
 
     tasks = _tasks()
     student = zpath.stem
-    work = batch / "work"
     if work.exists():
         shutil.rmtree(work)
     (work / "sub").mkdir(parents=True)
@@ -456,7 +476,10 @@ def grade_one(zpath: Path, batch: Path, release_kit: Path, ref: dict, task_timeo
             if rel not in ex.files:
                 notes.append(f"{rel} is missing or was rejected: the kit's stub is used, its tasks get 0")
         cases = {t: ref["cases"][t] for t in tasks}
-        results = run_submission(kit, work, cases, task_timeout, hide, readonly, startup)
+        results, printed = run_submission(work, cases, task_timeout, hide, startup)
+        if printed > sandbox.PRINT_LIMIT:
+            notes.append(f"your code printed more than {sandbox.PRINT_LIMIT // MiB} MB; remove the print calls "
+                         "inside loops (the output past that was dropped; your tasks were still graded)")
         for t, task in tasks.items():
             kind, val = results.get(t, ("error", "not run"))
             if kind == "error":
@@ -483,34 +506,63 @@ def grade_one(zpath: Path, batch: Path, release_kit: Path, ref: dict, task_timeo
 def preflight(batch: Path, hide) -> None:
     """The sandboxed user must be able to start Python and import torch, else every grade would be 0."""
     work = batch / "preflight"
-    (work / "home").mkdir(parents=True)
+    (work / "kit").mkdir(parents=True)
     sandbox.prepare_workdir(work)
-    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(work / "home"), "OMP_NUM_THREADS": "1"}
-    with open(work / "log.txt", "wb") as log:
-        proc = sandbox.start([sandbox.python(), "-c", "import torch, torchvision"], work, env, hide, readonly_paths(),
-                             300, log, log)
-        try:
-            rc = proc.wait(timeout=300)
-        except Exception:
-            rc = None
-        sandbox.kill(proc)
+    home = sandbox.home_path(work)
+    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(home), "OMP_NUM_THREADS": "1"}
+    run = sandbox.Run([sandbox.python(), "-c", "import torch, torchvision"], work, env, hide, 300)
+    try:
+        rc = run.proc.wait(timeout=300)
+    except subprocess.TimeoutExpired:
+        rc = None
+    run.close()
+    os.close(run.results)
     if rc != 0:
+        why = _describe_exit(rc) if rc in sandbox.SETUP_ERRORS else f"exit {rc}"
         raise RuntimeError(f"the sandbox ({sandbox.detect_mode()}) cannot run {sandbox.python()} with torch "
-                           f"(exit {rc}): {_tail(work / 'log.txt', 1500)}\nThe sandboxed user must be able to read "
+                           f"({why}): {run.stderr_tail()[-1500:]}\nThe sandboxed user must be able to read "
                            "the Python installation; set HW3_GRADER_SANDBOX=none to grade without a sandbox.")
     shutil.rmtree(work, ignore_errors=True)
 
 
+class Progress:
+    """One line on stderr over the batch: a bar on a terminal, a line every tenth otherwise."""
+
+    def __init__(self, total: int, stream=None):
+        self.total, self.done, self.t0 = total, 0, time.monotonic()
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty()
+
+    def step(self, student: str) -> None:
+        self.done += 1
+        per = (time.monotonic() - self.t0) / self.done
+        left = per * (self.total - self.done)
+        fill = round(30 * self.done / max(self.total, 1))
+        line = (f"[{'#' * fill}{'.' * (30 - fill)}] {self.done}/{self.total} graded, {per:.1f} s each, "
+                f"{int(left) // 60}:{int(left) % 60:02d} left ({student[:30]})")
+        if self.tty:
+            self.stream.write("\r" + line.ljust(110) + ("\n" if self.done == self.total else ""))
+        elif self.done == self.total or self.done % max(1, self.total // 10) == 0:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+
 def grade_batch(submissions: Path, out: Path, task_timeout: float = 60.0, release_dir=None, reference=None,
-                extra_hidden=(), startup: float = STARTUP_SECONDS) -> list[dict]:
+                extra_hidden=(), startup: float = STARTUP_SECONDS, jobs: int | None = None) -> list[dict]:
     """Grade every *.zip (and every other plain file, which is rejected) in `submissions`; grades.csv rows."""
     return [g.row() for g in grade_batch_detailed(submissions, out, task_timeout, release_dir, reference,
-                                                  extra_hidden, startup)]
+                                                  extra_hidden, startup, jobs)]
+
+
+def default_jobs() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def grade_batch_detailed(submissions: Path, out: Path, task_timeout: float = 60.0, release_dir=None,
-                         reference=None, extra_hidden=(), startup: float = STARTUP_SECONDS) -> list[Graded]:
-    """grade_batch, returning the `Graded` record of each submission."""
+                         reference=None, extra_hidden=(), startup: float = STARTUP_SECONDS, jobs: int | None = None,
+                         progress=None) -> list[Graded]:
+    """grade_batch, returning the `Graded` record of each submission. `jobs` submissions are graded at once
+    (default: the cores), each in its own sandbox; `progress` is a stream for the progress line."""
     from .reference import build_reference, load_reference
     from .release import make_release
 
@@ -521,17 +573,29 @@ def grade_batch_detailed(submissions: Path, out: Path, task_timeout: float = 60.
     batch = Path(tempfile.mkdtemp(prefix="hw3-grade-"))
     os.chmod(batch, 0o711)
     hide = hidden_paths([submissions, out, *extra_hidden, *([Path(reference).parent] if reference else [])])
-    rows = []
+    hide_ns = [*hide, batch]  # in the namespaces, the batch folder too: the other submissions' work folders
+    mode = sandbox.detect_mode()
+    # in "nobody" mode the clean-up after a submission kills every process of nobody: one at a time
+    jobs = 1 if mode == "nobody" else max(1, jobs or default_jobs())
+    rows: list[Graded] = []
     try:
-        preflight(batch, hide)
+        preflight(batch, hide_ns)
         kit = Path(release_dir) if release_dir else make_release(batch / "release", quiet=True, repo_url="none")
         entries = sorted(p for p in submissions.iterdir() if p.is_file() and not p.name.startswith("."))
-        with sandbox.Hidden(hide):
-            for z in entries:
-                graded = grade_one(z, batch, kit, ref, task_timeout, hide, readonly_paths(), startup)
-                rows.append(graded)
-                safe = re.sub(r"[^A-Za-z0-9_.-]", "_", graded.student) or "submission"
-                atomic_write(out / "feedback" / f"{safe}.md", graded.markdown())
+        bar = Progress(len(entries), progress) if progress else None
+
+        def one(i: int, z: Path) -> Graded:
+            graded = grade_one(z, batch / f"w{i}", kit, ref, task_timeout, hide_ns, startup)
+            safe = re.sub(r"[^A-Za-z0-9_.-]", "_", graded.student) or "submission"
+            atomic_write(out / "feedback" / f"{safe}.md", graded.markdown())
+            return graded
+
+        with sandbox.Hidden(hide), ThreadPoolExecutor(jobs) as pool:
+            futures = [pool.submit(one, i, z) for i, z in enumerate(entries)]
+            for f in as_completed(futures):
+                if bar:
+                    bar.step(f.result().student)
+            rows = [f.result() for f in futures]
     finally:
         shutil.rmtree(batch, ignore_errors=True)
     table = io.StringIO(newline="")

@@ -2,11 +2,13 @@
 # release, which has no grader/ folder.
 #   make release REPO_URL=URL     : the student kit in release/ (solutions stubbed, hidden tests removed, the
 #                                   repository students clone written into the notebooks; REPO_URL=none: local only)
-#   make grade SUBMISSIONS=DIR    : grade DIR/*.zip into $(OUT) (grades.csv, feedback/<student>.md)
+#   make grade SUBMISSIONS=DIR [JOBS=N] : grade DIR/*.zip into $(OUT) (grades.csv, feedback/<student>.md,
+#                                   summary.md/png), N at once (default: the number of cores)
 #   make gradescope               : autograder.zip for Gradescope
 #   make check-data               : rebuild hw3_utils/check_data.pt from the solution
 OUT ?= grades
 TASK_TIMEOUT ?= 60
+JOBS ?= 0
 
 .PHONY: release grade gradescope check-data
 
@@ -14,8 +16,8 @@ release: $(VENV)/.installed
 	$(PY) -m grader release --out release --repo-url "$(REPO_URL)"
 
 grade: $(VENV)/.installed
-	@test -n "$(SUBMISSIONS)" || { echo "usage: make grade SUBMISSIONS=DIR [OUT=grades]"; exit 2; }
-	$(PY) -m grader grade "$(SUBMISSIONS)" --out "$(OUT)" --task-timeout $(TASK_TIMEOUT)
+	@test -n "$(SUBMISSIONS)" || { echo "usage: make grade SUBMISSIONS=DIR [OUT=grades] [JOBS=N]"; exit 2; }
+	$(PY) -m grader grade "$(SUBMISSIONS)" --out "$(OUT)" --task-timeout $(TASK_TIMEOUT) --jobs $(JOBS)
 
 gradescope: $(VENV)/.installed
 	$(PY) -m grader gradescope-bundle autograder.zip

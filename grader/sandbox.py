@@ -1,18 +1,26 @@
 """How a submission's code runs: a separate process that can harm only itself.
 
-Modes, best first (the feedback header names the one used):
-- "namespaces" (the grader runs as root): new network, mount and PID namespaces (`unshare`), an
+Modes, best first (the feedback header names the one used; `python -m grader grade` warns about the
+reduced ones):
+- "namespaces" (the grader runs as root): new network, mount, IPC and PID namespaces (`unshare`), an
   empty tmpfs over every hidden path (the instructor's kit, grader, submissions, grades, reference),
   then the code runs as user nobody with no capabilities: no network, nothing secret to read,
   nothing of the grader's to write, and every process dies with the namespace.
 - "userns" (not root, unprivileged user namespaces allowed): the same namespaces inside a user
-  namespace (`unshare -r`), the kit and the Python installation remounted read-only, then a
-  nested user namespace so the mounts are locked and the code holds no capabilities.
+  namespace (`unshare -r`), then a nested user namespace as a non-root id: the mounts are locked, the
+  code holds no capabilities and can create no user namespace of its own.
 - "nobody" (root, namespaces refused, e.g. a Docker container): runs as user nobody; hidden
-  paths are made unreadable (chmod) for the duration of the batch.
+  paths are made unreadable (chmod) for the duration of the batch; after each submission every
+  process of nobody is killed and what nobody wrote in the shared temporary folders is deleted.
 - "none": a plain subprocess; only the rlimits and the process group protect the grader.
-All modes: rlimits (address space, file size, CPU time, no core files), a minimal environment,
-its own process group (killed as a whole on timeout).
+
+Resources. In the two namespace modes the code sees one size-capped tmpfs (WRITE_LIMIT bytes,
+WRITE_FILES files) as /tmp, /dev/shm and /var/tmp; its HOME and TMPDIR are in it; the kit and every
+other mount are read-only. So all it writes, its work folder included, fits in that cap, and it all
+goes with the namespace. In every mode: rlimits (address space, file size, CPU time, no core files), a
+minimal environment, its own process group. stdout and stderr are pipes that the grader drains:
+past PRINT_LIMIT bytes the output is dropped, never fatal (`Run.printed`). The results come back on a
+third pipe (its number replaces "{results_fd}" in the command), so the code needs no writable folder of the grader's.
 """
 
 from __future__ import annotations
@@ -25,22 +33,57 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 NOBODY = 65534
 MEMORY_LIMIT = 6 * 1024**3
 FILE_LIMIT = 64 * 1024**2
+WRITE_LIMIT = 256 * 1024**2  # the sandbox's tmpfs: /tmp, /dev/shm, /var/tmp and HOME together
+WRITE_FILES = 20_000
+PRINT_LIMIT = 1024**2  # stdout and stderr, each; the rest is dropped
+TAIL = 16 * 1024  # of stderr, kept for the error message
+SHARED_TMP = ("/tmp", "/var/tmp", "/dev/shm")  # world-writable: cleaned after each submission in "nobody" mode
 
 _PRIV_DROP = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "--inh-caps=-all",
               "--bounding-set=-all", "--no-new-privs", "--"]
-# $1: count of hidden paths, then the paths, then the command. A tmpfs covers hidden folders,
-# /dev/null covers hidden files.
-_HIDE = ('n=$1; shift; while [ "$n" -gt 0 ]; do '
-         'if [ -d "$1" ]; then mount -t tmpfs -o size=16k,mode=0755 hidden "$1" || exit 97; '
-         'else mount --bind /dev/null "$1" || exit 97; fi; shift; n=$((n-1)); done; ')
-_READONLY = ('m=$1; shift; while [ "$m" -gt 0 ]; do '
-             'mount --bind "$1" "$1" && mount -o remount,bind,ro "$1" || exit 98; shift; m=$((m-1)); done; ')
-_NS = ["--net", "--mount", "--pid", "--fork", "--kill-child", "--propagation", "private"]
+_NS = ["--net", "--mount", "--pid", "--ipc", "--fork", "--kill-child", "--propagation", "private"]
+
+# Runs as root inside the new namespaces. $1 work folder (kit/ holds the kit, scratch/ is an empty
+# mount point), $2 tmpfs bytes, $3 tmpfs files, $4 owner of HOME, $5 user namespaces still allowed,
+# $6 count of hidden paths, then the paths, then the command.
+_SETUP = r'''
+W=$1 SIZE=$2 FILES=$3 OWNER=$4 USERNS=$5; shift 5
+S="$W/scratch"
+mount -n -t tmpfs -o "size=$SIZE,nr_inodes=$FILES,mode=1777" hw3-sandbox "$S" || exit 90
+# HOME's folders for matplotlib and torch exist before any student code can use up the files
+mkdir -p "$S/kit" "$S/home/mpl" "$S/home/torch" "$S/shm" "$S/var-tmp" || exit 91
+chmod 1777 "$S/shm" "$S/var-tmp" && chown -R "$OWNER" "$S/home" || exit 91
+mount -n --bind "$W/kit" "$S/kit" && mount -n -o remount,bind,ro "$S/kit" || exit 92
+mount -n --move "$S" /tmp || exit 93
+if [ -d /dev/shm ]; then mount -n --bind /tmp/shm /dev/shm || exit 94; fi
+if [ -d /var/tmp ]; then mount -n --bind /tmp/var-tmp /var/tmp || exit 94; fi
+n=$1; shift
+while [ "$n" -gt 0 ]; do
+  if [ -d "$1" ]; then mount -n -t tmpfs -o size=16k,mode=0755 hidden "$1" || exit 95
+  elif [ -e "$1" ]; then mount -n --bind /dev/null "$1" || exit 95; fi
+  shift; n=$((n-1))
+done
+# every other mount read-only (mountinfo writes a space as \040)
+for m in $(awk '{print $5}' /proc/self/mountinfo | sort -u); do
+  case "$m" in /proc|/proc/*|/sys|/sys/*|/dev|/dev/*|/tmp|/tmp/*|/var/tmp) continue;; esac
+  m=$(printf '%b' "$m")
+  mount -n -o remount,bind,ro "$m" 2>/dev/null || { mount -n --bind "$m" "$m" && mount -n -o remount,bind,ro "$m"; } \
+    2>/dev/null || { echo "sandbox: cannot make $m read-only" >&2; exit 96; }
+done
+[ "$USERNS" = keep ] || echo "$USERNS" > /proc/sys/user/max_user_namespaces || exit 98
+cd /tmp/kit || exit 97
+exec "$@"
+'''
+SETUP_ERRORS = {90: "cannot mount its tmpfs", 91: "cannot prepare its tmpfs", 92: "cannot mount the kit read-only",
+                93: "cannot move its tmpfs to /tmp", 94: "cannot cover /dev/shm or /var/tmp",
+                95: "cannot hide the grader's files", 96: "cannot make the file system read-only",
+                97: "cannot enter the kit", 98: "cannot limit user namespaces"}
 
 
 def _works(cmd: list[str]) -> bool:
@@ -56,26 +99,42 @@ def detect_mode() -> str:
     if forced:
         return forced
     unshare, setpriv = shutil.which("unshare"), shutil.which("setpriv")
-    if os.geteuid() == 0:
-        probe = tempfile.mkdtemp(prefix="hw3-sandbox-probe-")
-        try:
-            ok = unshare and setpriv and _works([unshare, *_NS, "--", "/bin/sh", "-c", _HIDE + "true",
-                                                 "sh", "1", probe])
-        finally:
-            os.rmdir(probe)
-        if ok:
-            return "namespaces"
-        return "nobody" if setpriv else "none"
-    if unshare and _works([unshare, "-r", *_NS, "--", "/bin/sh", "-c", f"{_HIDE}exec unshare -U -m true", "sh", "0"]):
-        return "userns"
-    return "none"
+    probe = Path(tempfile.mkdtemp(prefix="hw3-sandbox-probe-"))
+    try:
+        (probe / "kit").mkdir()
+        (probe / "scratch").mkdir()
+        os.chmod(probe, 0o755)
+        if os.geteuid() == 0:
+            if unshare and setpriv and _works(wrap(["true"], probe, [], "namespaces")):
+                return "namespaces"
+            return "nobody" if setpriv else "none"
+        if unshare and _works(wrap(["true"], probe, [], "userns")):
+            return "userns"
+        return "none"
+    finally:
+        shutil.rmtree(probe, ignore_errors=True)
 
 
 DESCRIPTION = {
-    "namespaces": "sandbox: no network, private mounts hiding the grader's files, user nobody, rlimits",
-    "userns": "sandbox: user namespace, no network, private read-only mounts hiding the grader's files, rlimits",
-    "nobody": "sandbox (reduced: namespaces unavailable): user nobody with the grader's files unreadable, rlimits",
+    "namespaces": "sandbox: no network, private read-only mounts hiding the grader's files, a capped private /tmp, "
+                  "user nobody, rlimits",
+    "userns": "sandbox: user namespace, no network, private read-only mounts hiding the grader's files, a capped "
+              "private /tmp, rlimits",
+    "nobody": "sandbox (reduced: namespaces unavailable): user nobody with the grader's files unreadable, rlimits; "
+              "its writes are capped per file only",
     "none": "sandbox (reduced: namespaces unavailable and not root): a plain subprocess with rlimits only",
+}
+
+# What the reduced modes mean for trust, printed at the start of a batch.
+WARNING = {
+    "nobody": "WARNING: user namespaces are unavailable here, so the grader falls back to running the code as user "
+              "nobody. A submission cannot read the solution or write the grades, but it shares this machine's "
+              "network and /tmp while it runs, and its writes are capped per file only.",
+    "none": "WARNING: this machine allows no user namespaces to a normal user (and the grader is not root), so "
+            "submissions run as plain processes under your own account. A hostile submission could read the "
+            "solution, the other submissions and the grades, and change them: do not trust these grades against "
+            "hostile code. Grade as root, or where unprivileged user namespaces are enabled "
+            "(sysctl kernel.unprivileged_userns_clone=1, or user.max_user_namespaces > 0).",
 }
 
 
@@ -89,33 +148,66 @@ def _limits(cpu_seconds: int):
     return apply
 
 
-def wrap(argv: list[str], hide: list[Path], readonly: list[Path], mode: str | None = None) -> list[str]:
-    """The command line that runs `argv` in the sandbox of `mode`."""
+def _prlimit(cpu_seconds: int) -> list[str]:
+    return ["prlimit", f"--as={MEMORY_LIMIT}", f"--fsize={FILE_LIMIT}", "--core=0",
+            f"--cpu={cpu_seconds}:{cpu_seconds + 5}", "--"]
+
+
+def wrap(argv: list[str], work: Path, hide: list[Path], mode: str | None = None) -> list[str]:
+    """The command line that runs `argv` in the sandbox of `mode`, from `work`/kit (the kit's copy)."""
     mode = mode or detect_mode()
     hide = [str(p) for p in hide if Path(p).exists()]
-    if mode == "namespaces":
-        return ["unshare", *_NS, "--", "/bin/sh", "-c", _HIDE + 'exec "$@"', "sh", str(len(hide)), *hide,
-                *_PRIV_DROP, *argv]
-    if mode == "userns":
-        ro = [str(p) for p in readonly if Path(p).exists()]
-        # read-only binds first: a later non-recursive bind would drop the tmpfs mounts under it
-        script = _READONLY + _HIDE + 'exec unshare -U -m -- "$@"'
-        return ["unshare", "-r", *_NS, "--", "/bin/sh", "-c", script, "sh", str(len(ro)), *ro,
-                str(len(hide)), *hide, *argv]
+    if mode in ("namespaces", "userns"):
+        if mode == "namespaces":
+            head, owner, userns, tail = ["unshare", *_NS], f"{NOBODY}:{NOBODY}", "keep", _PRIV_DROP
+        else:  # one more user namespace, ours, then none: a student's could mount an uncapped tmpfs
+            head, owner, userns = ["unshare", "-r", *_NS], "0:0", "1"
+            tail = ["unshare", "-U", "-m", "--map-user=1000", "--map-group=1000", "--"]
+        return [*head, "--", "/bin/sh", "-c", _SETUP, "sh", str(work), str(WRITE_LIMIT), str(WRITE_FILES), owner,
+                userns, str(len(hide)), *hide, *tail, *argv]
     if mode == "nobody":
         return [*_PRIV_DROP, *argv]
     return list(argv)
 
 
+def kit_path(work: Path, mode: str | None = None) -> Path:
+    """Where the sandboxed code finds the kit: /tmp/kit in the namespace modes."""
+    return Path("/tmp/kit") if (mode or detect_mode()) in ("namespaces", "userns") else work / "kit"
+
+
+def home_path(work: Path, mode: str | None = None) -> Path:
+    return Path("/tmp/home") if (mode or detect_mode()) in ("namespaces", "userns") else work / "home"
+
+
 def prepare_workdir(work: Path, mode: str | None = None) -> None:
-    """Let the sandboxed user write its work folder (nobody owns it in the root modes)."""
+    """Make `work`/kit readable, `work`/home writable and `work`/scratch a mount point for the sandbox."""
     mode = mode or detect_mode()
-    if mode in ("namespaces", "nobody"):
-        for p in [work, *work.rglob("*")]:
-            os.lchown(p, NOBODY, NOBODY)
-        os.chmod(work, 0o700)
+    (work / "scratch").mkdir(exist_ok=True)
+    (work / "home").mkdir(exist_ok=True)
+    for p in [work, *work.rglob("*")]:
+        os.chmod(p, 0o755 if p.is_dir() else 0o644)
+    if mode == "nobody":
+        os.lchown(work / "home", NOBODY, NOBODY)
         parent = work.parent
         os.chmod(parent, os.stat(parent).st_mode | 0o011)  # traversable, not listable
+
+
+def clean_after(mode: str | None = None) -> None:
+    """In "nobody" mode: kill every process of nobody and delete what nobody left in the shared temp folders."""
+    if (mode or detect_mode()) != "nobody":
+        return
+    pid = os.fork()
+    if pid == 0:  # as nobody, kill(-1) reaches exactly nobody's processes
+        try:
+            os.setgroups([])
+            os.setresgid(NOBODY, NOBODY, NOBODY)
+            os.setresuid(NOBODY, NOBODY, NOBODY)
+            os.kill(-1, signal.SIGKILL)
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+    for top in SHARED_TMP:
+        subprocess.run(["find", top, "-xdev", "-mindepth", "1", "-user", str(NOBODY), "-delete"], capture_output=True)
 
 
 class Hidden:
@@ -138,15 +230,73 @@ class Hidden:
             os.chmod(p, m)
 
 
-def start(argv: list[str], cwd: Path, env: dict, hide, readonly, cpu_seconds: int, stdout, stderr,
-          mode: str | None = None) -> subprocess.Popen:
-    return subprocess.Popen(wrap(argv, hide, readonly, mode), cwd=cwd, env=env, stdin=subprocess.DEVNULL,
-                            stdout=stdout, stderr=stderr, start_new_session=True,
-                            preexec_fn=_limits(cpu_seconds), close_fds=True)
+class _Drain(threading.Thread):
+    """Reads a pipe to its end: keeps the first `limit` bytes (or, with keep="tail", the last TAIL bytes)
+    and counts the rest."""
+
+    def __init__(self, fd: int, limit: int, keep: str = "head"):
+        super().__init__(daemon=True)
+        self.fd, self.limit, self.keep = fd, limit, keep
+        self.data = bytearray()
+        self.total = 0
+        self.start()
+
+    def run(self):
+        with open(self.fd, "rb", buffering=0) as f:
+            while chunk := f.read(1 << 16):
+                self.total += len(chunk)
+                if self.keep == "tail":
+                    self.data += chunk
+                    del self.data[:-TAIL]
+                elif len(self.data) < self.limit:
+                    self.data += chunk[:self.limit - len(self.data)]
+
+
+class Run:
+    """A running sandboxed command: its stdout and stderr drained, its results pipe read by `on_record`."""
+
+    def __init__(self, argv: list[str], work: Path, env: dict, hide, cpu_seconds: int, mode: str | None = None):
+        self.mode = mode or detect_mode()
+        r_res, w_res = os.pipe()
+        r_out, w_out = os.pipe()
+        r_err, w_err = os.pipe()
+        self.results_fd = w_res  # its number in the child too: pass_fds keeps it
+        argv = [a.replace("{results_fd}", str(w_res)) for a in argv]
+        cmd, preexec = wrap(argv, work, hide, self.mode), None
+        if shutil.which("prlimit"):  # a preexec_fn is not safe while other threads run (parallel grading)
+            cmd = [*_prlimit(cpu_seconds), *cmd]
+        else:
+            preexec = _limits(cpu_seconds)
+        try:
+            self.proc = subprocess.Popen(cmd, cwd=work / "kit", env=env, stdin=subprocess.DEVNULL, stdout=w_out,
+                                         stderr=w_err, start_new_session=True, preexec_fn=preexec, pass_fds=(w_res,))
+        finally:
+            for fd in (w_res, w_out, w_err):
+                os.close(fd)
+        self.stdout = _Drain(r_out, PRINT_LIMIT)
+        self.stderr = _Drain(r_err, 0, keep="tail")
+        self.results = r_res
+
+    def printed(self) -> int:
+        return max(self.stdout.total, self.stderr.total)
+
+    def stderr_tail(self) -> str:
+        return bytes(self.stderr.data).decode("utf-8", "replace")
+
+    def poll(self):
+        return self.proc.poll()
+
+    def kill(self) -> None:
+        """Kill the process group (and with it the PID namespace); reap the process."""
+        kill(self.proc)
+
+    def close(self) -> None:
+        self.kill()
+        for d in (self.stdout, self.stderr):
+            d.join(timeout=5)
 
 
 def kill(proc: subprocess.Popen) -> None:
-    """Kill the process group (and with it the PID namespace); reap the process."""
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):

@@ -11,13 +11,14 @@ case data, so a mistake in one task costs points only there. The expected output
 references in `check_data.pt` (tensors only, read with weights_only=True); the student's float32
 outputs must lie within the task's tolerance of them (README, "Tolerances").
 
-`python -m hw3_utils.checks --run --cases CASES.pt --out DIR [--tasks ...]` is the grader's
-entry: it only computes outputs (DIR/<task>.pt); the comparison happens in the grader.
+`python -m hw3_utils.checks --run --cases CASES.pt --results-fd N [--tasks ...]` is the grader's
+entry: it only computes outputs and sends them down the pipe N; the comparison happens in the grader.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -293,18 +294,19 @@ def check_all(task_ids=None) -> dict[str, bool]:
 
 
 # the grader's runner ---------------------------------------------------------------------------
-def run_cases(cases_path, out_dir, tasks=None) -> None:
-    """For each task in order: DIR/<task>.started, then DIR/<task>.pt with {"outputs": [...]} or {"error": str}."""
-    from .atomic import atomic_write
+def run_cases(cases_path, results_fd: int, tasks=None) -> None:
+    """For each task in order, on the pipe `results_fd`: b"S <task>\\n" when it starts, then
+    b"R <task> <n>\\n" and n bytes of torch.save({"outputs": [...]} or {"error": str})."""
+    import io
 
-    def atomic_save(obj, path):
-        atomic_write(path, lambda f: torch.save(obj, f))
+    def send(data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(results_fd, view):]
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     cases = torch.load(cases_path, map_location="cpu", weights_only=True)
     for tid in tasks or [t for t in TASKS if t in cases]:
-        (out / f"{tid}.started").write_text("")
+        send(f"S {tid}\n".encode())
         try:
             payload = {"outputs": [task_outputs(tid, c) for c in cases[tid]]}
         except NotImplementedError as err:
@@ -313,25 +315,29 @@ def run_cases(cases_path, out_dir, tasks=None) -> None:
             raise
         except BaseException as err:  # SystemExit too: one task's failure must not end the run
             payload = {"error": describe_error(err)}
+        buf = io.BytesIO()
         try:
-            atomic_save(payload, out / f"{tid}.pt")
+            torch.save(payload, buf)
         except Exception as err:
-            atomic_save({"error": f"outputs could not be saved: {describe_error(err)}"}, out / f"{tid}.pt")
+            buf = io.BytesIO()
+            torch.save({"error": f"outputs could not be saved: {describe_error(err)}"}, buf)
+        data = buf.getvalue()
+        send(f"R {tid} {len(data)}\n".encode() + data)
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m hw3_utils.checks", description="Check the assignment's tasks.")
     p.add_argument("tasks", nargs="*", help=f"task ids ({', '.join(TASKS)}); all when none")
-    p.add_argument("--run", action="store_true", help="grader mode: compute outputs for --cases into --out")
+    p.add_argument("--run", action="store_true", help="grader mode: send the outputs for --cases to --results-fd")
     p.add_argument("--cases")
-    p.add_argument("--out")
+    p.add_argument("--results-fd", type=int)
     p.add_argument("--tasks", dest="task_list", nargs="*")
     args = p.parse_args(argv)
     if args.run:
-        if not args.cases or not args.out:
-            p.error("--run needs --cases and --out")
+        if not args.cases or args.results_fd is None:
+            p.error("--run needs --cases and --results-fd")
         torch.set_num_threads(1)
-        run_cases(args.cases, args.out, args.task_list or None)
+        run_cases(args.cases, args.results_fd, args.task_list or None)
         return 0
     unknown = [t for t in args.tasks if t not in TASKS]
     if unknown:

@@ -1,0 +1,36 @@
+"""Grade the hostile batch (tests/hostile.py) and write what each submission got as JSON.
+
+Run by tests/test_grader_unprivileged.py as an unprivileged user:
+    python tests/grade_driver.py WORKDIR RESULT.json
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+sys.path[:0] = [str(Path(__file__).resolve().parent.parent), str(Path(__file__).resolve().parent)]
+
+import hostile  # noqa: E402
+
+from grader import sandbox  # noqa: E402
+from grader.grade import grade_batch_detailed  # noqa: E402
+from grader.release import make_release  # noqa: E402
+from hw3_utils.tasks import TASK_FILES  # noqa: E402
+
+
+def main(work: Path, result: Path) -> None:
+    subs, out = work / "submissions", work / "grades"
+    subs.mkdir(parents=True)
+    release = make_release(work / "release", quiet=True, repo_url="none")
+    hostile.build(subs, out, {rel: (release / rel).read_text() for rel in TASK_FILES})
+    graded = grade_batch_detailed(subs, out, task_timeout=10.0, release_dir=release, startup=120, jobs=2)
+    json.dump({"mode": sandbox.detect_mode(), "uid": __import__("os").getuid(),
+               "points": {g.student: g.points() for g in graded},
+               "feedback": {g.student: g.markdown() for g in graded},
+               "grades_csv": (out / "grades.csv").read_text()}, open(result, "w"))
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]), Path(sys.argv[2]))
