@@ -16,11 +16,12 @@ reduced ones):
 
 Resources. In the two namespace modes the code sees one size-capped tmpfs (WRITE_LIMIT bytes,
 WRITE_FILES files) as /tmp, /dev/shm and /var/tmp; its HOME and TMPDIR are in it; the kit and every
-other mount are read-only. So all it writes, its work folder included, fits in that cap, and it all
-goes with the namespace. In every mode: rlimits (address space, file size, CPU time, no core files), a
-minimal environment, its own process group. stdout and stderr are pipes that the grader drains:
-past PRINT_LIMIT bytes the output is dropped, never fatal (`Run.printed`). The results come back on a
-third pipe (its number replaces "{results_fd}" in the command), so the code needs no writable folder of the grader's.
+other mount are read-only (a Python installation under /tmp stays visible, read-only). So all it
+writes, its work folder included, fits in that cap, and it all goes with the namespace.
+In every mode: rlimits (address space, file size, CPU time, no core files), a minimal environment,
+its own process group. stdout and stderr are pipes that the grader drains: past PRINT_LIMIT bytes
+the output is dropped, never fatal (`Run.printed`). The results come back on a third pipe (its
+number replaces "{results_fd}" in the command): the code needs no writable folder of the grader's.
 """
 
 from __future__ import annotations
@@ -51,7 +52,8 @@ _NS = ["--net", "--mount", "--pid", "--ipc", "--fork", "--kill-child", "--propag
 
 # Runs as root inside the new namespaces. $1 work folder (kit/ holds the kit, scratch/ is an empty
 # mount point), $2 tmpfs bytes, $3 tmpfs files, $4 owner of HOME, $5 user namespaces still allowed,
-# $6 count of hidden paths, then the paths, then the command.
+# $6 count of paths under /tmp to keep visible (a Python installation there), then the paths, then the
+# count of hidden paths, then the paths, then the command.
 _SETUP = r'''
 W=$1 SIZE=$2 FILES=$3 OWNER=$4 USERNS=$5; shift 5
 S="$W/scratch"
@@ -60,6 +62,12 @@ mount -n -t tmpfs -o "size=$SIZE,nr_inodes=$FILES,mode=1777" hw3-sandbox "$S" ||
 mkdir -p "$S/kit" "$S/home/mpl" "$S/home/torch" "$S/shm" "$S/var-tmp" || exit 91
 chmod 1777 "$S/shm" "$S/var-tmp" && chown -R "$OWNER" "$S/home" || exit 91
 mount -n --bind "$W/kit" "$S/kit" && mount -n -o remount,bind,ro "$S/kit" || exit 92
+k=$1; shift
+while [ "$k" -gt 0 ]; do
+  r="$S/${1#/tmp/}"
+  mkdir -p "$r" && mount -n --bind "$1" "$r" && mount -n -o remount,bind,ro "$r" || exit 99
+  shift; k=$((k-1))
+done
 mount -n --move "$S" /tmp || exit 93
 if [ -d /dev/shm ]; then mount -n --bind /tmp/shm /dev/shm || exit 94; fi
 if [ -d /var/tmp ]; then mount -n --bind /tmp/var-tmp /var/tmp || exit 94; fi
@@ -83,7 +91,8 @@ exec "$@"
 SETUP_ERRORS = {90: "cannot mount its tmpfs", 91: "cannot prepare its tmpfs", 92: "cannot mount the kit read-only",
                 93: "cannot move its tmpfs to /tmp", 94: "cannot cover /dev/shm or /var/tmp",
                 95: "cannot hide the grader's files", 96: "cannot make the file system read-only",
-                97: "cannot enter the kit", 98: "cannot limit user namespaces"}
+                97: "cannot enter the kit", 98: "cannot limit user namespaces",
+                99: "cannot keep the Python installation under /tmp visible"}
 
 
 def _works(cmd: list[str]) -> bool:
@@ -163,8 +172,9 @@ def wrap(argv: list[str], work: Path, hide: list[Path], mode: str | None = None)
         else:  # one more user namespace, ours, then none: a student's could mount an uncapped tmpfs
             head, owner, userns = ["unshare", "-r", *_NS], "0:0", "1"
             tail = ["unshare", "-U", "-m", "--map-user=1000", "--map-group=1000", "--"]
+        keep = sorted({p for p in map(os.path.realpath, (sys.prefix, sys.base_prefix)) if p.startswith("/tmp/")})
         return [*head, "--", "/bin/sh", "-c", _SETUP, "sh", str(work), str(WRITE_LIMIT), str(WRITE_FILES), owner,
-                userns, str(len(hide)), *hide, *tail, *argv]
+                userns, str(len(keep)), *keep, str(len(hide)), *hide, *tail, *argv]
     if mode == "nobody":
         return [*_PRIV_DROP, *argv]
     return list(argv)

@@ -33,14 +33,14 @@ def bundle(tmp_path_factory) -> Path:
     return source
 
 
-def run_autograder(source: Path, tmp_path: Path, submission: dict[str, Path]) -> dict:
+def run_autograder(source: Path, tmp_path: Path, submission: dict[str, Path], python: str = sys.executable) -> dict:
     root = tmp_path / "autograder"
     (root / "submission").mkdir(parents=True)
     (root / "results").mkdir()
     for name, path in submission.items():
         (root / "submission" / name).write_bytes(path.read_bytes())
     env = {k: v for k, v in os.environ.items() if not k.startswith("HW3_") and k != "PYTHONPATH"}
-    env.update(AUTOGRADER_ROOT=str(root), PYTHON=sys.executable)
+    env.update(AUTOGRADER_ROOT=str(root), PYTHON=python)
     res = subprocess.run(["bash", str(source / "run_autograder")], env=env, capture_output=True, text=True,
                          timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
@@ -75,3 +75,23 @@ def test_stub_loose_files_score_0(bundle, tmp_path):
     assert res["score"] == 0
     assert all(t["score"] == 0 and "not implemented" in t["output"] for t in res["tests"])
     assert "sandbox" in res["output"]
+
+
+def test_setup_sh_installs_what_run_autograder_needs(bundle, tmp_path):
+    """setup.sh in a fresh virtual environment, through the package index this machine reaches (TORCH_INDEX=
+    is pip's own); run_autograder with that environment grades the solution 100 and the stubs 0."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
+    python = str(venv / "bin" / "python")
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    env.update(PYTHON=python, TORCH_INDEX="")
+    res = subprocess.run(["bash", str(bundle / "setup.sh")], env=env, capture_output=True, text=True, timeout=1500)
+    assert res.returncode == 0, res.stderr[-3000:]
+    zpath = tmp_path / "sub.zip"
+    with zipfile.ZipFile(zpath, "w") as z:
+        for rel in TASK_FILES:
+            z.write(REPO / rel, rel)
+    assert run_autograder(bundle, tmp_path / "solution", {"submission.zip": zpath}, python)["score"] == 100
+    release = bundle / "release"
+    stubs = {Path(rel).name: release / rel for rel in TASK_FILES}
+    assert run_autograder(bundle, tmp_path / "stubs", stubs, python)["score"] == 0

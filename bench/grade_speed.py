@@ -1,0 +1,114 @@
+"""Seconds per submission of `make grade`, one at a time and in parallel, over generated submissions.
+
+    python bench/grade_speed.py [--count 50] [--jobs 1 2] [--json PATH]
+
+The submissions cycle through the solution, the stubs and every known mistake (tests check the grades;
+this only times them). The reference is built once, outside the timings, as `make grade` does once per
+batch. It also times the fixed costs inside one submission's run: a bare sandbox, and Python importing
+torch and the kit in it. It prints a table; it asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from grader import sandbox  # noqa: E402
+from grader.grade import default_jobs, grade_batch_detailed  # noqa: E402
+from grader.patches import patched_source  # noqa: E402
+from grader.reference import build_reference, save_reference  # noqa: E402
+from grader.release import make_release  # noqa: E402
+from hw3_utils.atomic import atomic_write  # noqa: E402
+from hw3_utils.tasks import TASK_FILES, mistakes  # noqa: E402
+
+TARGET = (300, 600.0)  # issue 17: 300 submissions in 10 minutes on 2 cores
+
+
+def generate(subs: Path, release: Path, count: int) -> None:
+    solution = {rel: (REPO / rel).read_text() for rel in TASK_FILES}
+    kinds = [("solution", solution), ("stub", {rel: (release / rel).read_text() for rel in TASK_FILES})]
+    kinds += [(m.name, {**solution, m.file: patched_source(m)}) for _, m in mistakes()]
+    for i in range(count):
+        name, members = kinds[i % len(kinds)]
+        with zipfile.ZipFile(subs / f"s{i:03d}_{name}.zip", "w", zipfile.ZIP_DEFLATED) as z:
+            for rel, text in members.items():
+                z.writestr(rel, text)
+
+
+def fixed_costs(root: Path, repeats: int = 3) -> dict[str, float]:
+    """Median seconds of: a sandbox running `true`; Python importing torch; and importing the kit, in a sandbox."""
+    work = root / "fixed"
+    kit = work / "kit"
+    kit.mkdir(parents=True)
+    make_release(root / "fixed-release", quiet=True, repo_url="none")
+    os.rename(root / "fixed-release" / "hw3_utils", kit / "hw3_utils")
+    sandbox.prepare_workdir(work)
+    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(sandbox.home_path(work)), "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": str(sandbox.kit_path(work)), "MPLBACKEND": "Agg",
+           "MPLCONFIGDIR": str(sandbox.home_path(work) / "mpl"), "PYTHONDONTWRITEBYTECODE": "1"}
+    runs = {"sandbox alone (true)": ["true"],
+            "+ python, import torch": [sandbox.python(), "-c", "import torch"],
+            "+ import hw3_utils.checks (torchvision, matplotlib)": [sandbox.python(), "-c", "import hw3_utils.checks"]}
+    out = {}
+    for name, argv in runs.items():
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            run = sandbox.Run(argv, work, env, [], 300)
+            run.proc.wait()
+            run.close()
+            os.close(run.results)
+            times.append(time.perf_counter() - t0)
+        out[name] = sorted(times)[len(times) // 2]
+    return out
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--count", type=int, default=50)
+    p.add_argument("--jobs", type=int, nargs="+", default=[1, default_jobs()])
+    p.add_argument("--json", default=None)
+    args = p.parse_args()
+    root = Path(tempfile.mkdtemp(prefix="hw3-grade-speed-"))
+    release = make_release(root / "release", quiet=True, repo_url="none")
+    subs = root / "subs"
+    subs.mkdir()
+    generate(subs, release, args.count)
+    ref = root / "reference" / "reference.pt"
+    ref.parent.mkdir()
+    save_reference(build_reference(), ref)
+    res = {"mode": sandbox.detect_mode(), "cores": default_jobs(), "count": args.count,
+           "fixed_costs_s": fixed_costs(root), "batches": []}
+    for jobs in args.jobs:
+        t0 = time.perf_counter()
+        graded = grade_batch_detailed(subs, root / f"out{jobs}", task_timeout=60.0, release_dir=release,
+                                      reference=ref, jobs=jobs)
+        wall = time.perf_counter() - t0
+        res["batches"].append({"jobs": jobs, "seconds": wall, "per_submission": wall / len(graded),
+                               "projected_300_min": 300 * wall / len(graded) / 60})
+    n, limit = TARGET
+    print(f"grading speed, {res['count']} generated submissions, sandbox {res['mode']}, {res['cores']} cores")
+    print("| fixed cost inside one run | seconds |\n|---|---|")
+    for k, v in res["fixed_costs_s"].items():
+        print(f"| {k} | {v:.2f} |")
+    print("\n| jobs | batch s | s / submission | 300 submissions |\n|---|---|---|---|")
+    for b in res["batches"]:
+        print(f"| {b['jobs']} | {b['seconds']:.0f} | {b['per_submission']:.2f} | {b['projected_300_min']:.1f} min "
+              f"(target {limit / 60:.0f} min for {n}) |")
+    if args.json:
+        atomic_write(Path(args.json), json.dumps(res, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
