@@ -316,7 +316,7 @@ class _Results(threading.Thread):
 
 
 def run_submission(work: Path, cases: dict, task_timeout: float, hide: list[Path],
-                   startup: float = STARTUP_SECONDS) -> tuple[dict[str, tuple[str, object]], int]:
+                   startup: float = STARTUP_SECONDS, zygote=None) -> tuple[dict[str, tuple[str, object]], int]:
     """Run the checks' runner on `work`/kit for every task: ({task: ("outputs", [...]) | ("error", msg)}, the
     most bytes the code printed on stdout or stderr in one run)."""
     tasks = [t for t in _tasks() if t in cases]
@@ -335,7 +335,7 @@ def run_submission(work: Path, cases: dict, task_timeout: float, hide: list[Path
         argv = [sandbox.python(), "-m", "hw3_utils.checks", "--run", "--cases", str(kit / "cases.pt"),
                 "--results-fd", "{results_fd}", "--tasks", *remaining]
         cpu = int(startup + task_timeout * len(remaining) + 30)
-        run = sandbox.Run(argv, work, env, hide, cpu)
+        run = sandbox.Run(argv, work, env, hide, cpu, zygote=zygote)
         pipe = _Results(run.results, remaining)
         t0 = time.monotonic()
         reason = None
@@ -356,7 +356,7 @@ def run_submission(work: Path, cases: dict, task_timeout: float, hide: list[Path
         run.close()  # a finished run's stray children go with the namespace or the process group
         pipe.join(timeout=10)
         printed = max(printed, run.printed())
-        rc = run.proc.returncode if reason is None else None
+        rc = run.returncode if reason is None else None
         seen = dict(pipe.started)
         done = []
         for t in remaining:
@@ -446,7 +446,7 @@ class Graded:
 
 
 def grade_one(zpath: Path, work: Path, release_kit: Path, ref: dict, task_timeout: float, hide,
-              startup: float = STARTUP_SECONDS) -> Graded:
+              startup: float = STARTUP_SECONDS, zygote=None) -> Graded:
     """Grade one zip in the folder `work` (its own, removed afterwards)."""
     from hw3_utils.checks import compare
 
@@ -476,7 +476,7 @@ def grade_one(zpath: Path, work: Path, release_kit: Path, ref: dict, task_timeou
             if rel not in ex.files:
                 notes.append(f"{rel} is missing or was rejected: the kit's stub is used, its tasks get 0")
         cases = {t: ref["cases"][t] for t in tasks}
-        results, printed = run_submission(work, cases, task_timeout, hide, startup)
+        results, printed = run_submission(work, cases, task_timeout, hide, startup, zygote)
         if printed > sandbox.PRINT_LIMIT:
             notes.append(f"your code printed more than {sandbox.PRINT_LIMIT // MiB} MB; remove the print calls "
                          "inside loops (the output past that was dropped; your tasks were still graded)")
@@ -503,16 +503,21 @@ def grade_one(zpath: Path, work: Path, release_kit: Path, ref: dict, task_timeou
     return Graded(student, status, per_task, notes, sandbox.DESCRIPTION[sandbox.detect_mode()], flags)
 
 
-def preflight(batch: Path, hide) -> None:
+# Imports no run has made yet (the fork server preloads torch): the standard library and site-packages
+# must be readable by the sandboxed user, not only already in memory.
+PREFLIGHT = "import torch, torchvision, zipapp, scipy"
+
+
+def preflight(batch: Path, hide, zygote=None) -> None:
     """The sandboxed user must be able to start Python and import torch, else every grade would be 0."""
     work = batch / "preflight"
     (work / "kit").mkdir(parents=True)
     sandbox.prepare_workdir(work)
     home = sandbox.home_path(work)
     env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(home), "OMP_NUM_THREADS": "1"}
-    run = sandbox.Run([sandbox.python(), "-c", "import torch, torchvision"], work, env, hide, 300)
+    run = sandbox.Run([sandbox.python(), "-c", PREFLIGHT], work, env, hide, 300, zygote=zygote)
     try:
-        rc = run.proc.wait(timeout=300)
+        rc = run.wait(timeout=300)
     except subprocess.TimeoutExpired:
         rc = None
     run.close()
@@ -578,14 +583,16 @@ def grade_batch_detailed(submissions: Path, out: Path, task_timeout: float = 60.
     # in "nobody" mode the clean-up after a submission kills every process of nobody: one at a time
     jobs = 1 if mode == "nobody" else max(1, jobs or default_jobs())
     rows: list[Graded] = []
+    # the fork server: Python and torch started once per batch (HW3_GRADER_ZYGOTE=0: a new process per run)
+    zygote = sandbox.Zygote() if os.environ.get("HW3_GRADER_ZYGOTE", "1") != "0" else None
     try:
-        preflight(batch, hide_ns)
+        preflight(batch, hide_ns, zygote)
         kit = Path(release_dir) if release_dir else make_release(batch / "release", quiet=True, repo_url="none")
         entries = sorted(p for p in submissions.iterdir() if p.is_file() and not p.name.startswith("."))
         bar = Progress(len(entries), progress) if progress else None
 
         def one(i: int, z: Path) -> Graded:
-            graded = grade_one(z, batch / f"w{i}", kit, ref, task_timeout, hide_ns, startup)
+            graded = grade_one(z, batch / f"w{i}", kit, ref, task_timeout, hide_ns, startup, zygote)
             safe = re.sub(r"[^A-Za-z0-9_.-]", "_", graded.student) or "submission"
             atomic_write(out / "feedback" / f"{safe}.md", graded.markdown())
             return graded
@@ -597,6 +604,8 @@ def grade_batch_detailed(submissions: Path, out: Path, task_timeout: float = 60.
                     bar.step(f.result().student)
             rows = [f.result() for f in futures]
     finally:
+        if zygote:
+            zygote.close()
         shutil.rmtree(batch, ignore_errors=True)
     table = io.StringIO(newline="")
     w = csv.DictWriter(table, fieldnames=["student", *_tasks(), "total", "status"])

@@ -27,10 +27,12 @@ number replaces "{results_fd}" in the command): the code needs no writable folde
 from __future__ import annotations
 
 import functools
+import json
 import os
 import resource
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -52,8 +54,10 @@ _NS = ["--net", "--mount", "--pid", "--ipc", "--fork", "--kill-child", "--propag
 
 # Runs as root inside the new namespaces. $1 work folder (kit/ holds the kit, scratch/ is an empty
 # mount point), $2 tmpfs bytes, $3 tmpfs files, $4 owner of HOME, $5 user namespaces still allowed,
-# $6 count of paths under /tmp to keep visible (a Python installation there), then the paths, then the
-# count of hidden paths, then the paths, then the command.
+# $6 count of paths under /tmp to keep visible (a Python installation there), then the paths; the count
+# of folders to cover with an empty tmpfs because nobody may not traverse them (/root, 0700, above a
+# Python installation), then they, then the count and the paths to bring back inside them; the count
+# of hidden paths, then the paths; then the command.
 _SETUP = r'''
 W=$1 SIZE=$2 FILES=$3 OWNER=$4 USERNS=$5; shift 5
 S="$W/scratch"
@@ -67,6 +71,18 @@ while [ "$k" -gt 0 ]; do
   r="$S/${1#/tmp/}"
   mkdir -p "$r" && mount -n --bind "$1" "$r" && mount -n -o remount,bind,ro "$r" || exit 99
   shift; k=$((k-1))
+done
+c=$1; shift; covers=""
+while [ "$c" -gt 0 ]; do covers="$covers $1"; shift; c=$((c-1)); done
+b=$1; shift; i=0; backs=""
+while [ "$i" -lt "$b" ]; do
+  mkdir "$S/.back$i" && mount -n --bind "$1" "$S/.back$i" || exit 89
+  backs="$backs $1"; shift; i=$((i+1))
+done
+for a in $covers; do mount -n -t tmpfs -o size=64k,mode=0755 cover "$a" || exit 89; done
+i=0
+for p in $backs; do
+  mkdir -p "$p" && mount -n --move "$S/.back$i" "$p" && rmdir "$S/.back$i" || exit 89; i=$((i+1))
 done
 mount -n --move "$S" /tmp || exit 93
 if [ -d /dev/shm ]; then mount -n --bind /tmp/shm /dev/shm || exit 94; fi
@@ -88,7 +104,8 @@ done
 cd /tmp/kit || exit 97
 exec "$@"
 '''
-SETUP_ERRORS = {90: "cannot mount its tmpfs", 91: "cannot prepare its tmpfs", 92: "cannot mount the kit read-only",
+SETUP_ERRORS = {89: "cannot make the Python installation reachable", 90: "cannot mount its tmpfs",
+                91: "cannot prepare its tmpfs", 92: "cannot mount the kit read-only",
                 93: "cannot move its tmpfs to /tmp", 94: "cannot cover /dev/shm or /var/tmp",
                 95: "cannot hide the grader's files", 96: "cannot make the file system read-only",
                 97: "cannot enter the kit", 98: "cannot limit user namespaces",
@@ -162,6 +179,34 @@ def _prlimit(cpu_seconds: int) -> list[str]:
             f"--cpu={cpu_seconds}:{cpu_seconds + 5}", "--"]
 
 
+def python_paths() -> list[str]:
+    """The Python installation's folders (the environment's and the base interpreter's), resolved."""
+    return sorted({os.path.realpath(p) for p in (sys.prefix, sys.base_prefix)})
+
+
+def _unreachable(path: str) -> str | None:
+    """The topmost folder above `path` that others may not traverse (None: all of them may)."""
+    for d in [*reversed(Path(path).parents), Path(path)]:
+        if not os.stat(d).st_mode & 0o001:
+            return str(d)
+    return None
+
+
+def setup_command(mode: str, work: Path, hide: list[str], owner: str, userns: str) -> list[str]:
+    """The setup shell's command line, without the command it ends with."""
+    keep = [p for p in python_paths() if p.startswith("/tmp/")]
+    covers, backs = [], []
+    if mode == "namespaces":  # user nobody must reach the installation (CI's Python is under /root, 0700)
+        for p in python_paths():
+            a = _unreachable(p)
+            if a and not p.startswith("/tmp/"):
+                covers.append(a)
+                backs.append(p)
+    covers = [a for a in sorted(set(covers)) if not any(a != b and a.startswith(b + "/") for b in covers)]
+    return ["/bin/sh", "-c", _SETUP, "sh", str(work), str(WRITE_LIMIT), str(WRITE_FILES), owner, userns,
+            str(len(keep)), *keep, str(len(covers)), *covers, str(len(backs)), *backs, str(len(hide)), *hide]
+
+
 def wrap(argv: list[str], work: Path, hide: list[Path], mode: str | None = None) -> list[str]:
     """The command line that runs `argv` in the sandbox of `mode`, from `work`/kit (the kit's copy)."""
     mode = mode or detect_mode()
@@ -172,9 +217,7 @@ def wrap(argv: list[str], work: Path, hide: list[Path], mode: str | None = None)
         else:  # one more user namespace, ours, then none: a student's could mount an uncapped tmpfs
             head, owner, userns = ["unshare", "-r", *_NS], "0:0", "1"
             tail = ["unshare", "-U", "-m", "--map-user=1000", "--map-group=1000", "--"]
-        keep = sorted({p for p in map(os.path.realpath, (sys.prefix, sys.base_prefix)) if p.startswith("/tmp/")})
-        return [*head, "--", "/bin/sh", "-c", _SETUP, "sh", str(work), str(WRITE_LIMIT), str(WRITE_FILES), owner,
-                userns, str(len(keep)), *keep, str(len(hide)), *hide, *tail, *argv]
+        return [*head, "--", *setup_command(mode, work, hide, owner, userns), *tail, *argv]
     if mode == "nobody":
         return [*_PRIV_DROP, *argv]
     return list(argv)
@@ -262,24 +305,122 @@ class _Drain(threading.Thread):
                     self.data += chunk[:self.limit - len(self.data)]
 
 
-class Run:
-    """A running sandboxed command: its stdout and stderr drained, its results pipe read by `on_record`."""
+class _Status(threading.Thread):
+    """The exit status the zygote's child C reports for its command (EOF without one: C itself died)."""
 
-    def __init__(self, argv: list[str], work: Path, env: dict, hide, cpu_seconds: int, mode: str | None = None):
+    def __init__(self, fd: int):
+        super().__init__(daemon=True)
+        self.fd, self.code = fd, None
+        self.start()
+
+    def run(self):
+        with open(self.fd, "rb") as f:
+            line = f.readline(32).strip()
+        self.code = int(line) if line.lstrip(b"-").isdigit() else -signal.SIGKILL
+
+
+class Zygote:
+    """The fork server (grader/zygote.py): started once per batch, it forks one sandbox per run, so that
+    starting Python and importing torch, torchvision and matplotlib is paid once, not per submission."""
+
+    def __init__(self):
+        self.home = Path(tempfile.mkdtemp(prefix="hw3-zygote-"))
+        os.chmod(self.home, 0o755)
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(self.home), "MPLCONFIGDIR": str(self.home / "mpl"),
+               "MPLBACKEND": "Agg", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE",
+               "LC_ALL": "C.UTF-8"}
+        self.log = open(self.home / "zygote.log", "wb")
+        self.proc = subprocess.Popen([python(), "-I", str(Path(__file__).with_name("zygote.py")), str(theirs.fileno())],
+                                     env=env, stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log,
+                                     start_new_session=True, pass_fds=(theirs.fileno(),))
+        theirs.close()
+        self.sock, self.lock = ours, threading.Lock()
+        self.sock.settimeout(600)
+        try:
+            ready = self.sock.recv(64)
+        except OSError:
+            ready = b""
+        if b"ready" not in ready:
+            self.close()
+            raise RuntimeError(f"the grader's fork server did not start: {self.log_tail()}")
+
+    def log_tail(self) -> str:
+        try:
+            return (self.home / "zygote.log").read_bytes()[-2000:].decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    def spawn(self, request: dict, fds: list[int]) -> int:
+        with self.lock:
+            socket.send_fds(self.sock, [json.dumps(request).encode()], fds)
+            reply = self.sock.recv(256)
+        if not reply:
+            raise RuntimeError(f"the grader's fork server stopped: {self.log_tail()}")
+        return json.loads(reply)["pid"]
+
+    def close(self) -> None:
+        self.sock.close()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
+        shutil.rmtree(self.home, ignore_errors=True)
+
+
+def _request(argv: list[str], work: Path, env: dict, hide, cpu_seconds: int, mode: str) -> dict:
+    """What the zygote's child does for `mode`: the same sandbox as `wrap`, built with system calls."""
+    hide = [str(p) for p in hide if Path(p).exists()]
+    ns = ["mount", "net", "ipc", "pid"]
+    req = {"namespaces": [], "setup": None, "drop": None, "uid": NOBODY, "cwd": str(kit_path(work, mode)),
+           "kit": str(kit_path(work, mode)), "env": env, "argv": argv[1:],
+           "limits": {"RLIMIT_AS": [MEMORY_LIMIT, MEMORY_LIMIT], "RLIMIT_FSIZE": [FILE_LIMIT, FILE_LIMIT],
+                      "RLIMIT_CORE": [0, 0], "RLIMIT_CPU": [cpu_seconds, cpu_seconds + 5]}}
+    if mode == "namespaces":
+        req.update(namespaces=ns, drop="nobody",
+                   setup=[*setup_command(mode, work, hide, f"{NOBODY}:{NOBODY}", "keep"), "true"])
+    elif mode == "userns":
+        req.update(namespaces=["user", *ns], drop="nested", uid=1000,
+                   setup=[*setup_command(mode, work, hide, "0:0", "1"), "true"])
+    elif mode == "nobody":
+        req.update(drop="nobody")
+    return req
+
+
+class Run:
+    """A running sandboxed command (`python ...`): its stdout and stderr drained, its results pipe open for
+    the caller (`results`), its exit status in `returncode`. Forked by the zygote when one is given,
+    else started as a new process."""
+
+    def __init__(self, argv: list[str], work: Path, env: dict, hide, cpu_seconds: int, mode: str | None = None,
+                 zygote: Zygote | None = None):
         self.mode = mode or detect_mode()
         r_res, w_res = os.pipe()
         r_out, w_out = os.pipe()
         r_err, w_err = os.pipe()
-        self.results_fd = w_res  # its number in the child too: pass_fds keeps it
-        argv = [a.replace("{results_fd}", str(w_res)) for a in argv]
-        cmd, preexec = wrap(argv, work, hide, self.mode), None
-        if shutil.which("prlimit"):  # a preexec_fn is not safe while other threads run (parallel grading)
-            cmd = [*_prlimit(cpu_seconds), *cmd]
-        else:
-            preexec = _limits(cpu_seconds)
+        self.proc = self.status = None
         try:
-            self.proc = subprocess.Popen(cmd, cwd=work / "kit", env=env, stdin=subprocess.DEVNULL, stdout=w_out,
-                                         stderr=w_err, start_new_session=True, preexec_fn=preexec, pass_fds=(w_res,))
+            if zygote:
+                r_st, w_st = os.pipe()
+                try:
+                    self.pid = zygote.spawn(_request(argv, work, env, hide, cpu_seconds, self.mode),
+                                            [w_out, w_err, w_res, w_st])
+                finally:
+                    os.close(w_st)
+                self.status = _Status(r_st)
+            else:
+                argv = [a.replace("{results_fd}", str(w_res)) for a in argv]  # pass_fds keeps the number
+                cmd, preexec = wrap(argv, work, hide, self.mode), None
+                if shutil.which("prlimit"):  # a preexec_fn is not safe while other threads run (parallel grading)
+                    cmd = [*_prlimit(cpu_seconds), *cmd]
+                else:
+                    preexec = _limits(cpu_seconds)
+                self.proc = subprocess.Popen(cmd, cwd=work / "kit", env=env, stdin=subprocess.DEVNULL,
+                                             stdout=w_out, stderr=w_err, start_new_session=True, preexec_fn=preexec,
+                                             pass_fds=(w_res,))
+                self.pid = self.proc.pid
         finally:
             for fd in (w_res, w_out, w_err):
                 os.close(fd)
@@ -293,12 +434,38 @@ class Run:
     def stderr_tail(self) -> str:
         return bytes(self.stderr.data).decode("utf-8", "replace")
 
+    @property
+    def returncode(self):
+        return self.proc.returncode if self.proc else (None if self.status.is_alive() else self.status.code)
+
     def poll(self):
-        return self.proc.poll()
+        return self.proc.poll() if self.proc else self.returncode
+
+    def wait(self, timeout: float):
+        if self.proc:
+            return self.proc.wait(timeout=timeout)
+        self.status.join(timeout)
+        if self.status.is_alive():
+            raise subprocess.TimeoutExpired("sandbox", timeout)
+        return self.status.code
 
     def kill(self) -> None:
-        """Kill the process group (and with it the PID namespace); reap the process."""
-        kill(self.proc)
+        """Kill the command and everything it started (its PID namespace, or its process group)."""
+        if self.proc:
+            kill(self.proc)
+            return
+        # C reports, then exits: only while it has not reported is its pid surely still its own
+        if self.status.is_alive():
+            try:
+                os.kill(self.pid, signal.SIGTERM)  # C kills G, PID 1 of the namespace
+            except ProcessLookupError:
+                pass
+            self.status.join(10)
+        if self.mode == "none":  # no PID namespace: what G left in C's process group
+            try:
+                os.killpg(self.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
 
     def close(self) -> None:
         self.kill()
