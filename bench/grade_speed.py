@@ -1,11 +1,11 @@
 """Seconds per submission of `make grade`, one at a time and in parallel, over generated submissions.
 
-    python bench/grade_speed.py [--count 50] [--jobs 1 2] [--json PATH]
+    python bench/grade_speed.py [--count 50] [--jobs 1 2] [--no-zygote] [--json PATH]
 
 The submissions cycle through the solution, the stubs and every known mistake (tests check the grades;
-this only times them). The reference is built once, outside the timings, as `make grade` does once per
-batch. It also times the fixed costs inside one submission's run: a bare sandbox, and Python importing
-torch and the kit in it. It prints a table; it asserts nothing.
+this only times them). `--no-zygote` grades with a new process per run, as before the fork server. The
+reference is built once, outside the timings, as `make grade` does once per batch. It also times the
+fixed costs of one sandboxed run. It prints a table; it asserts nothing.
 """
 
 from __future__ import annotations
@@ -46,7 +46,8 @@ def generate(subs: Path, release: Path, count: int) -> None:
 
 
 def fixed_costs(root: Path, repeats: int = 3) -> dict[str, float]:
-    """Median seconds of: a sandbox running `true`; Python importing torch; and importing the kit, in a sandbox."""
+    """Median seconds of one sandboxed run: `true`, Python importing torch, importing the kit; started as a new
+    process (the exec path) and forked by the fork server (the default)."""
     work = root / "fixed"
     kit = work / "kit"
     kit.mkdir(parents=True)
@@ -56,20 +57,27 @@ def fixed_costs(root: Path, repeats: int = 3) -> dict[str, float]:
     env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(sandbox.home_path(work)), "OMP_NUM_THREADS": "1",
            "PYTHONPATH": str(sandbox.kit_path(work)), "MPLBACKEND": "Agg",
            "MPLCONFIGDIR": str(sandbox.home_path(work) / "mpl"), "PYTHONDONTWRITEBYTECODE": "1"}
-    runs = {"sandbox alone (true)": ["true"],
-            "+ python, import torch": [sandbox.python(), "-c", "import torch"],
-            "+ import hw3_utils.checks (torchvision, matplotlib)": [sandbox.python(), "-c", "import hw3_utils.checks"]}
+    py = sandbox.python()
+    runs = {"new process: sandbox alone (true)": (["true"], False),
+            "new process: python, import torch": ([py, "-c", "import torch"], False),
+            "new process: import hw3_utils.checks (torch, torchvision, matplotlib)":
+                ([py, "-c", "import hw3_utils.checks"], False),
+            "fork server: sandbox, import hw3_utils.checks": ([py, "-c", "import hw3_utils.checks"], True)}
+    zygote = sandbox.Zygote()
     out = {}
-    for name, argv in runs.items():
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            run = sandbox.Run(argv, work, env, [], 300)
-            run.proc.wait()
-            run.close()
-            os.close(run.results)
-            times.append(time.perf_counter() - t0)
-        out[name] = sorted(times)[len(times) // 2]
+    try:
+        for name, (argv, forked) in runs.items():
+            times = []
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                run = sandbox.Run(argv, work, env, [], 300, zygote=zygote if forked else None)
+                run.wait(300)
+                run.close()
+                os.close(run.results)
+                times.append(time.perf_counter() - t0)
+            out[name] = sorted(times)[len(times) // 2]
+    finally:
+        zygote.close()
     return out
 
 
@@ -78,7 +86,11 @@ def main() -> int:
     p.add_argument("--count", type=int, default=50)
     p.add_argument("--jobs", type=int, nargs="+", default=[1, default_jobs()])
     p.add_argument("--json", default=None)
+    p.add_argument("--repeats", type=int, default=3, help="runs per fixed cost (the median is shown)")
+    p.add_argument("--no-zygote", action="store_true", help="a new process per run, as before the fork server")
     args = p.parse_args()
+    if args.no_zygote:
+        os.environ["HW3_GRADER_ZYGOTE"] = "0"
     root = Path(tempfile.mkdtemp(prefix="hw3-grade-speed-"))
     release = make_release(root / "release", quiet=True, repo_url="none")
     subs = root / "subs"
@@ -87,8 +99,8 @@ def main() -> int:
     ref = root / "reference" / "reference.pt"
     ref.parent.mkdir()
     save_reference(build_reference(), ref)
-    res = {"mode": sandbox.detect_mode(), "cores": default_jobs(), "count": args.count,
-           "fixed_costs_s": fixed_costs(root), "batches": []}
+    res = {"mode": sandbox.detect_mode(), "cores": default_jobs(), "count": args.count, "zygote": not args.no_zygote,
+           "fixed_costs_s": fixed_costs(root, args.repeats), "batches": []}
     for jobs in args.jobs:
         t0 = time.perf_counter()
         graded = grade_batch_detailed(subs, root / f"out{jobs}", task_timeout=60.0, release_dir=release,
@@ -97,7 +109,8 @@ def main() -> int:
         res["batches"].append({"jobs": jobs, "seconds": wall, "per_submission": wall / len(graded),
                                "projected_300_min": 300 * wall / len(graded) / 60})
     n, limit = TARGET
-    print(f"grading speed, {res['count']} generated submissions, sandbox {res['mode']}, {res['cores']} cores")
+    print(f"grading speed, {res['count']} generated submissions, sandbox {res['mode']}, {res['cores']} cores, "
+          f"{'fork server' if res['zygote'] else 'a new process per run'}")
     print("| fixed cost inside one run | seconds |\n|---|---|")
     for k, v in res["fixed_costs_s"].items():
         print(f"| {k} | {v:.2f} |")

@@ -73,8 +73,7 @@ exec "${PYTHON:-python3}" -m grader.gradescope run --root "$ROOT" --source "$SRC
 """
 
 BUNDLE_GRADER_FILES = ("__init__.py", "__main__.py", "grade.py", "gradescope.py", "reference.py", "release.py",
-                       "summary.py",
-                       "sandbox.py")
+                       "summary.py", "sandbox.py", "zygote.py")
 
 
 def build_bundle(out: Path) -> Path:

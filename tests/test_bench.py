@@ -194,3 +194,12 @@ def test_cpu_speed_prints_every_path(tmp_path):
     assert names[:5] == ["dataloader (PIL workers), NCHW", "tensor data, NCHW", "tensor data, channels_last",
                          "tensor data, channels_last, 1 thread", "tensor data, channels_last, bf16 autocast"]
     assert all(float(r[1]) > 0 for r in rec["rows"]) and "s/epoch" in out
+
+
+def test_grade_speed_prints_both_ways(tmp_path):
+    out = run_script([BENCH / "grade_speed.py", "--count", "3", "--jobs", "1", "2", "--repeats", "1",
+                      "--json", tmp_path / "g.json"], tmp_path)
+    rec = json.loads((tmp_path / "g.json").read_text())
+    assert [b["jobs"] for b in rec["batches"]] == [1, 2] and rec["count"] == 3 and rec["zygote"]
+    assert all(b["per_submission"] > 0 for b in rec["batches"])
+    assert len(rec["fixed_costs_s"]) == 4 and "| jobs | batch s | s / submission |" in out

@@ -197,3 +197,27 @@ def test_class_summary(batch):
     assert sum(s["histogram"]) == n and s["histogram"][9] == sum(g.total >= 90 for g in graded)
     lines = headline(s)
     assert len(lines) == 5 and lines[0].startswith(f"graded {n} submission(s): mean")
+
+
+def test_fork_server_children_hold_no_solution(tmp_path):
+    """A run forked by the fork server finds torch already imported, but nothing of the kit or the grader:
+    no solution code, no reference, in memory; and it runs in the mode's sandbox (not as root)."""
+    work = tmp_path / "w"
+    (work / "kit").mkdir(parents=True)
+    sandbox.prepare_workdir(work)
+    code = ("import sys, os, json; print(json.dumps({'mods': sorted(m for m in sys.modules if m.split('.')[0] in "
+            "('torch', 'hw3_utils', 'grader', 'sandbox', 'zygote')), 'uid': os.getuid(), 'cwd': os.getcwd()}))")
+    zygote = sandbox.Zygote()
+    try:
+        run = sandbox.Run([sys.executable, "-c", code], work, {"PATH": "/usr/bin:/bin"}, [], 60, zygote=zygote)
+        assert run.wait(60) == 0, run.stderr_tail()
+        run.close()
+        os.close(run.results)
+    finally:
+        zygote.close()
+    got = json.loads(bytes(run.stdout.data).decode())
+    assert "torch" in got["mods"]
+    assert not [m for m in got["mods"] if not m.startswith("torch")], got["mods"]
+    assert got["cwd"] == str(sandbox.kit_path(work))
+    if sandbox.detect_mode() in ("namespaces", "nobody"):
+        assert got["uid"] == sandbox.NOBODY
