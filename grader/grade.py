@@ -4,8 +4,9 @@ Per submission (student id = the zip's stem):
 1. extract an allowlist only (the task files, notebooks/*.ipynb, runs/*/fid.json, manifest.json),
    refusing unsafe paths, links, duplicates and oversized members (declared and while streaming);
 2. overlay the task files on a copy of the STUDENT kit (stubs; never the solution) and run
-   `python -m hw3_utils.checks --run` there, sandboxed (grader/sandbox.py), one task after the
-   other, each with a time limit; a hung or crashed task fails alone and the rest run again;
+   `python -m hw3_utils.checks --run` there, sandboxed (grader/sandbox.py; forked from the fork server,
+   grader/zygote.py), one task after the other, each with a time limit; a hung or crashed task fails
+   alone and the rest run again; `jobs` submissions at once, each in its own work folder;
 3. read the outputs (tensors only, weights_only) and compare them here, with the expected values
    computed from the solution in this process (or a prebuilt reference, for Gradescope).
 """

@@ -221,3 +221,22 @@ def test_fork_server_children_hold_no_solution(tmp_path):
     assert got["cwd"] == str(sandbox.kit_path(work))
     if sandbox.detect_mode() in ("namespaces", "nobody"):
         assert got["uid"] == sandbox.NOBODY
+
+
+def test_new_process_path_grades_the_same(tmp_path, monkeypatch):
+    """HW3_GRADER_ZYGOTE=0, a new process per run (the path without the fork server): the same grades for a
+    hung task, a crash at import, a flood and a daemon, and the solution after them; nothing left behind."""
+    monkeypatch.setenv("HW3_GRADER_ZYGOTE", "0")
+    subs = tmp_path / "subs"
+    subs.mkdir()
+    release = make_release(tmp_path / "release", quiet=True, repo_url="none")
+    hostile.build(subs, tmp_path / "out", {rel: (release / rel).read_text() for rel in TASK_FILES})
+    chosen = {"h_loop", "h_exit_import", "h_flood", "h_daemon", "zz_solution"}
+    for z in subs.iterdir():
+        if z.stem not in chosen:
+            z.unlink()
+    graded = grade_batch_detailed(subs, tmp_path / "out", task_timeout=TIMEOUT, release_dir=release, jobs=2)
+    points = {g.student: g.points() for g in graded}
+    problems = hostile.check(points, {g.student: g.markdown() for g in graded})
+    assert [p for p in problems if p.split(":")[0] in chosen] == [] and set(points) == chosen
+    assert hostile.leftovers() == []
