@@ -54,8 +54,7 @@ def fixed_costs(root: Path, repeats: int = 3) -> dict[str, float]:
     make_release(root / "fixed-release", quiet=True, repo_url="none")
     os.rename(root / "fixed-release" / "hw3_utils", kit / "hw3_utils")
     sandbox.prepare_workdir(work)
-    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(sandbox.home_path(work)), "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": str(sandbox.kit_path(work)), "MPLBACKEND": "Agg",
+    env = {**sandbox.BASE_ENV, "HOME": str(sandbox.home_path(work)), "PYTHONPATH": str(sandbox.kit_path(work)),
            "MPLCONFIGDIR": str(sandbox.home_path(work) / "mpl"), "PYTHONDONTWRITEBYTECODE": "1"}
     py = sandbox.python()
     runs = {"new process: sandbox alone (true)": (["true"], False),

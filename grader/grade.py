@@ -324,11 +324,8 @@ def run_submission(work: Path, cases: dict, task_timeout: float, hide: list[Path
     torch.save(cases, work / "kit" / "cases.pt")
     sandbox.prepare_workdir(work)
     kit, home = sandbox.kit_path(work), sandbox.home_path(work)
-    tmp = Path("/tmp") if kit == Path("/tmp/kit") else home
-    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(home), "TORCH_HOME": str(home / "torch"),
-           "PYTHONPATH": str(kit), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "MPLBACKEND": "Agg",
-           "MPLCONFIGDIR": str(home / "mpl"), "PYTHONDONTWRITEBYTECODE": "1", "LC_ALL": "C.UTF-8",
-           "OMP_WAIT_POLICY": "PASSIVE", "TMPDIR": str(tmp)}
+    env = {**sandbox.BASE_ENV, "HOME": str(home), "TORCH_HOME": str(home / "torch"), "PYTHONPATH": str(kit),
+           "MPLCONFIGDIR": str(home / "mpl"), "PYTHONDONTWRITEBYTECODE": "1", "TMPDIR": str(sandbox.tmp_path(work))}
     results: dict[str, tuple[str, object]] = {}
     printed = 0
     remaining = list(tasks)
@@ -515,7 +512,7 @@ def preflight(batch: Path, hide, zygote=None) -> None:
     (work / "kit").mkdir(parents=True)
     sandbox.prepare_workdir(work)
     home = sandbox.home_path(work)
-    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(home), "OMP_NUM_THREADS": "1"}
+    env = {**sandbox.BASE_ENV, "HOME": str(home)}
     run = sandbox.Run([sandbox.python(), "-c", PREFLIGHT], work, env, hide, 300, zygote=zygote)
     try:
         rc = run.wait(timeout=300)

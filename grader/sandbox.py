@@ -46,6 +46,9 @@ WRITE_LIMIT = 256 * 1024**2  # the sandbox's tmpfs: /tmp, /dev/shm, /var/tmp and
 WRITE_FILES = 20_000
 PRINT_LIMIT = 1024**2  # stdout and stderr, each; the rest is dropped
 TAIL = 16 * 1024  # of stderr, kept for the error message
+# The environment of every sandboxed run and of the fork server (one thread: jobs run side by side)
+BASE_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+            "OMP_WAIT_POLICY": "PASSIVE", "MPLBACKEND": "Agg", "LC_ALL": "C.UTF-8"}
 SHARED_TMP = ("/tmp", "/var/tmp", "/dev/shm")  # world-writable: cleaned after each submission in "nobody" mode
 
 _PRIV_DROP = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "--inh-caps=-all",
@@ -164,19 +167,24 @@ WARNING = {
 }
 
 
+def _rlimits(cpu_seconds: int) -> dict[str, tuple[int, int]]:
+    """The rlimits of every run, by `resource` name: (soft, hard)."""
+    return {"RLIMIT_AS": (MEMORY_LIMIT, MEMORY_LIMIT), "RLIMIT_FSIZE": (FILE_LIMIT, FILE_LIMIT),
+            "RLIMIT_CORE": (0, 0), "RLIMIT_CPU": (cpu_seconds, cpu_seconds + 5)}
+
+
 def _limits(cpu_seconds: int):
     def apply():
-        resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
-        resource.setrlimit(resource.RLIMIT_FSIZE, (FILE_LIMIT, FILE_LIMIT))
-        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-        resource.setrlimit(resource.RLIMIT_CPU, (cpu_seconds, cpu_seconds + 5))
+        for name, pair in _rlimits(cpu_seconds).items():
+            resource.setrlimit(getattr(resource, name), pair)
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     return apply
 
 
 def _prlimit(cpu_seconds: int) -> list[str]:
-    return ["prlimit", f"--as={MEMORY_LIMIT}", f"--fsize={FILE_LIMIT}", "--core=0",
-            f"--cpu={cpu_seconds}:{cpu_seconds + 5}", "--"]
+    """The same rlimits as util-linux's prlimit options (RLIMIT_AS -> --as=soft:hard)."""
+    return ["prlimit", *(f"--{name[7:].lower()}={soft}:{hard}" for name, (soft, hard) in _rlimits(cpu_seconds).items()),
+            "--"]
 
 
 def python_paths() -> list[str]:
@@ -192,8 +200,11 @@ def _unreachable(path: str) -> str | None:
     return None
 
 
-def setup_command(mode: str, work: Path, hide: list[str], owner: str, userns: str) -> list[str]:
-    """The setup shell's command line, without the command it ends with."""
+def setup_command(mode: str, work: Path, hide) -> list[str]:
+    """The setup shell's command line for a namespace mode, without the command it ends with."""
+    hide = [str(p) for p in hide if Path(p).exists()]
+    # HOME's owner; user namespaces left to create: none of our own as root, one (the nested one) in userns
+    owner, userns = (f"{NOBODY}:{NOBODY}", "keep") if mode == "namespaces" else ("0:0", "1")
     keep = [p for p in python_paths() if p.startswith("/tmp/")]
     covers, backs = [], []
     if mode == "namespaces":  # user nobody must reach the installation (CI's Python is under /root, 0700)
@@ -210,26 +221,33 @@ def setup_command(mode: str, work: Path, hide: list[str], owner: str, userns: st
 def wrap(argv: list[str], work: Path, hide: list[Path], mode: str | None = None) -> list[str]:
     """The command line that runs `argv` in the sandbox of `mode`, from `work`/kit (the kit's copy)."""
     mode = mode or detect_mode()
-    hide = [str(p) for p in hide if Path(p).exists()]
-    if mode in ("namespaces", "userns"):
-        if mode == "namespaces":
-            head, owner, userns, tail = ["unshare", *_NS], f"{NOBODY}:{NOBODY}", "keep", _PRIV_DROP
-        else:  # one more user namespace, ours, then none: a student's could mount an uncapped tmpfs
-            head, owner, userns = ["unshare", "-r", *_NS], "0:0", "1"
-            tail = ["unshare", "-U", "-m", "--map-user=1000", "--map-group=1000", "--"]
-        return [*head, "--", *setup_command(mode, work, hide, owner, userns), *tail, *argv]
+    if mode == "namespaces":
+        return ["unshare", *_NS, "--", *setup_command(mode, work, hide), *_PRIV_DROP, *argv]
+    if mode == "userns":  # one more user namespace, ours, then none: a student's could mount an uncapped tmpfs
+        return ["unshare", "-r", *_NS, "--", *setup_command(mode, work, hide),
+                "unshare", "-U", "-m", "--map-user=1000", "--map-group=1000", "--", *argv]
     if mode == "nobody":
         return [*_PRIV_DROP, *argv]
     return list(argv)
 
 
+def _private_tmp(mode: str | None) -> bool:
+    """Whether the code sees the sandbox's own tmpfs as /tmp (the namespace modes)."""
+    return (mode or detect_mode()) in ("namespaces", "userns")
+
+
 def kit_path(work: Path, mode: str | None = None) -> Path:
     """Where the sandboxed code finds the kit: /tmp/kit in the namespace modes."""
-    return Path("/tmp/kit") if (mode or detect_mode()) in ("namespaces", "userns") else work / "kit"
+    return Path("/tmp/kit") if _private_tmp(mode) else work / "kit"
 
 
 def home_path(work: Path, mode: str | None = None) -> Path:
-    return Path("/tmp/home") if (mode or detect_mode()) in ("namespaces", "userns") else work / "home"
+    return Path("/tmp/home") if _private_tmp(mode) else work / "home"
+
+
+def tmp_path(work: Path, mode: str | None = None) -> Path:
+    """The code's TMPDIR: the private /tmp, else its HOME in the work folder."""
+    return Path("/tmp") if _private_tmp(mode) else home_path(work, mode)
 
 
 def prepare_workdir(work: Path, mode: str | None = None) -> None:
@@ -327,9 +345,7 @@ class Zygote:
         self.home = Path(tempfile.mkdtemp(prefix="hw3-zygote-"))
         os.chmod(self.home, 0o755)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(self.home), "MPLCONFIGDIR": str(self.home / "mpl"),
-               "MPLBACKEND": "Agg", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE",
-               "LC_ALL": "C.UTF-8"}
+        env = {**BASE_ENV, "HOME": str(self.home), "MPLCONFIGDIR": str(self.home / "mpl")}
         self.log = open(self.home / "zygote.log", "wb")
         self.proc = subprocess.Popen([python(), "-I", str(Path(__file__).with_name("zygote.py")), str(theirs.fileno())],
                                      env=env, stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log,
@@ -372,18 +388,13 @@ class Zygote:
 
 def _request(argv: list[str], work: Path, env: dict, hide, cpu_seconds: int, mode: str) -> dict:
     """What the zygote's child does for `mode`: the same sandbox as `wrap`, built with system calls."""
-    hide = [str(p) for p in hide if Path(p).exists()]
     ns = ["mount", "net", "ipc", "pid"]
     req = {"namespaces": [], "setup": None, "drop": None, "uid": NOBODY, "cwd": str(kit_path(work, mode)),
-           "kit": str(kit_path(work, mode)), "env": env, "argv": argv[1:],
-           "limits": {"RLIMIT_AS": [MEMORY_LIMIT, MEMORY_LIMIT], "RLIMIT_FSIZE": [FILE_LIMIT, FILE_LIMIT],
-                      "RLIMIT_CORE": [0, 0], "RLIMIT_CPU": [cpu_seconds, cpu_seconds + 5]}}
+           "kit": str(kit_path(work, mode)), "env": env, "argv": argv[1:], "limits": _rlimits(cpu_seconds)}
     if mode == "namespaces":
-        req.update(namespaces=ns, drop="nobody",
-                   setup=[*setup_command(mode, work, hide, f"{NOBODY}:{NOBODY}", "keep"), "true"])
+        req.update(namespaces=ns, drop="nobody", setup=[*setup_command(mode, work, hide), "true"])
     elif mode == "userns":
-        req.update(namespaces=["user", *ns], drop="nested", uid=1000,
-                   setup=[*setup_command(mode, work, hide, "0:0", "1"), "true"])
+        req.update(namespaces=["user", *ns], drop="nested", uid=1000, setup=[*setup_command(mode, work, hide), "true"])
     elif mode == "nobody":
         req.update(drop="nobody")
     return req
@@ -474,6 +485,7 @@ class Run:
 
 
 def kill(proc: subprocess.Popen) -> None:
+    """Kill the process group (and with it the PID namespace); reap the process."""
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):

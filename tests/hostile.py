@@ -12,12 +12,12 @@ import struct
 import zipfile
 from pathlib import Path
 
+from grader import REPO
+from grader.sandbox import SHARED_TMP
 from hw3_utils.tasks import TASK_FILES, TASKS
 
-REPO = Path(__file__).resolve().parent.parent
 ALL = set(TASKS)
 LEFTOVER = "hw3_hostile_"
-SHARED_TMP = ("/tmp", "/var/tmp", "/dev/shm")
 
 
 def solution(rel: str) -> str:
@@ -96,7 +96,7 @@ if _os.fork() == 0:
     _os.setsid()
     if _os.fork() == 0:
         while True:
-            for _d in ["/tmp", "/dev/shm", "/var/tmp"]:
+            for _d in {list(SHARED_TMP)!r}:
                 try:
                     open(_os.path.join(_d, "{LEFTOVER}daemon"), "a").write("alive\\n")
                 except OSError:
@@ -105,7 +105,7 @@ if _os.fork() == 0:
     _os._exit(0)
 """
 LEAK_WRITE = f"""
-for _d in ["/tmp", "/dev/shm", "/var/tmp"]:
+for _d in {list(SHARED_TMP)!r}:
     try:
         open(_d + "/{LEFTOVER}secret", "w").write("the answers")
     except OSError:
@@ -115,7 +115,7 @@ for _d in ["/tmp", "/dev/shm", "/var/tmp"]:
 LEAK_READ = f"""
 import os as _os, time as _time
 for _ in range(40):
-    for _d in ["/tmp", "/dev/shm", "/var/tmp"]:
+    for _d in {list(SHARED_TMP)!r}:
         if _os.path.exists(_d + "/{LEFTOVER}secret"):
             raise RuntimeError("read another submission's file in " + _d)
     _time.sleep(0.2)
