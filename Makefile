@@ -1,6 +1,7 @@
 # make run   : create .venv if missing, install, run the whole pipeline (python -m hw3_utils all)
 # make test  : create .venv if missing, install with dev extras, run every test (lint, unit, notebooks, browser)
-# make lab   : install, then open the notebooks in JupyterLab
+# make lab   : install, then open JupyterLab at the kit's root with notebook 01 open (the task files
+#              under hw3_utils/ open in its editor); LAB_ARGS adds options, e.g. LAB_ARGS=--no-browser
 # make submit: pack submission_$(STUDENT).zip (task files, notebooks, fid.json, manifest); STUDENT defaults to $USER
 # make quality: train the cpu profile from scratch, sample, FID beside the floor; fails if it stopped learning
 PYTHON ?= python3
@@ -25,8 +26,9 @@ $(VENV)/.installed-dev: $(VENV)/.installed
 run: $(VENV)/.installed
 	$(PY) -m hw3_utils all $(if $(PROFILE),--profile $(PROFILE),)
 
+LAB_ARGS ?=
 lab: $(VENV)/.installed
-	$(VENV)/bin/jupyter lab notebooks/
+	$(VENV)/bin/jupyter lab $(LAB_ARGS) notebooks/01_data_prep.ipynb
 
 unit: $(VENV)/.installed-dev
 	$(PY) -m pytest tests -m "not browser"
@@ -35,8 +37,11 @@ unit: $(VENV)/.installed-dev
 browser: $(VENV)/.installed-dev
 	$(PY) -m pytest tests -m browser
 
+# every cell of every notebook on both code paths, at test sizes (HW3_PROFILE=P picks one)
+NB_PROFILES ?= $(or $(HW3_PROFILE),cpu-smoke full-smoke)
 notebooks: $(VENV)/.installed-dev
-	HW3_PROFILE=$${HW3_PROFILE:-smoke} $(PY) -m pytest --nbval-lax -p no:randomly notebooks/
+	@set -e; for p in $(NB_PROFILES); do echo "== notebooks, profile $$p"; \
+	  HW3_PROFILE=$$p $(PY) -m pytest --nbval-lax -p no:randomly notebooks/; done
 
 lint: $(VENV)/.installed-dev
 	$(PY) -m ruff check hw3_utils tests $(wildcard bench grader)

@@ -17,7 +17,7 @@ The default sampler's folder is <run>/samples_<newest checkpoint>, the one noteb
 After every row eval.json and eval.md are rewritten, so a run stopped by a time limit keeps its rows.
 
   python bench/evaluate.py                                  # GPU: full profile, runs/full
-  python bench/evaluate.py --profile smoke --device cpu --out /tmp/eval_smoke --variants ema ddim5 floor \\
+  python bench/evaluate.py --profile full-smoke --device cpu --out /tmp/eval_smoke --variants ema ddim5 floor \\
       --set model_channels=8 train_subset=64 batch_size=16 num_workers=0 timesteps=20 \\
             num_samples=16 sample_batch_size=16 fid_ref_count=16 fid_batch_size=16  # CPU check
 """
@@ -47,7 +47,7 @@ from hw3_utils import (
     train_model,
 )
 from hw3_utils.fid import MNIST_SIZES, count_complete, floor_npz, reference_count, weights_path
-from hw3_utils.train import checkpoint_paths
+from hw3_utils.pipeline import samples_folder
 
 DEFAULT = ["ema", "ddim100", "ddim50", "floor", "raw", "beta"]
 TARGETS = {"ema": 3.0, "ddim100": 4.5}  # issue 5: FID default sampler <= 3.0, DDIM-100 <= 4.5
@@ -92,7 +92,7 @@ def sample_folder(out: Path, name: str, cfg) -> Path:
     # The default sampler writes where notebook 05 looks (samples_<newest checkpoint>, same seeds and
     # batches), so nbval after this script finds its 10,000 samples done.
     if name == "ema" and cfg.variance == "posterior" and not cfg.amp_bf16:
-        return out / f"samples_{checkpoint_paths(out)[0].stem}"
+        return samples_folder(out)
     return out / "eval" / f"samples_{name}"
 
 

@@ -16,6 +16,10 @@ def main(argv=None) -> int:
     r.add_argument("--out", default=str(REPO / "release"))
     r.add_argument("--repo-url", default=None,
                    help="the git repository students clone (into the notebooks and Colab links); none: local only")
+    r.add_argument("--fid-stats-url", default=None,
+                   help="where students download mnist_train_all.npz and mnist_test_all.npz (a base URL)")
+    r.add_argument("--fid-stats-dir", default=None,
+                   help="your copies of those files, whose sha256 the release records (default: runs/fid_cache)")
     sub.add_parser("build-check-data", help="rebuild hw3_utils/check_data.pt from the solution")
     g = sub.add_parser("grade", help="grade a folder of submission zips")
     g.add_argument("submissions")
@@ -34,7 +38,8 @@ def main(argv=None) -> int:
         from .release import ReleaseError, make_release
 
         try:
-            make_release(args.out, repo_url=args.repo_url)
+            make_release(args.out, repo_url=args.repo_url, fid_stats_url=args.fid_stats_url,
+                         fid_stats_dir=args.fid_stats_dir)
         except ReleaseError as err:
             print(f"error: {err}", file=sys.stderr)
             return 2

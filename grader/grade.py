@@ -180,20 +180,14 @@ def fid_note(name: str, path: Path) -> str:
 
 
 def fid_mismatch(path: Path) -> str | None:
-    """Why a fid.json does not match the profile it names (None when it does): its sample count."""
-    from hw3_utils.config import PROFILES, get_config
+    """Why a submitted fid.json does not fit the profile it names (None when it does): the kit's own
+    check (hw3_utils.runfolder.fid_problem), so what notebook 05 writes is what passes here."""
+    from hw3_utils.runfolder import fid_problem, read_fid_json
 
     try:
-        rec = json.loads(path.read_text(encoding="utf-8"))
-        profile, n = rec.get("profile"), rec.get("num_samples")
-        if profile not in PROFILES:
-            return f"fid.json names no known profile ({str(profile)[:40]!r})"
-        want = get_config(profile, verbose=False).num_samples
-        if n != want:
-            return f"fid.json: {n!r} samples, but the {profile} profile draws {want:,}"
+        return fid_problem(read_fid_json(path))
     except Exception as err:
         return f"fid.json is not readable ({type(err).__name__})"
-    return None
 
 
 def flags_of(per_task: dict[str, tuple[int, str]], ex: Extracted) -> list[str]:

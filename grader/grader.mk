@@ -1,7 +1,10 @@
 # Instructor-only targets, included by the Makefile with -include: they vanish from the student
 # release, which has no grader/ folder.
-#   make release REPO_URL=URL     : the student kit in release/ (solutions stubbed, hidden tests removed, the
-#                                   repository students clone written into the notebooks; REPO_URL=none: local only)
+#   make release REPO_URL=URL [FID_STATS_URL=URL [FID_STATS_DIR=DIR]]
+#                                 : the student kit in release/ (solutions stubbed, hidden tests removed, the
+#                                   repository students clone written into the notebooks; REPO_URL=none: local only;
+#                                   FID_STATS_URL: where students download MNIST's FID statistics, whose sha256
+#                                   the release takes from DIR, default runs/fid_cache)
 #   make grade SUBMISSIONS=DIR [JOBS=N] : grade DIR/*.zip into $(OUT) (grades.csv, feedback/<student>.md,
 #                                   summary.md/png), N at once (default: the number of cores)
 #   make gradescope               : autograder.zip for Gradescope
@@ -13,7 +16,8 @@ JOBS ?= 0
 .PHONY: release grade gradescope check-data
 
 release: $(VENV)/.installed
-	$(PY) -m grader release --out release --repo-url "$(REPO_URL)"
+	$(PY) -m grader release --out release --repo-url "$(REPO_URL)" --fid-stats-url "$(FID_STATS_URL)" \
+	  $(if $(FID_STATS_DIR),--fid-stats-dir "$(FID_STATS_DIR)",)
 
 grade: $(VENV)/.installed
 	@test -n "$(SUBMISSIONS)" || { echo "usage: make grade SUBMISSIONS=DIR [OUT=grades] [JOBS=N]"; exit 2; }

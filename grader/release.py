@@ -9,6 +9,7 @@ nbgrader-compatible (nbgrader matches them by substring, the task id after them 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shutil
@@ -55,6 +56,31 @@ def check_repo_url(url: str | None) -> str | None:
     if not re.fullmatch(r"(https://|git@|file://|ssh://)\S+", url) or '"' in url:
         raise ReleaseError(f"REPO_URL={url!r} does not look like a git URL (https://..., git@..., ssh://..., file://...)")
     return url
+
+
+FID_REFERENCES = "hw3_utils/fid_references.json"  # the kit's file; fid.reference_sources reads it
+FID_FILES = ("mnist_train_all.npz", "mnist_test_all.npz")
+
+
+def fid_references(url: str | None, stats_dir: Path | None) -> bytes:
+    """The student kit's fid_references.json: where MNIST's FID statistics download from, with the sha256
+    of the instructor's own copies (in `stats_dir`, default the FID cache), which students' downloads must
+    match. No URL: none (students without the files are told to ask for them)."""
+    if not url or url.strip().lower() == "none":
+        return json.dumps({"url": None, "sha256": {}}, indent=2).encode() + b"\n"
+    url = url.strip()
+    if not re.fullmatch(r"(https://|http://|file://)\S+", url) or '"' in url:
+        raise ReleaseError(f"FID_STATS_URL={url!r} does not look like a download URL (https://..., file://...)")
+    from hw3_utils.config import runs_dir
+
+    stats_dir = Path(stats_dir) if stats_dir else runs_dir() / "fid_cache"
+    missing = [n for n in FID_FILES if not (stats_dir / n).is_file()]
+    if missing:
+        raise ReleaseError(f"FID_STATS_URL names where students download {', '.join(FID_FILES)}, but {missing} "
+                           f"is not in {stats_dir}: put the files you upload there (FID_STATS_DIR=... to look "
+                           "elsewhere), so that the release can record their sha256")
+    hashes = {n: hashlib.sha256((stats_dir / n).read_bytes()).hexdigest() for n in FID_FILES}
+    return json.dumps({"url": url, "sha256": hashes}, indent=2).encode() + b"\n"
 
 
 def github_path(url: str) -> str | None:
@@ -244,15 +270,18 @@ def _git_commit(root: Path) -> str | None:
 
 
 def make_release(out: Path | str = REPO / "release", root: Path = REPO, quiet: bool = False,
-                 repo_url: str | None = None) -> Path:
+                 repo_url: str | None = None, fid_stats_url: str | None = None, fid_stats_dir=None) -> Path:
     """Write the student kit to `out` (replaced). Refuses if a stripped file still holds a region.
 
     repo_url: the git repository students clone, written into every notebook's setup cell and into
     the Colab links of notebooks/README.md; "none" keeps the placeholders (a kit used locally only).
+    fid_stats_url: where students download mnist_train_all.npz and mnist_test_all.npz (with the sha256 of
+    the copies in `fid_stats_dir`); without it a student lacking them gets one line saying to ask.
     The README is the student's: README.md without its INSTRUCTOR-marked parts.
     """
     out, root = Path(out), Path(root)
     url = check_repo_url(repo_url)
+    fid_sources = fid_references(fid_stats_url, fid_stats_dir)
     tasks = _tasks()
     staged: dict[str, bytes] = {}
     found: dict[str, list[str]] = {}
@@ -272,6 +301,8 @@ def make_release(out: Path | str = REPO / "release", root: Path = REPO, quiet: b
             data = src.read_bytes()
         if rel.endswith((".ipynb", ".md")):
             data = _with_url(rel, data, url)
+        if rel == FID_REFERENCES:
+            data = fid_sources
         staged[rel] = data
     missing = [t for t in tasks if not any(t in ids for ids in found.values())]
     if missing:
@@ -284,6 +315,7 @@ def make_release(out: Path | str = REPO / "release", root: Path = REPO, quiet: b
         "version": version.group(1) if version else None,
         "source_commit": _git_commit(root),
         "repo_url": url,
+        "fid_stats_url": json.loads(fid_sources)["url"],
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "tasks": {t.id: {"title": t.title, "points": t.points, "file": t.file, "function": t.function,
                          "notebook": t.notebook} for t in tasks.values()},
@@ -301,6 +333,9 @@ def make_release(out: Path | str = REPO / "release", root: Path = REPO, quiet: b
     if not quiet:
         print(f"release: {len(staged)} files -> {out} ({sum(len(v) for v in found.values())} solution regions "
               f"stubbed in {len(found)} files)")
+        if info["fid_stats_url"] is None:
+            print("release: no FID_STATS_URL, so students without MNIST's FID statistics (a 2.5 h computation on a "
+                  "CPU) are told to ask you for mnist_train_all.npz and mnist_test_all.npz")
     return out
 
 

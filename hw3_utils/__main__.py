@@ -12,13 +12,13 @@ says what to do, and exits with status 2; --debug shows the full traceback inste
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 from . import fid as fidlib
 from .config import ConfigError, get_config, parse_overrides, run_dir
 from .data import DataNotFoundError
-from .pipeline import environment, fid_table, make_sampler, print_fid_table, run_all, samples_folder
+from .pipeline import fid_table, make_sampler, print_fid_table, run_all, samples_folder
+from .runfolder import FIGURES, read_fid_json, write_fid_json
 from .train import CheckpointError, NonFiniteLossError, load_model, pick_device, train_model
 
 # Errors a user can cause and fix; anything else is a bug and keeps its traceback.
@@ -31,7 +31,8 @@ def parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("command", choices=["train", "sample", "fid", "all"])
     p.add_argument("--profile", default=None,
-                   help="full, cpu or smoke (default: $HW3_PROFILE, else full on CUDA, cpu without)")
+                   help="full, cpu, or their test-size twins full-smoke and cpu-smoke "
+                        "(default: $HW3_PROFILE, else full on CUDA, cpu without)")
     p.add_argument("--out", default=None, help="run folder (default: runs/<profile>)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
@@ -60,14 +61,12 @@ def run(args) -> int:
                                          cfg.num_samples, cfg.sample_batch_size, cfg.seed, device, progress)
         print(f"{cfg.num_samples} samples in {folder}")
     elif args.command == "fid":
-        record = {**fid_table(out, cfg, device), **environment(device)}
-        with open(f"{out}/fid.json", "w") as f:
-            json.dump(record, f, indent=2)
-        print_fid_table(record)
+        path = write_fid_json(out, cfg, fid_table(out, cfg, device), device)
+        print_fid_table(read_fid_json(path))
     else:
         record = run_all(cfg, out, device=device, progress=progress)
         print_fid_table(record)
-        print(f"all results in {out} (fid.json, loss_curve.png, process_grid.png, samples_grid.png)")
+        print(f"all results in {out} (fid.json, {', '.join(f + '.png' for f in FIGURES)})")
     return 0
 
 

@@ -1,17 +1,18 @@
 """Hyperparameters: one dataclass, the report's recipe as its defaults, and named profiles.
 
-`full` is the recipe of the reference report, exactly (for a GPU). `cpu` turns noise into
-recognisable digits on a laptop without a GPU in about a quarter of an hour: the same UNet family,
-schedule, objective and sampler family, at a size and with settings a CPU can train (README,
-"The cpu profile"). `smoke` shrinks the full profile's sizes (data, width, epochs, sample counts)
-so the tests and the notebooks under nbval run in minutes; it never switches a code path off, so
-a smoke run exercises the same code as a full run.
+Two profiles are code paths: `full` is the recipe of the reference report, exactly (for a GPU);
+`cpu` turns noise into recognisable digits on a laptop without a GPU in minutes (one grey channel,
+a smaller UNet, an lr schedule, a respaced sampler with x0-hat clipping; README, "The cpu profile").
+Each has a test-size twin, `full-smoke` and `cpu-smoke`: the same config with the sizes shrunk by
+one function, `smoke_sizes` (data, epochs, width, sample counts), so the tests and the notebooks
+under nbval run every code path a student runs, in minutes.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ from pathlib import Path
 import torch
 
 PROFILE_ENV = "HW3_PROFILE"
+MNIST_TRAIN = 60_000  # training images in MNIST
 
 
 @dataclass
@@ -218,19 +220,43 @@ PROFILES: dict[str, dict] = {
         sample_batch_size=500,
         num_workers=0,
     ),
-    # Sizes only: a smoke run goes through every code path of a full run, on less data.
-    "smoke": dict(
-        # 2 epochs x 16 steps: enough steps for a loss curve that visibly falls, ~10 s on 2 CPU cores
-        train_subset=2048,
-        model_channels=16,
+}
+
+SMOKE_SUFFIX = "-smoke"
+
+
+def smoke_sizes(base: dict) -> dict:
+    """The test sizes of a profile: `base` (a profile's overrides) with sizes shrunk, nothing else.
+
+    Data, epochs, width and sample counts shrink; every switch that picks a code path (channels,
+    sampler, respacing, clipping, lr schedule, tensor data, CUDA graphs) keeps the profile's value.
+    The warm-up keeps its share of the (much shorter) run, so the schedule still warms up and decays.
+    """
+    cfg = Config(**base)
+    steps_before = cfg.epochs * math.ceil((cfg.train_subset or MNIST_TRAIN) / cfg.batch_size)
+    sizes = dict(
+        train_subset=2048,  # 2 epochs of 2,048 images: a loss curve that visibly falls, seconds on 2 cores
         epochs=2,
+        model_channels=min(cfg.model_channels, 16),
         num_samples=32,
         sample_batch_size=32,
         fid_ref_count=32,
         fid_batch_size=32,
         log_every=1,
-    ),
-}
+    )
+    steps_after = sizes["epochs"] * math.ceil(sizes["train_subset"] / cfg.batch_size)
+    if cfg.lr_warmup_steps:
+        sizes["lr_warmup_steps"] = max(1, round(cfg.lr_warmup_steps * steps_after / steps_before))
+    return {**base, **sizes}
+
+
+PROFILES.update({name + SMOKE_SUFFIX: smoke_sizes(PROFILES[name]) for name in list(PROFILES)})
+
+
+def base_profile(profile: str) -> str:
+    """The code path of a profile: 'cpu-smoke' -> 'cpu', 'full' -> 'full'."""
+    return profile.removesuffix(SMOKE_SUFFIX)
+
 
 # Fields that decide the network's shapes or the meaning of its output: a checkpoint
 # whose values differ cannot be loaded into a model built from this config.
@@ -267,7 +293,7 @@ def resolve_profile(profile: str | None = None, verbose: bool = True) -> str:
 
 
 def get_config(profile: str | None = None, verbose: bool = True, **overrides) -> Config:
-    """The Config of a named profile, with keyword overrides: `get_config("smoke", epochs=2)`."""
+    """The Config of a named profile, with keyword overrides: `get_config("cpu-smoke", epochs=3)`."""
     name = resolve_profile(profile, verbose=verbose)
     values = {**PROFILES[name], **overrides, "profile": name}
     _check_keys(values)

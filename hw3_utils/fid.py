@@ -13,6 +13,7 @@ several times faster on a CPU and agrees with pytorch-fid (tests/test_fid.py).
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -373,12 +374,66 @@ def floor_npz(cfg, device=None, data_root=None, cache_dir=None, progress: bool =
     return reference_stats(cfg, cache_dir, data_root, device, "test", progress, count=n)[1]
 
 
+# Where students fetch MNIST's FID statistics: written by the instructor's `make release FID_STATS_URL=...`
+# (grader/release.py): {"url": base URL or null, "sha256": {"mnist_train_all.npz": "...", ...}}.
+SOURCES_JSON = Path(__file__).resolve().parent / "fid_references.json"
+COMPUTE_ENV = "HW3_FID_COMPUTE_REFERENCES"  # =1: compute long references here anyway
+# Inception images a reference may cost on a CPU before the kit refuses: about 7 minutes at the
+# 6.8 images/s measured on a 2-core CPU, so no path spends more than 10 minutes on references.
+CPU_REFERENCE_LIMIT = 3000
+CPU_IMAGES_PER_S = 6.8
+
+
+def reference_sources() -> tuple[str | None, dict[str, str]]:
+    """(base URL, {file name: sha256}) of the downloadable MNIST statistics; (None, {}) when none."""
+    try:
+        info = json.loads(SOURCES_JSON.read_text())
+    except (OSError, ValueError):
+        return None, {}
+    return info.get("url") or None, dict(info.get("sha256") or {})
+
+
+def fetch_reference(name: str, dest: Path) -> str | None:
+    """Download `name` from the release's URL into `dest`, checking its sha256 (as pytorch-fid checks
+    its weights). Returns None when done, else why not (no URL, not listed, offline, wrong hash)."""
+    url, hashes = reference_sources()
+    if not url or name not in hashes:
+        return "your kit names no download for it"
+    source = url.rstrip("/") + "/" + name
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        torch.hub.download_url_to_file(source, str(dest), hash_prefix=hashes[name], progress=False)
+    except Exception as err:  # offline, HTTP errors, a file whose sha256 differs
+        dest.unlink(missing_ok=True)
+        return f"the download from {source} failed ({type(err).__name__}: {str(err).splitlines()[0][:120]})"
+    print(f"FID: downloaded {name} from {source} (sha256 checked)")
+    return None
+
+
+class FIDReferenceError(FIDError):
+    """A reference would take too long to compute here, and it could not be downloaded."""
+
+
+def _refuse_long(npz: Path, count: int, split: str, device, why: str) -> None:
+    """Raise FIDReferenceError when `count` images of Inception on this device would take over ~10 minutes."""
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type != "cpu" or count <= CPU_REFERENCE_LIMIT or os.environ.get(COMPUTE_ENV) == "1":
+        return
+    hours = count / CPU_IMAGES_PER_S / 3600
+    raise FIDReferenceError(
+        f"FID needs {npz.name}, the statistics of {count:,} MNIST {split} images: computing them here would take "
+        f"about {hours:.1f} h of Inception on this CPU, and {why}. Put {npz.name} (pytorch-fid's .npz, from your "
+        f"instructor) in {npz.parent}, or set {COMPUTE_ENV}=1 to compute it anyway.")
+
+
 def reference_stats(cfg, cache_dir=None, data_root=None, device=None, split: str = "train",
                     progress: bool = True, count: int | None = None):
     """Cached MNIST reference: exports cfg.fid_ref_count (or `count`) images of `split` as PNGs and their .npz.
 
-    Returns (png_folder, npz_path). Both are reused when present, so the cost is paid once.
-    The whole split is tagged `all` (mnist_train_all.npz), whichever way it was asked for.
+    Returns (png_folder, npz_path). Both are reused when present, so the cost is paid once. The whole
+    split is tagged `all` (mnist_train_all.npz), whichever way it was asked for. A missing .npz is first
+    downloaded from where the release says (sha256 checked); one that would cost more than about ten
+    minutes of CPU Inception is refused with one line saying what to do (FIDReferenceError).
     """
     if split not in SPLITS:
         raise FIDError(f"split must be one of {SPLITS}, got {split!r}")
@@ -390,10 +445,12 @@ def reference_stats(cfg, cache_dir=None, data_root=None, device=None, split: str
     folder, npz = cache / tag, cache / f"{tag}.npz"
     if npz.exists():
         return folder, npz
-    if count > 5000:
-        print(f"FID: computing the statistics of {count:,} MNIST {split} images once (about {count / 6.8 / 60:.0f} min "
-              f"of Inception on a 2-core CPU, minutes on a GPU); to skip this, put {npz.name} (pytorch-fid's .npz, "
-              f"which your instructor can provide) in {cache}")
+    why_not = fetch_reference(npz.name, npz)
+    if why_not is None:
+        return folder, npz
+    _refuse_long(npz, count, split, device, why_not)
+    if count > CPU_REFERENCE_LIMIT:
+        print(f"FID: computing the statistics of {count:,} MNIST {split} images once ({npz.name}, cached in {cache})")
     ds = load_mnist(data_root, train=split == "train", in_channels=cfg.in_channels)
     if count_complete(folder) < count:
         export_pngs(ds, folder, count)

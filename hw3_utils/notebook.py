@@ -36,9 +36,9 @@ def describe_device(device: torch.device) -> str:
 def setup(profile: str | None = None, seed: int = 0, **overrides) -> tuple[Config, torch.device]:
     """The first cell of every notebook: config, device, seeds, widgets. Returns (cfg, device).
 
-    profile: "full" (the report's recipe), "cpu" (digits on a laptop CPU in about 15 minutes) or
-    "smoke" (the full profile's code, tiny sizes, for tests); None reads $HW3_PROFILE, else picks
-    full on CUDA and cpu without. `overrides` change config fields,
+    profile: "full" (the report's recipe), "cpu" (digits on a laptop CPU in minutes), or the test-size
+    twin of either, "full-smoke" or "cpu-smoke" (the same code, tiny sizes); None reads $HW3_PROFILE,
+    else picks full on CUDA and cpu without. `overrides` change config fields,
     e.g. setup("full", epochs=10). Seeds Python's, NumPy's and torch's global RNGs with `seed`
     (the library's own draws use cfg.seed through explicit generators). On Colab it enables
     the custom widget manager, without which ipywidgets 8 sliders do not render there.

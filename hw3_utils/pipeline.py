@@ -5,22 +5,29 @@
 
 from __future__ import annotations
 
-import json
-import os
-import platform
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import matplotlib
 import torch
 
 from . import fid as fidlib
-from .atomic import atomic_write
 from .config import Config
 from .cuda_graphs import GraphedModel
 from .diffusion import DDPM
+from .runfolder import (
+    checkpoint_dir,
+    environment,
+    figure_path,
+    read_fid_json,
+    sampler_name,
+    samples_dir,
+    write_fid_json,
+)
 from .train import CheckpointError, load_model, newest_checkpoint_info, pick_device, train_model
+
+__all__ = ["make_sampler", "samples_folder", "score_run", "fid_table", "print_fid_table", "run_all",
+           "environment", "sampler_name"]  # the last two live in runfolder
 from .viz import plot_loss, process_grid, save_figure, show_images
 
 REPORT_FID = {"vs MNIST PNG images": 6.12, "vs MNIST .npz": 5.77}
@@ -59,26 +66,14 @@ def make_sampler(model, cfg: Config, method: str | None = None, steps: int | Non
     return sampler
 
 
-def sampler_name(cfg: Config) -> str:
-    """The config's sampler in words, for fid.json and figure titles."""
-    steps = cfg.sample_steps or cfg.timesteps
-    if cfg.sampler == "ddim":
-        kind = f"DDIM, {steps} steps, eta 0"
-    elif steps == cfg.timesteps:
-        kind = f"DDPM ancestral, all {cfg.timesteps} steps, variance={cfg.variance}"
-    else:
-        kind = f"DDPM ancestral on {steps} respaced steps, variance={cfg.variance}"
-    return kind + (", x0-hat clipped" if cfg.clip_denoised else "") + ", EMA weights"
-
-
-def samples_folder(out) -> Path:
-    """<out>/samples_<newest checkpoint>: named after the weights that drew them, so samples from
-    an earlier checkpoint are never reused (and resumed) after more training."""
-    found = newest_checkpoint_info(out)  # reads the checkpoint's small header only
+def samples_folder(run) -> Path:
+    """The samples folder of the run's newest checkpoint (`runfolder.samples_dir`): named after the weights
+    that drew them, so samples from an earlier checkpoint are never reused (or resumed) after more training."""
+    found = newest_checkpoint_info(run)  # reads the checkpoint's small header only
     if found is None:
-        raise CheckpointError(f"no checkpoint in {Path(out) / 'checkpoints'}; train first "
+        raise CheckpointError(f"no checkpoint in {checkpoint_dir(run)}; train first "
                               "(notebook 04 or `python -m hw3_utils train`)")
-    return Path(out) / f"samples_{found[0].stem}"
+    return samples_dir(run, found[0])
 
 
 def score_run(run, cfg: Config, device=None, backend=None) -> dict[str, float]:
@@ -141,35 +136,22 @@ def print_fid_table(record: dict) -> None:
     print(f"this run: {record['num_samples']:,} samples from {Path(record['samples']).name}")
 
 
-def environment(device=None) -> dict:
-    """Where a measurement was taken: device name and type, torch/CUDA/Python versions, cores, date."""
-    device = torch.device(device) if device is not None else pick_device()
-    if device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
-    else:
-        name = f"CPU {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads"
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return {"device": name, "device_type": device.type, "torch": torch.__version__, "cuda": torch.version.cuda,
-            "python": platform.python_version(), "host_cores": cores,
-            "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-
-
 def run_all(cfg: Config, out, device=None, data_root=None, progress: bool = True) -> dict:
-    """Train (or resume), then write samples, figures and fid.json under `out`; returns the FID record."""
+    """Train (or resume), then write samples, figures and fid.json under `out`; returns the fid.json record."""
     matplotlib.use("Agg")
     out = Path(out)
     device = pick_device(device)
     t0 = time.perf_counter()
     result = train_model(cfg, out, device=device, progress=progress, data_root=data_root)
     t_train = time.perf_counter() - t0
-    save_figure(plot_loss(result.history, result.loss_log), out / "loss_curve.png")
+    save_figure(plot_loss(result.history, result.loss_log), figure_path(out, "loss_curve"))
 
     model = load_model(out, "ema", device)
     ddpm = DDPM.from_config(cfg).to(device)
     g = torch.Generator(device).manual_seed(cfg.seed)
     _, frames, labels = ddpm.sample(model, cfg.viz_samples, cfg.image_shape, generator=g, snapshots=cfg.viz_frames,
                                     progress=progress, clip_denoised=cfg.clip_denoised, steps=cfg.sample_steps)
-    save_figure(process_grid(frames, labels), out / "process_grid.png")
+    save_figure(process_grid(frames, labels), figure_path(out, "process_grid"))
 
     t1 = time.perf_counter()
     folder = fidlib.generate_samples(make_sampler(model, cfg, progress=False), samples_folder(out),
@@ -177,20 +159,13 @@ def run_all(cfg: Config, out, device=None, data_root=None, progress: bool = True
                                      device=device, progress=progress)
     t_sample = time.perf_counter() - t1
     grid = show_images(fidlib.load_pngs(folder, 64), nrow=8, title="Generated digits (EMA weights)")
-    save_figure(grid, out / "samples_grid.png")
+    save_figure(grid, figure_path(out, "samples_grid"))
 
     t2 = time.perf_counter()
     table = fid_table(out, cfg, device, data_root)
     t_fid = time.perf_counter() - t2
-    record = {
-        "profile": cfg.profile,
-        **table,
-        "sampler": sampler_name(cfg),
-        "train_seconds": round(t_train, 1),
-        "sample_seconds": round(t_sample, 1),
-        "fid_seconds": round(t_fid, 1),  # Inception over the samples (and any reference not cached yet)
-        "final_loss": result.history[-1] if result.history else None,
-        **environment(device),
-    }
-    atomic_write(out / "fid.json", json.dumps(record, indent=2))
-    return record
+    timings = dict(train_seconds=round(t_train, 1), sample_seconds=round(t_sample, 1),
+                   fid_seconds=round(t_fid, 1))  # fid: Inception over the samples (and any reference not cached yet)
+    final_loss = result.history[-1] if result.history else None
+    path = write_fid_json(out, cfg, table, device, **timings, final_loss=final_loss)
+    return read_fid_json(path)

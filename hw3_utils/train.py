@@ -25,9 +25,9 @@ from .config import MODEL_FIELDS, Config, config_diff
 from .cuda_graphs import TrainStep
 from .data import epoch_permutation, load_mnist, load_tensor, make_loader, subset
 from .diffusion import DDPM
+from .runfolder import CONFIG_JSON, checkpoint_dir, checkpoint_path, checkpoint_paths
 from .unet import UNet
 
-CKPT_DIR = "checkpoints"
 KEEP_CHECKPOINTS = 2
 # A resumed run must train the same way as the run that wrote the checkpoint; the other
 # fields (epochs, sampling, FID, logging) may change between sessions.
@@ -150,11 +150,6 @@ def load_checkpoint(path, map_location="cpu", mmap: bool = False) -> dict:
     return ckpt
 
 
-def checkpoint_paths(run_dir) -> list[Path]:
-    """Checkpoints of a run, newest first."""
-    return sorted((Path(run_dir) / CKPT_DIR).glob("step_*.pt"), reverse=True)
-
-
 def _newest_readable(run_dir, read) -> tuple[Path, object] | None:
     """read(path) on the run's checkpoints, newest first, skipping (with a warning) unreadable ones."""
     paths = checkpoint_paths(run_dir)
@@ -167,7 +162,7 @@ def _newest_readable(run_dir, read) -> tuple[Path, object] | None:
             errors.append(str(err))
     if errors:
         raise CheckpointError(
-            f"none of the {len(paths)} checkpoints in {Path(run_dir) / CKPT_DIR} can be read:\n"
+            f"none of the {len(paths)} checkpoints in {checkpoint_dir(run_dir)} can be read:\n"
             + "\n".join(errors) + "\nStart a new run with another --out folder."
         )
     return None
@@ -217,7 +212,7 @@ def load_model(source, which: str = "ema", device=None, cfg: Config | None = Non
     if source.is_dir() or source.suffix != ".pt":  # a run folder, possibly not created yet
         found = load_newest_checkpoint(source)
         if found is None:
-            raise CheckpointError(f"no checkpoints in {source / CKPT_DIR}; train first (notebook 04)")
+            raise CheckpointError(f"no checkpoints in {checkpoint_dir(source)}; train first (notebook 04)")
         path, ckpt = found
     else:
         path, ckpt = source, load_checkpoint(source)
@@ -236,7 +231,7 @@ def _rng_state(gen: torch.Generator) -> dict:
 
 def _ema_update(ema: UNet, model: UNet, step: int, decay: float) -> None:
     # Warm-up (as in many DDPM codebases): early on the EMA follows the weights closely,
-    # so short runs (the smoke and cpu profiles) still get a meaningful EMA.
+    # so short runs (the cpu profile and the smoke twins) still get a meaningful EMA.
     d = min(decay, (1 + step) / (10 + step))
     with torch.no_grad():
         torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1.0 - d)
@@ -275,8 +270,8 @@ def train_model(cfg: Config, run_dir=None, device=None, resume: bool = True, pro
 
     run_dir = Path(run_dir) if run_dir is not None else None
     if run_dir is not None:
-        (run_dir / CKPT_DIR).mkdir(parents=True, exist_ok=True)
-        for stale in (run_dir / CKPT_DIR).glob("*.tmp"):  # left by a kill during a write
+        checkpoint_dir(run_dir).mkdir(parents=True, exist_ok=True)
+        for stale in checkpoint_dir(run_dir).glob("*.tmp"):  # left by a kill during a write
             stale.unlink()
         found = load_newest_checkpoint(run_dir) if resume else None
         if found is not None:
@@ -296,14 +291,19 @@ def train_model(cfg: Config, run_dir=None, device=None, resume: bool = True, pro
             # checkpoints written before the step log existed resume with an empty one
             loss_log = [(int(s), float(v)) for s, v in ckpt.get("loss_log", [])]
             print(f"hw3_utils: resumed from {path} (epoch {epoch}/{cfg.epochs}, step {step})")
-        cfg.save(run_dir / "config.json")
+        cfg.save(run_dir / CONFIG_JSON)
 
     if epoch >= cfg.epochs:  # already trained: nothing to load
         return TrainResult(model.eval(), ema.eval(), ddpm, cfg, history, run_dir, step, 0.0, loss_log)
     dataset = subset(load_mnist(data_root, train=True, in_channels=cfg.in_channels), cfg.train_subset)
     n = len(dataset)
     steps_per_epoch = math.ceil(n / cfg.batch_size)
-    data = load_tensor(dataset, device) if tensor_data else None
+    data = load_tensor(dataset, device, cfg.num_workers) if tensor_data else None
+    first = data[:1] if tensor_data else dataset[0][0].unsqueeze(0)
+    if tuple(first.shape[1:]) != cfg.image_shape:
+        raise ValueError(f"the data transform (Task 1, mnist_transform) gives images of shape "
+                         f"{tuple(first.shape[1:])}, but the '{cfg.profile}' profile trains on {cfg.image_shape}: "
+                         f"build cfg.in_channels={cfg.in_channels} channel(s) from the grey image")
     step_fn = TrainStep(model, ddpm, optimizer, graphs=graphs, amp_bf16=cfg.amp_bf16)
     total_steps = cfg.epochs * steps_per_epoch
     scheduled = cfg.lr_warmup_steps > 0 or cfg.lr_decay != "none"
@@ -351,7 +351,7 @@ def train_model(cfg: Config, run_dir=None, device=None, resume: bool = True, pro
                     j, value = bad
                     raise NonFiniteLossError(
                         f"loss became {value} at step {step - (i - j)} (epoch {ep + 1}, batch {j + 1}). "
-                        f"Training stopped; the last good checkpoint in {run_dir and run_dir / CKPT_DIR} is kept. "
+                        f"Training stopped; the last good checkpoint in {run_dir and checkpoint_dir(run_dir)} is kept. "
                         f"Try a lower learning rate (lr={cfg.lr}) or turn bf16 autocast off "
                         f"(amp_bf16={cfg.amp_bf16}); check the input data is in [-1, 1]."
                     )
@@ -368,7 +368,7 @@ def train_model(cfg: Config, run_dir=None, device=None, resume: bool = True, pro
                 "rng": _rng_state(gen), "config": cfg.to_dict(), "history": history,
                 "loss_log": loss_log,
             }
-            atomic_save(ckpt, run_dir / CKPT_DIR / f"step_{step:08d}.pt")
+            atomic_save(ckpt, checkpoint_path(run_dir, step))
             for old in checkpoint_paths(run_dir)[KEEP_CHECKPOINTS:]:
                 old.unlink()
         if callback is not None:

@@ -20,7 +20,7 @@ def _isolate(tmp_path, monkeypatch):
 
 def tiny_config(**overrides) -> Config:
     """A config small enough for a CPU test: width 8, 64 images, batches of 16, T=1000 kept."""
-    values = dict(profile="smoke", model_channels=8, train_subset=64, batch_size=16, epochs=2,
+    values = dict(profile="full-smoke", model_channels=8, train_subset=64, batch_size=16, epochs=2,
                   num_samples=8, sample_batch_size=4, fid_ref_count=16, fid_batch_size=16,
                   log_every=1, num_workers=0, tensor_data=False)
     values.update(overrides)

@@ -36,7 +36,7 @@ def positive(x) -> bool:
 
 # the fast path's padded batch -------------------------------------------------------------------------
 def test_padded_trainstep_loss_and_grads_equal_the_unpadded_batch():
-    cfg = Config(model_channels=8, profile="smoke")
+    cfg = Config(model_channels=8, profile="full-smoke")
     ddpm = DDPM.from_config(cfg)
     B, real = 8, 5
     g = torch.Generator().manual_seed(3)
@@ -110,7 +110,7 @@ EVAL_SET = [*TINY, "train_subset=32", "epochs=1", "batch_size=16", "num_workers=
 @pytest.mark.slow
 def test_evaluate_writes_rows_and_resumes(tmp_path, data_dir):
     run = tmp_path / "run"
-    args = [BENCH / "evaluate.py", "--profile", "smoke", "--device", "cpu", "--out", run, "--no-progress",
+    args = [BENCH / "evaluate.py", "--profile", "full-smoke", "--device", "cpu", "--out", run, "--no-progress",
             "--grid", tmp_path / "grid.png", "--set", *EVAL_SET, "--variants"]
     text = run_script([*args, "ema", "ddim2", "floor"], tmp_path)
     rec = json.loads((run / "eval" / "eval.json").read_text())
@@ -125,7 +125,7 @@ def test_evaluate_writes_rows_and_resumes(tmp_path, data_dir):
     assert floor["method"] == "real" and floor["sample_s"] is None
     assert Path(ema["folder"]).name == "samples_step_00000002"  # where notebook 05 looks
     assert len(list(Path(ema["folder"]).glob("*.png"))) == 8 and (tmp_path / "grid.png").exists()
-    for needle in ("device:", "torch", "date (UTC)", "profile: smoke", "float16", "| ema |", "| floor |"):
+    for needle in ("device:", "torch", "date (UTC)", "profile: full-smoke", "float16", "| ema |", "| floor |"):
         assert needle in md, needle
     assert "FID" in text
 

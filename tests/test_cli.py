@@ -17,11 +17,11 @@ def cli(*args):
 @pytest.mark.slow
 def test_train_then_sample(tmp_path, data_dir):
     out = tmp_path / "run"
-    r = cli("train", "--profile", "smoke", "--out", str(out), "--no-progress", *TINY)
+    r = cli("train", "--profile", "full-smoke", "--out", str(out), "--no-progress", *TINY)
     assert r.returncode == 0, r.stderr
-    assert "profile 'smoke' (chosen by argument)" in r.stdout and "trained to epoch 1" in r.stdout
+    assert "profile 'full-smoke' (chosen by argument)" in r.stdout and "trained to epoch 1" in r.stdout
     assert (out / "checkpoints" / "step_00000002.pt").exists() and (out / "config.json").exists()
-    r = cli("sample", "--profile", "smoke", "--out", str(out), "--no-progress", *TINY)
+    r = cli("sample", "--profile", "full-smoke", "--out", str(out), "--no-progress", *TINY)
     assert r.returncode == 0, r.stderr
     assert sorted(p.name for p in (out / "samples_step_00000002").glob("*.png")) == [
         f"{i:05d}.png" for i in range(4)]
@@ -29,10 +29,10 @@ def test_train_then_sample(tmp_path, data_dir):
 
 def test_bad_arguments_are_explained():
     r = cli("train", "--profile", "huge")
-    assert r.returncode == 2 and "unknown profile 'huge'" in r.stderr and "'smoke'" in r.stderr
-    r = cli("train", "--profile", "smoke", "--set", "epoch=3")
+    assert r.returncode == 2 and "unknown profile 'huge'" in r.stderr and "'cpu-smoke'" in r.stderr
+    r = cli("train", "--profile", "full-smoke", "--set", "epoch=3")
     assert r.returncode == 2 and "unknown config key(s) ['epoch']" in r.stderr
-    r = cli("train", "--profile", "smoke", "--set", "epochs")
+    r = cli("train", "--profile", "full-smoke", "--set", "epochs")
     assert r.returncode == 2 and "KEY=VALUE" in r.stderr
 
 
@@ -49,21 +49,21 @@ ONE_LINE_ERRORS = [  # (arguments, the line on stderr); every one exits 2 withou
 
 @pytest.mark.parametrize("args,line", ONE_LINE_ERRORS, ids=[" ".join(a) for a, _ in ONE_LINE_ERRORS])
 def test_bad_values_print_one_line_and_exit_2(args, line):
-    r = cli(*args, "--profile", "smoke")
+    r = cli(*args, "--profile", "full-smoke")
     assert r.returncode == 2, r.stderr
     assert r.stderr.strip().splitlines() == [r.stderr.strip()] and r.stderr.strip().startswith(line)
     assert "Traceback" not in r.stderr
 
 
 def test_sample_before_training_is_one_line(tmp_path):
-    r = cli("sample", "--profile", "smoke", "--out", str(tmp_path / "never_trained"))
+    r = cli("sample", "--profile", "full-smoke", "--out", str(tmp_path / "never_trained"))
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert r.stderr.strip() == (f"error: no checkpoints in {tmp_path / 'never_trained' / 'checkpoints'}; "
                                 "train first (notebook 04)")
 
 
 def test_debug_shows_the_traceback():
-    r = cli("train", "--profile", "smoke", "--set", "lr=-1", "--debug")
+    r = cli("train", "--profile", "full-smoke", "--set", "lr=-1", "--debug")
     assert r.returncode == 1 and "Traceback" in r.stderr and "ConfigError: lr=-1 is not allowed" in r.stderr
 
 
@@ -72,8 +72,8 @@ def test_fid_writes_train_test_and_floor(tmp_path, data_dir):
     out = tmp_path / "run"
     tiny = [*TINY, "fid_ref_count=8", "fid_batch_size=8", "timesteps=20"]
     for command in ("train", "sample"):
-        assert cli(command, "--profile", "smoke", "--out", str(out), "--no-progress", *tiny).returncode == 0
-    r = cli("fid", "--profile", "smoke", "--out", str(out), "--no-progress", *tiny)
+        assert cli(command, "--profile", "full-smoke", "--out", str(out), "--no-progress", *tiny).returncode == 0
+    r = cli("fid", "--profile", "full-smoke", "--out", str(out), "--no-progress", *tiny)
     assert r.returncode == 0, r.stderr
     rec = json.loads((out / "fid.json").read_text())
     for key in ("fid_vs_mnist_train", "fid_vs_mnist_test", "fid_floor_test_vs_train"):

@@ -7,7 +7,7 @@ import tomllib
 import yaml
 
 from hw3_utils import PROFILES, Config, get_config, resolve_profile
-from hw3_utils.config import MODEL_FIELDS
+from hw3_utils.config import MODEL_FIELDS, base_profile
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -24,13 +24,29 @@ def test_full_profile_is_exactly_the_defaults():
     assert get_config("full", verbose=False) == Config(profile="full")
 
 
-def test_smoke_profile_changes_sizes_only():
-    smoke = get_config("smoke", verbose=False)
-    changed = {f.name for f in dataclasses.fields(Config) if getattr(smoke, f.name) != getattr(Config(), f.name)}
-    sizes = {"train_subset", "model_channels", "epochs", "num_samples", "sample_batch_size", "fid_ref_count",
-             "fid_batch_size", "log_every", "profile"}
-    assert changed <= sizes
-    assert smoke.timesteps == 1000 and smoke.variance == "posterior"
+SIZES = {"train_subset", "model_channels", "epochs", "num_samples", "sample_batch_size", "fid_ref_count",
+         "fid_batch_size", "log_every", "lr_warmup_steps", "profile"}
+
+
+@pytest.mark.parametrize("base", ["full", "cpu"])
+def test_smoke_twin_changes_sizes_only(base):
+    """`<base>-smoke` is `<base>` with sizes shrunk: every switch that picks a code path is kept."""
+    smoke, real = get_config(f"{base}-smoke", verbose=False), get_config(base, verbose=False)
+    changed = {f.name for f in dataclasses.fields(Config) if getattr(smoke, f.name) != getattr(real, f.name)}
+    assert changed <= SIZES
+    for name in ("in_channels", "sampler", "sample_steps", "clip_denoised", "lr_decay", "variance",
+                 "tensor_data", "cuda_graphs", "amp_bf16", "channels_last", "timesteps"):
+        assert getattr(smoke, name) == getattr(real, name), name
+    assert smoke.train_subset == 2048 and smoke.num_samples == 32 and smoke.epochs == 2
+    assert base_profile(smoke.profile) == base
+
+
+def test_smoke_twin_keeps_the_share_of_warm_up():
+    cpu, smoke = get_config("cpu", verbose=False), get_config("cpu-smoke", verbose=False)
+    steps = lambda c: c.epochs * -(-(c.train_subset or 60_000) // c.batch_size)  # noqa: E731
+    assert cpu.lr_warmup_steps > 0 and 1 <= smoke.lr_warmup_steps < steps(smoke)
+    assert abs(smoke.lr_warmup_steps / steps(smoke) - cpu.lr_warmup_steps / steps(cpu)) < 0.02
+    assert get_config("full-smoke", verbose=False).lr_warmup_steps == 0  # no warm-up stays none
 
 
 def test_cpu_profile_keeps_the_recipe_family():
@@ -63,13 +79,13 @@ def test_profile_from_env_and_auto(monkeypatch, capsys):
 
 
 def test_unknown_profile_lists_valid_ones():
-    with pytest.raises(ValueError, match=r"unknown profile 'fast'.*\['cpu', 'full', 'smoke'\]"):
+    with pytest.raises(ValueError, match=r"unknown profile 'fast'.*\['cpu', 'cpu-smoke', 'full', 'full-smoke'\]"):
         get_config("fast")
 
 
 def test_unknown_key_lists_valid_keys():
     with pytest.raises(ValueError, match=r"unknown config key\(s\) \['epoch'\]; valid keys are: .*'epochs'"):
-        get_config("smoke", verbose=False, epoch=3)
+        get_config("full-smoke", verbose=False, epoch=3)
     with pytest.raises(ValueError, match="unknown config key"):
         Config.from_dict({**Config().to_dict(), "lr_schedule": 0.1})
 
@@ -120,7 +136,7 @@ def test_each_bad_value_gets_one_line_naming_field_value_and_rule(field, value, 
     from hw3_utils.config import ConfigError
 
     with pytest.raises(ConfigError) as err:
-        get_config("smoke", verbose=False, **{field: value})
+        get_config("full-smoke", verbose=False, **{field: value})
     text = str(err.value)
     assert message in text and "\n" not in text
     assert isinstance(err.value, ValueError)  # callers that catch ValueError keep working
@@ -131,15 +147,15 @@ def test_setup_overrides_are_checked_the_same_way():
     from hw3_utils.notebook import setup
 
     with pytest.raises(ConfigError, match="epochs='ten' is not allowed"):
-        setup("smoke", epochs="ten")
+        setup("full-smoke", epochs="ten")
 
 
 def test_json_round_trip(tmp_path):
-    c = get_config("smoke", verbose=False, epochs=3)
+    c = get_config("full-smoke", verbose=False, epochs=3)
     c.save(tmp_path / "c.json")
     assert Config.load(tmp_path / "c.json") == c
     assert set(MODEL_FIELDS) <= set(c.to_dict())
-    assert set(PROFILES) == {"full", "cpu", "smoke"}
+    assert set(PROFILES) == {"full", "cpu", "full-smoke", "cpu-smoke"}
 
 
 def _names(reqs):

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from hw3_utils import fid as fidlib
-from hw3_utils import load_mnist, load_tensor, subset
+from hw3_utils import get_config, load_mnist, load_tensor, subset
 from hw3_utils.fid import FIDError, FIDWeightsError, compute_fid, save_pngs, tensor_stats
 
 pytestmark = pytest.mark.slow
@@ -169,3 +169,81 @@ def test_no_loader_processes_are_forked_inside_a_jupyter_kernel(monkeypatch):
     assert fidlib._workers() >= 1
     monkeypatch.setitem(sys.modules, "ipykernel", types.ModuleType("ipykernel"))
     assert fidlib._workers() == 0  # a fork of the kernel can break its ZeroMQ sockets
+
+
+# MNIST's FID statistics: downloaded where the release says, refused when they would take hours --------
+def _stats_file(path, seed):
+    rng = np.random.default_rng(seed)
+    return fidlib.save_stats(rng.normal(size=8), np.eye(8) * rng.uniform(1, 2), path)
+
+
+def _sources(monkeypatch, tmp_path, url, hashes):
+    src = tmp_path / "fid_references.json"
+    src.write_text(__import__("json").dumps({"url": url, "sha256": hashes}))
+    monkeypatch.setattr(fidlib, "SOURCES_JSON", src)
+
+
+def _no_long_job(monkeypatch):
+    def refuse(*a, **k):
+        raise AssertionError("a long reference computation was started")
+    monkeypatch.setattr(fidlib, "load_mnist", refuse)
+    monkeypatch.setattr(fidlib, "folder_stats", refuse)
+
+
+def test_reference_statistics_download_from_the_release_url_with_sha256(tmp_path, monkeypatch):
+    import hashlib
+
+    served = tmp_path / "served"
+    names = ["mnist_train_all.npz", "mnist_test_all.npz"]
+    files = {name: _stats_file(served / name, k) for k, name in enumerate(names)}
+    hashes = {n: hashlib.sha256(p.read_bytes()).hexdigest() for n, p in files.items()}
+    _sources(monkeypatch, tmp_path, served.as_uri(), hashes)  # file://.../served: as an offline test of a URL
+    _no_long_job(monkeypatch)
+    cfg = get_config("cpu", verbose=False)
+    cache = tmp_path / "cache"
+    for split in ("train", "test"):
+        got = fidlib.reference_npz(cfg, split, device="cpu", cache_dir=cache)
+        assert got == cache / f"mnist_{split}_all.npz"
+        assert got.read_bytes() == files[got.name].read_bytes()
+    assert sorted(p.name for p in cache.iterdir()) == ["mnist_test_all.npz", "mnist_train_all.npz"]  # no temp left
+
+
+def test_a_download_with_the_wrong_sha256_is_refused(tmp_path, monkeypatch, capsys):
+    served = tmp_path / "served"
+    _stats_file(served / "mnist_train_all.npz", 0)
+    _sources(monkeypatch, tmp_path, served.as_uri(), {"mnist_train_all.npz": "0" * 64})
+    _no_long_job(monkeypatch)
+    monkeypatch.delenv(fidlib.COMPUTE_ENV, raising=False)
+    with pytest.raises(fidlib.FIDReferenceError) as err:
+        fidlib.reference_npz(get_config("cpu", verbose=False), "train", device="cpu", cache_dir=tmp_path / "cache")
+    msg = str(err.value)
+    assert "\n" not in msg and "download from file://" in msg and "failed" in msg
+    assert not list((tmp_path / "cache").glob("*"))  # nothing half-checked is kept
+
+
+def test_offline_without_statistics_the_kit_stops_with_one_line(tmp_path, monkeypatch):
+    """No URL, no cached file, a CPU: one line that says what to do, instead of 2.5 hours of Inception."""
+    _sources(monkeypatch, tmp_path, None, {})
+    _no_long_job(monkeypatch)
+    monkeypatch.delenv(fidlib.COMPUTE_ENV, raising=False)
+    cache = tmp_path / "cache"
+    with pytest.raises(fidlib.FIDReferenceError) as err:
+        fidlib.reference_npz(get_config("cpu", verbose=False), "train", device="cpu", cache_dir=cache)
+    msg = str(err.value)
+    assert "\n" not in msg and "mnist_train_all.npz" in msg and str(cache) in msg and fidlib.COMPUTE_ENV in msg
+    assert "2.5 h" in msg  # 60,000 images at the measured CPU rate
+    # the floor of the cpu profile (1,000 test images, a few minutes) is still computed, not refused
+    fidlib._refuse_long(cache / "mnist_test_1000.npz", 1000, "test", "cpu", "offline")
+    # the instructor's explicit consent, and a GPU, lift the refusal
+    monkeypatch.setenv(fidlib.COMPUTE_ENV, "1")
+    fidlib._refuse_long(cache / "mnist_train_all.npz", 60_000, "train", "cpu", "offline")
+
+
+def test_the_cli_says_the_one_line_too(tmp_path, monkeypatch):
+    """`python -m hw3_utils fid` on a laptop without the statistics: exit 2 and the line, not a long job."""
+    monkeypatch.setenv("HW3_RUNS_DIR", str(tmp_path / "empty_runs"))  # no cached statistics
+    monkeypatch.delenv(fidlib.COMPUTE_ENV, raising=False)
+    r = subprocess.run([sys.executable, "-m", "hw3_utils", "fid", "--profile", "cpu", "--device", "cpu",
+                        "--out", str(tmp_path / "run"), "--no-progress"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2, r.stderr
+    assert "mnist_train_all.npz" in r.stderr and fidlib.COMPUTE_ENV in r.stderr and len(r.stderr.splitlines()) == 1

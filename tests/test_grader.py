@@ -54,9 +54,9 @@ def batch(tmp_path_factory):
     shutil.copytree(REPO / "notebooks", kit / "notebooks")
     (kit / "pyproject.toml").write_text("")
     runs = root / "runs"
-    (runs / "smoke").mkdir(parents=True)
-    (runs / "smoke" / "fid.json").write_text(json.dumps({"fid_vs_mnist_train": 421.1, "fid_vs_mnist_test": 430.5,
-                                                         "num_samples": 32, "profile": "smoke"}))
+    (runs / "full-smoke").mkdir(parents=True)
+    (runs / "full-smoke" / "fid.json").write_text(json.dumps({"fid_vs_mnist_train": 421.1, "fid_vs_mnist_test": 430.5,
+                                                         "num_samples": 32, "profile": "full-smoke"}))
     env = {k: v for k, v in os.environ.items() if not k.startswith("HW3_")}
     env.update(PYTHONPATH=str(kit), HW3_RUNS_DIR=str(runs))
     res = subprocess.run([sys.executable, "-m", "hw3_utils.submit", "--student", "roundtrip", "--out", str(subs)],
@@ -93,7 +93,7 @@ def test_solution_full_marks_and_stub_zero(batch):
 def test_submit_round_trip(batch):
     md = feedback(batch, "submission_roundtrip")
     assert batch["results"]["submission_roundtrip"].total == 100
-    assert "runs/smoke/fid.json: fid_vs_mnist_train = 421.10" in md
+    assert "runs/full-smoke/fid.json: fid_vs_mnist_train = 421.10" in md
     assert "notebooks/01_data_prep.ipynb: not executed" in md
     assert "differs from its checksum" not in md
 
@@ -187,7 +187,7 @@ def test_class_summary(batch):
     assert "Task 3 timed out" in look["h_loop"]
     assert "zip member(s) refused" in look["h_paths"] and "rejected: not a zip file" in look["h_notazip"]
     assert "notebooks not executed (5 of 5)" in look["submission_roundtrip"]
-    assert "fid.json" not in look["submission_roundtrip"]  # its fid.json matches the smoke profile
+    assert "fid.json" not in look["submission_roundtrip"]  # its fid.json matches the full-smoke profile
     assert "fid.json missing" in look["zz_solution"]
     from grader.summary import headline, summarize
 

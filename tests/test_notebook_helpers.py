@@ -38,21 +38,21 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 # setup ---------------------------------------------------------------------------------------
 def test_setup_returns_config_and_device_and_seeds(capsys, monkeypatch):
     monkeypatch.delenv("HW3_PROFILE", raising=False)
-    cfg, device = setup("smoke", seed=3)
+    cfg, device = setup("full-smoke", seed=3)
     got = torch.rand(4)
     torch.manual_seed(3)
     assert torch.equal(got, torch.rand(4))
-    assert cfg.profile == "smoke" and cfg.model_channels == 16
+    assert cfg.profile == "full-smoke" and cfg.model_channels == 16
     assert isinstance(device, torch.device) and device.type in ("cpu", "cuda")
     out = capsys.readouterr().out
-    assert "profile 'smoke'" in out and f"device {device}" in out
-    assert "model_channels=16 (full: 64)" in out  # says how smoke differs from the report
+    assert "profile 'full-smoke'" in out and f"device {device}" in out
+    assert "model_channels=16 (full: 64)" in out  # says how full-smoke differs from the report
 
 
 def test_setup_reads_profile_from_env_and_takes_overrides(monkeypatch):
-    monkeypatch.setenv("HW3_PROFILE", "smoke")
+    monkeypatch.setenv("HW3_PROFILE", "full-smoke")
     cfg, _ = setup(epochs=2)
-    assert cfg.profile == "smoke" and cfg.epochs == 2
+    assert cfg.profile == "full-smoke" and cfg.epochs == 2
     cfg, _ = setup("full")
     assert cfg.profile == "full" and cfg.model_channels == 64
 
@@ -77,14 +77,14 @@ def test_setup_on_colab_enables_the_widget_manager(monkeypatch):
     monkeypatch.setitem(sys.modules, "google", google)
     monkeypatch.setitem(sys.modules, "google.colab", colab)
     assert in_colab()
-    setup("smoke")
+    setup("full-smoke")
     assert calls == [1]
 
 
 def test_setup_off_colab_does_not_touch_google(monkeypatch):
     monkeypatch.delitem(sys.modules, "google.colab", raising=False)
     assert not in_colab()
-    setup("smoke")
+    setup("full-smoke")
     assert "google.colab" not in sys.modules
 
 
@@ -123,11 +123,11 @@ def test_live_loss_plot_updates_one_display(monkeypatch):
 
 # require_checkpoint --------------------------------------------------------------------------
 def test_require_checkpoint_without_a_run_says_to_run_notebook_04(tmp_path):
-    cfg = get_config("smoke", verbose=False)
+    cfg = get_config("full-smoke", verbose=False)
     for run in (tmp_path / "missing", tmp_path):  # no folder at all; a folder without checkpoints
         with pytest.raises(CheckpointError, match="04_training.ipynb") as err:
             require_checkpoint(cfg, run)
-        assert "HW3_PROFILE=smoke" in str(err.value)
+        assert "HW3_PROFILE=full-smoke" in str(err.value)
     (tmp_path / "checkpoints").mkdir()
     with pytest.raises(CheckpointError, match="holds no checkpoint"):
         require_checkpoint(cfg, tmp_path)
@@ -135,8 +135,8 @@ def test_require_checkpoint_without_a_run_says_to_run_notebook_04(tmp_path):
 
 def test_require_checkpoint_default_is_the_profiles_run_folder(tmp_path, monkeypatch):
     monkeypatch.setenv("HW3_RUNS_DIR", str(tmp_path))
-    with pytest.raises(CheckpointError, match=str(tmp_path / "smoke" / "checkpoints")):
-        require_checkpoint(get_config("smoke", verbose=False))
+    with pytest.raises(CheckpointError, match=str(tmp_path / "full-smoke" / "checkpoints")):
+        require_checkpoint(get_config("full-smoke", verbose=False))
 
 
 def _fake_checkpoint(run: Path, cfg, epoch: int, step: int) -> Path:
@@ -149,7 +149,7 @@ def _fake_checkpoint(run: Path, cfg, epoch: int, step: int) -> Path:
 
 
 def test_require_checkpoint_finds_the_newest_and_warns_when_unfinished(tmp_path, capsys):
-    cfg = get_config("smoke", verbose=False, model_channels=8, epochs=2)
+    cfg = get_config("full-smoke", verbose=False, model_channels=8, epochs=2)
     _fake_checkpoint(tmp_path, cfg, epoch=1, step=3)
     with pytest.warns(UserWarning, match="epoch 1 of 2"):
         path = require_checkpoint(cfg, tmp_path)

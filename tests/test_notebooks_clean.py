@@ -15,7 +15,7 @@ import pytest
 NB_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 EXPECTED = ["01_data_prep", "02_unet", "03_forward_diffusion", "04_training", "05_sampling_and_fid"]
 DEFINITION = re.compile(r"^[ \t]*(?:async[ \t]+def|def|class)[ \t]+\w*", re.MULTILINE)
-PINNED_PROFILE = re.compile(r"""["'](smoke|full)["']""")
+PINNED_PROFILE = re.compile(r"""["'](full|cpu)(-smoke)?["']""")
 
 
 def _read(name: str):

@@ -175,7 +175,7 @@ def test_release_notebook_runs_up_to_its_first_task_and_stops_with_its_message(r
     for key in [k for k in os.environ if k.startswith("HW3_")]:
         monkeypatch.delenv(key)
     monkeypatch.setenv("PYTHONPATH", str(release))  # the kernel imports the release's hw3_utils
-    monkeypatch.setenv("HW3_PROFILE", "smoke")
+    monkeypatch.setenv("HW3_PROFILE", "full-smoke")
     monkeypatch.setenv("HW3_DATA_DIR", data_dir)
     monkeypatch.setenv("HW3_RUNS_DIR", str(tmp_path / "runs"))
     monkeypatch.setenv("MPLBACKEND", "Agg")
@@ -191,4 +191,25 @@ def test_release_notebook_runs_up_to_its_first_task_and_stops_with_its_message(r
     ran = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and c.get("execution_count")]
     assert ran and max(ran) == check_at, f"stopped at cell {max(ran)}, the task's check is cell {check_at}"
     where = [o.text for o in nb.cells[1].outputs if o.output_type == "stream"]
-    assert "profile 'smoke'" in "".join(where)
+    assert "profile 'full-smoke'" in "".join(where)
+
+
+def test_release_names_where_students_download_the_fid_statistics(tmp_path):
+    import hashlib
+
+    stats = tmp_path / "stats"
+    stats.mkdir()
+    for k, name in enumerate(("mnist_train_all.npz", "mnist_test_all.npz")):
+        (stats / name).write_bytes(f"stand-in {k}".encode())
+    url = "https://course.example.edu/hw3/fid"
+    kit = make_release(tmp_path / "kit", quiet=True, repo_url="none", fid_stats_url=url, fid_stats_dir=stats)
+    src = json.loads((kit / "hw3_utils" / "fid_references.json").read_text())
+    assert src["url"] == url
+    assert src["sha256"] == {n: hashlib.sha256((stats / n).read_bytes()).hexdigest() for n in src["sha256"]}
+    assert sorted(src["sha256"]) == ["mnist_test_all.npz", "mnist_train_all.npz"]
+    assert json.loads((kit / "RELEASE.json").read_text())["fid_stats_url"] == url
+    with pytest.raises(ReleaseError, match="mnist_test_all.npz"):  # it will not publish hashes it cannot compute
+        (stats / "mnist_test_all.npz").unlink()
+        make_release(tmp_path / "kit2", quiet=True, repo_url="none", fid_stats_url=url, fid_stats_dir=stats)
+    plain = make_release(tmp_path / "kit3", quiet=True, repo_url="none")
+    assert json.loads((plain / "hw3_utils" / "fid_references.json").read_text()) == {"url": None, "sha256": {}}

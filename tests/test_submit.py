@@ -12,8 +12,8 @@ from hw3_utils import submit
 
 def test_pack_contents_manifest_and_warnings(tmp_path, capsys):
     runs = tmp_path / "runs"
-    (runs / "smoke").mkdir(parents=True)
-    (runs / "smoke" / "fid.json").write_text('{"fid_vs_mnist_train": 1.0}')
+    (runs / "full-smoke").mkdir(parents=True)
+    (runs / "full-smoke" / "fid.json").write_text('{"fid_vs_mnist_train": 1.0}')
     (runs / "full").mkdir()  # no fid.json: not packed
     zpath = submit.pack("Ada Lovelace", tmp_path, runs=runs)
     assert zpath.name == "submission_Ada_Lovelace.zip"
@@ -23,9 +23,9 @@ def test_pack_contents_manifest_and_warnings(tmp_path, capsys):
         for name in names - {"manifest.json"}:
             assert man["files"][name] == hashlib.sha256(z.read(name)).hexdigest()
     assert {"hw3_utils/data.py", "hw3_utils/unet.py", "hw3_utils/diffusion.py", "hw3_utils/pipeline.py",
-            "runs/smoke/fid.json", "manifest.json"} <= names
+            "runs/full-smoke/fid.json", "manifest.json"} <= names
     assert {f"notebooks/{p.name}" for p in (REPO / "notebooks").glob("*.ipynb")} <= names
-    assert man["profiles"] == ["smoke"] and man["student"] == "Ada_Lovelace" and man["torch"]
+    assert man["profiles"] == ["full-smoke"] and man["student"] == "Ada_Lovelace" and man["torch"]
     out = capsys.readouterr().out
     assert "packed" in out and "WARNING: no fid.json" not in out
 

@@ -85,6 +85,17 @@ VARIANTS = (
     variant("normalize-tuples", FILE, ("transforms.Normalize([0.5] * in_channels, [0.5] * in_channels)",
                                        "transforms.Normalize(mean=(0.5,) * in_channels, std=(0.5,) * in_channels)"),
             "Normalize with tuples and keywords"),
+    variant("totensor-repeat", FILE, (_SOLUTION,
+            "    return transforms.Compose([\n"
+            "        transforms.ToTensor(),\n"
+            "        transforms.Lambda(lambda x: x.repeat(in_channels, 1, 1)),\n"
+            "        transforms.Normalize([0.5] * in_channels, [0.5] * in_channels),\n"
+            "    ])\n"),
+            "ToTensor on the grey image, then repeat to in_channels channels instead of Grayscale(n)"),
+    variant("convert-image-dtype", FILE, ("        transforms.ToTensor(),\n",
+                                          "        transforms.PILToTensor(),\n"
+                                          "        transforms.ConvertImageDtype(torch.float32),\n"),
+            "PILToTensor + ConvertImageDtype (uint8 / 255) instead of ToTensor"),
 )
 ### END HIDDEN TESTS
 

@@ -17,7 +17,7 @@ def tiny_unet_config(seed: int = 0):
     """The tiny UNet of the 2b cases: widths 8/16/32, bottleneck 64, 4 groups, 32-d time embedding."""
     from hw3_utils.config import get_config
 
-    return get_config("smoke", verbose=False, model_channels=8, groups=4, time_emb_dim=32, seed=seed)
+    return get_config("full-smoke", verbose=False, model_channels=8, groups=4, time_emb_dim=32, seed=seed)
 
 
 def inputs(spec: dict) -> dict:

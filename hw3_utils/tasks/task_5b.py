@@ -95,7 +95,7 @@ def run(case: dict) -> dict:
     from hw3_utils import pipeline
     from hw3_utils.config import get_config
 
-    cfg = get_config("smoke", verbose=False, num_samples=case["new"].shape[0])
+    cfg = get_config("full-smoke", verbose=False, num_samples=case["new"].shape[0])
     with tempfile.TemporaryDirectory(prefix="hw3check-") as tmp:
         run_dir, refdir = Path(tmp) / "run", Path(tmp) / "refs"
         (run_dir / "checkpoints").mkdir(parents=True)

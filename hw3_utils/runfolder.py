@@ -1,0 +1,141 @@
+"""The run folder: its layout, and its record `fid.json` (one writer, one reader, one check).
+
+    runs/<profile>/                       config.run_dir(cfg=cfg); $HW3_RUNS_DIR moves runs/
+        config.json                       the Config of the newest training session
+        checkpoints/step_XXXXXXXX.pt      one per finished epoch, the two newest kept (train.py)
+        samples_<checkpoint>/00000.png    the samples of that checkpoint's EMA weights (samples_dir;
+                                          pipeline.samples_folder picks the newest checkpoint's)
+        loss_curve.png, process_grid.png, samples_grid.png
+        fid.json                          write_fid_json: what notebook 05, `python -m hw3_utils fid|all`
+                                          write, `make submit` hands in and the grader checks
+
+Everything that reads or writes one of these paths asks this module for it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+from .atomic import atomic_write
+from .config import PROFILES, Config, get_config
+
+CONFIG_JSON = "config.json"
+CHECKPOINTS = "checkpoints"
+CHECKPOINT_GLOB = "step_*.pt"
+FID_JSON = "fid.json"
+FIGURES = ("loss_curve", "process_grid", "samples_grid")
+# The three FIDs of a record: vs the training set (the report's reference), vs the test set, and
+# the real-vs-real floor at the samples' count (pipeline.fid_table computes them).
+FID_KEYS = ("fid_vs_mnist_train", "fid_vs_mnist_test", "fid_floor_test_vs_train")
+
+
+def checkpoint_dir(run) -> Path:
+    return Path(run) / CHECKPOINTS
+
+
+def checkpoint_path(run, step: int) -> Path:
+    return checkpoint_dir(run) / f"step_{step:08d}.pt"
+
+
+def checkpoint_paths(run) -> list[Path]:
+    """The run's checkpoints, newest first."""
+    return sorted(checkpoint_dir(run).glob(CHECKPOINT_GLOB), reverse=True)
+
+
+def figure_path(run, name: str) -> Path:
+    """<run>/<name>.png for one of FIGURES."""
+    if name not in FIGURES:
+        raise ValueError(f"unknown figure {name!r}; the run folder holds {', '.join(FIGURES)}")
+    return Path(run) / f"{name}.png"
+
+
+def samples_dir(run, checkpoint) -> Path:
+    """<run>/samples_<checkpoint stem>: the samples drawn by that checkpoint's weights."""
+    return Path(run) / f"samples_{Path(checkpoint).stem}"
+
+
+def fid_json_path(run) -> Path:
+    return Path(run) / FID_JSON
+
+
+# fid.json -------------------------------------------------------------------------------------
+def sampler_name(cfg: Config) -> str:
+    """The config's sampler in words, for fid.json and figure titles."""
+    steps = cfg.sample_steps or cfg.timesteps
+    if cfg.sampler == "ddim":
+        kind = f"DDIM, {steps} steps, eta 0"
+    elif steps == cfg.timesteps:
+        kind = f"DDPM ancestral, all {cfg.timesteps} steps, variance={cfg.variance}"
+    else:
+        kind = f"DDPM ancestral on {steps} respaced steps, variance={cfg.variance}"
+    return kind + (", x0-hat clipped" if cfg.clip_denoised else "") + ", EMA weights"
+
+
+def environment(device) -> dict:
+    """Where a measurement was taken: device name and type, torch/CUDA/Python versions, cores, date."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+    else:
+        name = f"CPU {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads"
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {"device": name, "device_type": device.type, "torch": torch.__version__, "cuda": torch.version.cuda,
+            "python": platform.python_version(), "host_cores": cores,
+            "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+
+
+def fid_record(cfg: Config, table: dict, device, **extra) -> dict:
+    """The fid.json record: profile, sample count and sampler (from cfg), the FIDs and the floor
+    (`table`, from pipeline.fid_table), anything in `extra` (timings, final loss), and the environment."""
+    missing = [k for k in FID_KEYS if k not in table]
+    if missing:
+        raise ValueError(f"the FID table lacks {missing}; build it with pipeline.fid_table")
+    own = {"profile": cfg.profile, "num_samples": cfg.num_samples, "sampler": sampler_name(cfg)}
+    record = {**own, **table, **extra, **environment(device)}
+    record.update(own)  # the config is the truth about these three, whatever the table says
+    return record
+
+
+def write_fid_json(run, cfg: Config, table: dict, device, **extra) -> Path:
+    """Write <run>/fid.json atomically (the one writer); returns its path."""
+    path = fid_json_path(run)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, json.dumps(fid_record(cfg, table, device, **extra), indent=2))
+    return path
+
+
+def read_fid_json(path) -> dict:
+    """A fid.json as a dict; ValueError when it is not a JSON object."""
+    record = json.loads(Path(path).read_text(encoding="utf-8"))
+    if not isinstance(record, dict):
+        raise ValueError(f"{path} holds a JSON {type(record).__name__}, not an object")
+    return record
+
+
+def fid_problem(record: dict) -> str | None:
+    """Why a fid.json record does not fit the profile it names, or None when it does.
+
+    The grader lists a submission with a problem here under "needs a human look". A record that
+    `write_fid_json` wrote for an unedited profile has none (tests/test_runfolder.py).
+    """
+    profile = record.get("profile")
+    if not isinstance(profile, str) or profile not in PROFILES:
+        return f"fid.json names no known profile ({str(profile)[:40]!r})"
+    cfg = get_config(profile, verbose=False)
+    n = record.get("num_samples")
+    if n != cfg.num_samples:
+        return f"fid.json: {n!r} samples, but the {profile} profile draws {cfg.num_samples:,}"
+    for key in FID_KEYS:
+        value = record.get(key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+            return f"fid.json: {key} is {str(value)[:40]!r}, not a FID (a finite number >= 0)"
+    if record.get("sampler") != sampler_name(cfg):
+        return f"fid.json: sampler {str(record.get('sampler'))[:80]!r}, not the {profile} profile's"
+    return None
