@@ -28,7 +28,7 @@ run: $(VENV)/.installed
 
 LAB_ARGS ?=
 lab: $(VENV)/.installed
-	$(VENV)/bin/jupyter lab $(LAB_ARGS) notebooks/01_data_prep.ipynb
+	$(VENV)/bin/jupyter lab --ServerApp.root_dir="$(CURDIR)" $(LAB_ARGS) notebooks/01_data_prep.ipynb
 
 unit: $(VENV)/.installed-dev
 	$(PY) -m pytest tests -m "not browser"

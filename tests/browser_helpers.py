@@ -76,14 +76,15 @@ def copy_repo(dest: Path) -> Path:
 # The JupyterLab server
 # --------------------------------------------------------------------------------------------
 
-def kernel_env(runs_dir: Path) -> dict[str, str]:
-    """The environment of the Lab server and its kernels: the student's, but the smoke profile, the
-    data of $HW3_DATA_DIR, a temporary runs folder, and no MPLBACKEND (CI sets Agg, which would hide
+def kernel_env(runs_dir: Path, profile: str = "cpu-smoke") -> dict[str, str]:
+    """The environment of the Lab server and its kernels: the student's, but a smoke twin of a profile
+    (default: the cpu path, a student's default, at test sizes), the data of $HW3_DATA_DIR, a temporary
+    runs folder holding the FID cache's MNIST statistics, and no MPLBACKEND (CI sets Agg, which would hide
     every figure; a student's kernel uses the inline backend)."""
     data = os.environ.get("HW3_DATA_DIR")
     assert data, "set HW3_DATA_DIR to a folder holding MNIST/raw (see README, 'Offline use'); .ci/run does"
     env = {k: v for k, v in os.environ.items() if not k.startswith("HW3_") and k != "MPLBACKEND"}
-    env.update(HW3_PROFILE="smoke", HW3_DATA_DIR=str(Path(data).resolve()), HW3_RUNS_DIR=str(runs_dir))
+    env.update(HW3_PROFILE=profile, HW3_DATA_DIR=str(Path(data).resolve()), HW3_RUNS_DIR=str(runs_dir))
     # Chromium, the server and the kernel share the CPUs here; with libgomp's default spin-waiting
     # the kernel's OpenMP threads then crawl (sampling ~100x slower on 2 cores). Passive waiting
     # changes no result, only how idle threads wait.
@@ -106,12 +107,15 @@ def free_port() -> int:
 
 
 class LabServer:
-    """`jupyter lab` on 127.0.0.1:<random port> with a random token, root_dir = a repo copy.
+    """`make lab` in a kit copy (the repo's or the student release's), as a student starts JupyterLab: the
+    server's root is the kit's folder and notebook 01 opens; the test adds, through LAB_ARGS, only what a
+    headless run needs (no browser, 127.0.0.1:<random port>, a random token, window.jupyterapp exposed).
 
-    Its Jupyter config, data, runtime and settings folders are private temporary ones, so no
-    user-level kernelspec or lab setting can change what runs: the kernel is the venv's python3
-    (argv[0] "python" is replaced with the server's own interpreter by jupyter_client), and
-    PYTHONPATH puts the copy's hw3_utils ahead of the editable install of the checkout.
+    It runs with this test's venv (VENV=...; `-o` keeps make from reinstalling it for the copy). Its
+    Jupyter config, data, runtime and settings folders are private temporary ones, so no user-level
+    kernelspec or lab setting can change what runs: the kernel is the venv's python3 (argv[0] "python"
+    is replaced with the server's own interpreter by jupyter_client), and PYTHONPATH puts the copy's
+    hw3_utils ahead of the editable install of the checkout.
     """
 
     def __init__(self, root: Path, home: Path, env: dict[str, str], log_path: Path):
@@ -137,16 +141,19 @@ class LabServer:
         self._log = None
 
     def command(self) -> list[str]:
-        return [
-            sys.executable, "-m", "jupyterlab", "--no-browser",
-            "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={self.port}", "--ServerApp.port_retries=0",
-            f"--IdentityProvider.token={self.token}", f"--ServerApp.root_dir={self.root}",
+        lab_args = [
+            "--no-browser", "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={self.port}",
+            "--ServerApp.port_retries=0", f"--IdentityProvider.token={self.token}",
             "--LabApp.expose_app_in_browser=True",  # window.jupyterapp: read kernel state, run commands
             "--LabApp.news_url=None", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
             "--ServerApp.shutdown_no_activity_timeout=1800",  # a safety net should teardown be skipped
             "--MappingKernelManager.cull_idle_timeout=0",
             "--LabApp.extension_manager=readonly", "--ServerApp.terminals_enabled=False",
         ] + (["--allow-root"] if hasattr(os, "geteuid") and os.geteuid() == 0 else [])  # CI containers
+        venv = Path(sys.prefix)
+        assert (venv / "bin" / "jupyter").is_file(), f"the tests run in a venv with jupyter; {venv} has none"
+        return ["make", "-s", "--no-print-directory", "lab", f"VENV={venv}", "-o", f"{venv}/.installed",
+                "LAB_ARGS=" + " ".join(lab_args)]
 
     def start(self, timeout: float = 90) -> LabServer:
         self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
@@ -300,6 +307,15 @@ class LabBrowser:
             self._pw.stop()
             raise
         self.console: list[str] = []  # browser console errors and uncaught page exceptions, for reports
+
+    def open_from_file_browser(self, page, rel_path: str, timeout_s: float = 60) -> None:
+        """Open a file as a student does: the file browser's home (the server's root), then a double click
+        on each folder and on the file."""
+        page.locator(".jp-BreadCrumbs-home").first.click(timeout=timeout_s * 1000)
+        for part in rel_path.split("/"):
+            item = page.locator(".jp-DirListing-content .jp-DirListing-item").filter(
+                has=page.locator(".jp-DirListing-itemText", has_text=re.compile(rf"^{re.escape(part)}$")))
+            item.first.dblclick(timeout=timeout_s * 1000)
 
     def open_notebook(self, rel_path: str, timeout_s: float = 120):
         """A page showing the notebook, once its kernel has started and reports idle."""

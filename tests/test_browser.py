@@ -3,10 +3,11 @@ error, renders the two sliders, and moving a slider changes the picture to the f
 timestep the readout names.
 
 nbval proves the cells run in a kernel; this proves the widget front end is there too. It starts
-`jupyter lab` (127.0.0.1, random port and token) on a temporary copy of the repo, runs notebooks
-01..05 in order in that one server (05 loads the checkpoint 04 writes under a temporary
-$HW3_RUNS_DIR), smoke profile. Screenshots: tests/_artifacts/browser/ (git-ignored).
-`HW3_UPDATE_DOCS_IMG=1` also refreshes docs/img/browser_0{3,5}_slider.png for the README.
+JupyterLab through `make lab` (127.0.0.1, random port and token) in a temporary copy of the repo, and
+runs notebooks 01..05 in order in that one server (05 loads the checkpoint 04 writes under a temporary
+$HW3_RUNS_DIR), once per code path at test sizes: cpu-smoke (a student's default, 1 channel, respaced
+clipped sampler) and full-smoke (3 channels, all T steps). Screenshots: tests/_artifacts/browser/<profile>/
+(git-ignored). `HW3_UPDATE_DOCS_IMG=1` also refreshes docs/img/browser_0{3,5}_slider.png (cpu path).
 
 Needs Chromium (/usr/bin/chromium, or $HW3_CHROMIUM) and the PyPI package playwright; without
 them it fails with a message saying how to install them -- it is never skipped.
@@ -36,7 +37,9 @@ from browser_helpers import (
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-ARTIFACTS = REPO / "tests" / "_artifacts" / "browser"
+ARTIFACTS_ROOT = REPO / "tests" / "_artifacts" / "browser"
+PROFILES = ["cpu-smoke", "full-smoke"]
+DOCS_PROFILE = "cpu-smoke"  # the README's screenshots show a student's default path
 DOCS_IMG = REPO / "docs" / "img"
 NOTEBOOKS = ["01_data_prep", "02_unet", "03_forward_diffusion", "04_training", "05_sampling_and_fid"]
 NO_STDERR = {"05_sampling_and_fid"}  # FID's progress and its singular-covariance note must not look like errors
@@ -64,6 +67,8 @@ class Lab:
     server: LabServer
     browser: LabBrowser
     root: Path
+    profile: str
+    artifacts: Path
     ran: dict[str, str | None] = field(default_factory=dict)  # notebook -> None (ok) or what failed
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -73,7 +78,7 @@ class Lab:
         page = self.browser.open_notebook(f"notebooks/{name}.ipynb")
         try:
             state = self.browser.run_all_cells(page, RUN_TIMEOUT_S.get(name, 180))
-            page.screenshot(path=str(ARTIFACTS / f"{name}_page.png"))
+            page.screenshot(path=str(self.artifacts / f"{name}_page.png"))
             problem = None
             if state["timed_out"]:
                 problem = f"Run All Cells did not finish in {RUN_TIMEOUT_S.get(name, 180)} s: {state}"
@@ -87,12 +92,12 @@ class Lab:
             self.ran[name] = problem
             self.timings[name] = time.monotonic() - t0
             if state["stderr"]:
-                (ARTIFACTS / f"{name}_stderr.txt").write_text("\n".join(state["stderr"]))
-            assert problem is None, f"{name}.ipynb in JupyterLab: {problem}"
+                (self.artifacts / f"{name}_stderr.txt").write_text("\n".join(state["stderr"]))
+            assert problem is None, f"{name}.ipynb in JupyterLab ({self.profile}): {problem}"
             return page
         except BaseException:
             self.ran.setdefault(name, "failed before the run finished")
-            _failure_shot(page, name)
+            _failure_shot(page, name, self.artifacts)
             self.browser.close_notebook(page)
             raise
 
@@ -103,7 +108,7 @@ class Lab:
         assert self.ran[name] is None, f"{name}.ipynb, which this notebook needs, failed: {self.ran[name]}"
 
 
-def _failure_shot(page, name: str) -> None:
+def _failure_shot(page, name: str, artifacts: Path) -> None:
     try:  # show the cell that is running or failed, not the end of the notebook
         for sel in (".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']",
                     ".jp-InputPrompt:has-text('[*]')"):
@@ -111,36 +116,37 @@ def _failure_shot(page, name: str) -> None:
             if target.count():
                 target.first.scroll_into_view_if_needed(timeout=5000)
                 break
-        page.screenshot(path=str(ARTIFACTS / f"{name}_FAILED.png"), full_page=True)
+        page.screenshot(path=str(artifacts / f"{name}_FAILED.png"), full_page=True)
     except Exception:
         pass
 
 
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory):
-    fresh_dir(ARTIFACTS)
-    tmp = tmp_path_factory.mktemp("browser")
+@pytest.fixture(scope="module", params=PROFILES)
+def lab(request, tmp_path_factory):
+    profile = request.param
+    artifacts = fresh_dir(ARTIFACTS_ROOT / profile)
+    tmp = tmp_path_factory.mktemp(f"browser-{profile}")
     root = copy_repo(tmp / "repo")
-    env = kernel_env(tmp / "runs")
-    server = LabServer(root, tmp / "home", env, ARTIFACTS / "jupyterlab.log")
+    env = kernel_env(tmp / "runs", profile)
+    server = LabServer(root, tmp / "home", env, artifacts / "jupyterlab.log")
     browser = None
     timings: dict[str, float] = {}
     t0 = time.monotonic()
     try:
         server.start()
         browser = LabBrowser(server)
-        yield Lab(server, browser, root, timings=timings)
+        yield Lab(server, browser, root, profile, artifacts, timings=timings)
     finally:  # also when a test failed or was interrupted
         try:
             if browser is not None:
                 if browser.console:
-                    (ARTIFACTS / "browser_console.txt").write_text("\n".join(browser.console))
+                    (artifacts / "browser_console.txt").write_text("\n".join(browser.console))
                 browser.close()
         finally:
             server.stop()
         lines = [f"{k:<24}{v:7.1f} s" for k, v in timings.items()]
         lines.append(f"{'total, with start/stop':<24}{time.monotonic() - t0:7.1f} s")
-        (ARTIFACTS / "timings.txt").write_text("\n".join(lines) + "\n")
+        (artifacts / "timings.txt").write_text("\n".join(lines) + "\n")
 
 
 def _slider_view(page):
@@ -262,10 +268,10 @@ def _exercise_slider(page, lab: Lab, name: str) -> None:
     cell = page.locator(".jp-Cell").filter(has=view)
     page.add_style_tag(content=".jp-cell-toolbar { display: none !important; }")  # hover-only clutter
     page.mouse.move(0, 0)
-    cell.screenshot(path=str(ARTIFACTS / f"{name}_slider.png"))
-    if os.environ.get("HW3_UPDATE_DOCS_IMG") == "1":
+    cell.screenshot(path=str(lab.artifacts / f"{name}_slider.png"))
+    if os.environ.get("HW3_UPDATE_DOCS_IMG") == "1" and lab.profile == DOCS_PROFILE:
         short = name.split("_")[0]
-        size = shrink_png(ARTIFACTS / f"{name}_slider.png", DOCS_IMG / f"browser_{short}_slider.png")
+        size = shrink_png(lab.artifacts / f"{name}_slider.png", DOCS_IMG / f"browser_{short}_slider.png")
         assert size < 80_000
 
 
@@ -274,11 +280,11 @@ def _figures(page):
     return page.locator(".jp-Cell").filter(has=page.locator(".jp-RenderedImage img"))
 
 
-def _key_view(page, name: str) -> None:
+def _key_view(page, name: str, artifacts: Path) -> None:
     """Screenshot of the last figure the notebook shows (its 'result' view)."""
     cell = _figures(page).last
     cell.scroll_into_view_if_needed()
-    cell.screenshot(path=str(ARTIFACTS / f"{name}_key.png"))
+    cell.screenshot(path=str(artifacts / f"{name}_key.png"))
 
 
 @pytest.mark.parametrize("name", NOTEBOOKS)
@@ -289,17 +295,18 @@ def test_notebook_in_jupyterlab(lab: Lab, name: str):
     try:
         # the kernel is the venv's interpreter and imports the copy's hw3_utils
         where = lab.browser.run_in_kernel(
-            page, "import sys, hw3_utils; print(sys.prefix); print(hw3_utils.__file__)")
-        prefix, pkg = where.strip().splitlines()[-2:]
+            page, "import sys, hw3_utils; print(sys.prefix); print(hw3_utils.__file__); print(cfg.profile)")
+        prefix, pkg, profile = where.strip().splitlines()[-3:]
+        assert profile == lab.profile, f"{name} ran with profile {profile}, not {lab.profile}"
         assert Path(prefix).resolve() == Path(sys.prefix).resolve(), f"kernel runs in {prefix}, not {sys.prefix}"
         assert Path(pkg).resolve().is_relative_to(lab.root.resolve()), f"kernel imported hw3_utils from {pkg}"
         assert _figures(page).count() >= 1, f"{name}: no figure is shown (matplotlib inline output missing)"
         if name in SLIDERS:
             _exercise_slider(page, lab, name)
         else:
-            _key_view(page, name)
+            _key_view(page, name, lab.artifacts)
     except BaseException:
-        _failure_shot(page, name)
+        _failure_shot(page, name, lab.artifacts)
         raise
     finally:
         lab.browser.close_notebook(page)

@@ -1,6 +1,7 @@
-"""The student's loop in a real browser, on the generated student release: JupyterLab runs notebook 03
-up to its task and stops with the task's message; the student opens the task's file in JupyterLab's
-editor, types an implementation, saves, re-runs the check cell, and it passes.
+"""The student's loop in a real browser, on the generated student release: `make lab` starts JupyterLab at
+the kit's root with notebook 01 open; notebook 03 runs up to its task and stops with the task's message;
+the student opens the task's file from JupyterLab's file browser, types an implementation in its
+editor, saves, re-runs the check cell, and it passes.
 
 Same machinery as test_browser.py (JupyterLab on 127.0.0.1 with a random token, headless Chromium
 through Playwright); screenshots go to tests/_artifacts/browser_student/.
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import re
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -64,9 +66,15 @@ def test_student_fixes_task_3_in_the_editor_and_the_check_passes(tmp_path):
         first_unrun = counts.index(None)
         assert all(c is not None for c in counts[:first_unrun]) and "Task 3" in _check_cell_output(nb)
 
-        # 2. the task's file in JupyterLab's editor: select the stub, type the answer, save
+        # 2. `make lab` serves the kit's root, so the task file is in the file browser: open it there
+        with urllib.request.urlopen(server.url("api/contents/hw3_utils")) as r:
+            assert r.status == 200
+        opened = [p.read_text() for p in Path(server.env["JUPYTER_RUNTIME_DIR"]).glob("jpserver-*-open.html")]
+        assert opened and "lab/tree/notebooks/01_data_prep.ipynb" in opened[0]  # what a student's browser opens
         editor = browser.context.new_page()
-        editor.goto(server.url(f"lab/workspaces/student-editor/tree/{TASK_FILE}"))
+        editor.goto(server.url("lab/workspaces/student-editor"))
+        browser.open_from_file_browser(editor, TASK_FILE)
+        # then select the stub in the editor, type the answer, save
         lines = editor.locator(".jp-FileEditor .cm-line")
         todo = editor.locator(".jp-FileEditor .cm-line", has_text="# TODO Task 3 ")
         todo.first.wait_for(timeout=60_000)
