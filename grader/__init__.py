@@ -3,9 +3,12 @@
 release   : strip the solution regions into a student kit (`make release`)
 patches   : applies the tasks' known mistakes and correct variants (source patches) for the tests
 reference : expected outputs of the solution (check_data.pt, the grader's reference)
-sandbox   : how a submission's code is run (namespaces, a capped private /tmp, rlimits, another user)
-zygote    : the fork server: Python and torch started once per batch, one forked sandbox per run
-grade     : safe extraction, per-task runs with time limits, grades.csv and feedback
+sandbox   : how a submission's code runs: modes, the allowlist of its file system, cgroups, one run
+zygote    : the fork server, the one launch path: torch imported once per batch, a sandbox forked per run
+extract   : a submission zip's allowlisted members, extracted safely; notes on notebooks, fid.json, manifest
+runner    : one submission's run, task by task, with time limits; its outputs validated
+render    : typed task results, `untrusted` (text from a submission made safe once), the feedback
+batch     : the batch: grade_one, grades.csv, the feedback files, the summary
 gradescope: the autograder.zip bundle and its run_autograder entry
 """
 

@@ -52,7 +52,7 @@ def main(argv=None) -> int:
         from hw3_utils.tasks import TASKS
 
         from . import sandbox
-        from .grade import grade_batch_detailed
+        from .batch import grade_batch_detailed
         from .summary import headline, summarize
 
         mode = sandbox.detect_mode()

@@ -72,8 +72,8 @@ export PYTHONPATH="$SRC/release:$SRC"
 exec "${PYTHON:-python3}" -m grader.gradescope run --root "$ROOT" --source "$SRC"
 """
 
-BUNDLE_GRADER_FILES = ("__init__.py", "__main__.py", "grade.py", "gradescope.py", "reference.py", "release.py",
-                       "summary.py", "sandbox.py", "zygote.py")
+BUNDLE_GRADER_FILES = ("__init__.py", "__main__.py", "batch.py", "extract.py", "runner.py", "render.py",
+                       "gradescope.py", "reference.py", "release.py", "summary.py", "sandbox.py", "zygote.py")
 
 
 def build_bundle(out: Path) -> Path:
@@ -108,7 +108,7 @@ def build_bundle(out: Path) -> Path:
 
 def _collect_submission(sub: Path, dest: Path) -> Path:
     """One zip to grade: the submitted zip, or a zip of the loose files mapped to their kit paths."""
-    from .grade import CAPS, allowed, task_files
+    from .extract import CAPS, allowed, task_files
 
     files = [p for p in sorted(sub.rglob("*")) if p.is_file() and not p.is_symlink()] if sub.is_dir() else []
     zips = [p for p in files if p.suffix == ".zip"]
@@ -136,7 +136,7 @@ def _collect_submission(sub: Path, dest: Path) -> Path:
 def run(root: Path, source: Path, task_timeout: float = 60.0) -> dict:
     import hw3_utils
 
-    from .grade import grade_batch_detailed
+    from .batch import grade_batch_detailed
 
     root, source = Path(root), Path(source)
     kit = Path(hw3_utils.__file__).resolve().parent

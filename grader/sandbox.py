@@ -1,35 +1,36 @@
-"""How a submission's code runs: a separate process that can harm only itself.
+"""How a submission's code runs: forked by the grader's fork server (grader/zygote.py, the one launch path)
+into a sandbox whose file system is built from an allowlist.
 
-Modes, best first (the feedback header names the one used; `python -m grader grade` warns about the
+Modes (`detect_mode`; every feedback header names the one used, `python -m grader grade` warns about the
 reduced ones):
-- "namespaces" (the grader runs as root): new network, mount, IPC and PID namespaces (`unshare`), an
-  empty tmpfs over every hidden path (the instructor's kit, grader, submissions, grades, reference),
-  then the code runs as user nobody with no capabilities: no network, nothing secret to read,
-  nothing of the grader's to write, and every process dies with the namespace.
-- "userns" (not root, unprivileged user namespaces allowed): the same namespaces inside a user
-  namespace (`unshare -r`), then a nested user namespace as a non-root id: the mounts are locked, the
-  code holds no capabilities and can create no user namespace of its own.
-- "nobody" (root, namespaces refused, e.g. a Docker container): runs as user nobody; hidden
-  paths are made unreadable (chmod) for the duration of the batch; after each submission every
-  process of nobody is killed and what nobody wrote in the shared temporary folders is deleted.
-- "none": a plain subprocess; only the rlimits and the process group protect the grader.
+- "root" (the grader runs as root: CI, a course server): per run a user namespace of its own, mapping a
+  fresh range of 65,536 uids (the code runs as one of them, with no capabilities), new mount, PID, network,
+  IPC and UTS namespaces, and a cgroup that caps its processes and its memory (shared memory and memfds
+  included). Its keyrings, /proc, processes and files are its own and die with it.
+- "userns" (a normal user where unprivileged user namespaces are allowed: an instructor's laptop): the
+  same namespaces and file system; the code runs as an id of a nested user namespace (so every run's
+  keyrings and process count are its own), but all runs share the instructor's uid outside, and without
+  a cgroup its memory is capped per process (RLIMIT_AS), not per run.
+- "nobody" (root where namespaces are refused, e.g. a Docker container): user nobody, the grader's files
+  made unreadable for the batch, its processes and files removed after each run. Reduced: it shares the
+  machine's network and /tmp while it runs.
+- "none": a plain process with rlimits. Only with `--allow-unsandboxed`: a hostile submission can read and
+  change what the grader's user can.
 
-Resources. In the two namespace modes the code sees one size-capped tmpfs (WRITE_LIMIT bytes,
-WRITE_FILES files) as /tmp, /dev/shm and /var/tmp; its HOME and TMPDIR are in it; the kit and every
-other mount are read-only (a Python installation under /tmp stays visible, read-only). So all it
-writes, its work folder included, fits in that cap, and it all goes with the namespace.
-In every mode: rlimits (address space, file size, CPU time, no core files), a minimal environment,
-its own process group. stdout and stderr are pipes that the grader drains: past PRINT_LIMIT bytes
-the output is dropped, never fatal (`Run.printed`). The results come back on a third pipe (its
-number replaces "{results_fd}" in the command): the code needs no writable folder of the grader's.
+The file system of the two namespace modes: a tmpfs of WRITE_LIMIT bytes and WRITE_FILES files as the root,
+holding /tmp, /var/tmp, /dev/shm and HOME (/tmp/home); read-only: ALLOW (the system's libraries and
+programs), the Python installation, and the kit with the submitted files (/kit); a few device nodes; a new
+/proc. Nothing else: no home folders, /root, /run, repository or other submissions, no host socket (none is
+in the tree, and the network namespace has only its own loopback). stdout and stderr are pipes the grader
+drains: past PRINT_LIMIT bytes the output is dropped, never fatal. Results come back on a third pipe.
 """
 
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import os
-import resource
 import shutil
 import signal
 import socket
@@ -37,125 +38,103 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 
+from .zygote import SETUP_FAILED
+
 NOBODY = 65534
-MEMORY_LIMIT = 6 * 1024**3
+MEMORY_LIMIT = 6 * 1024**3  # bytes: per process (RLIMIT_AS) everywhere, per run (cgroup) in root mode
+PROCESS_LIMIT = 256  # processes and threads of one run
 FILE_LIMIT = 64 * 1024**2
 WRITE_LIMIT = 256 * 1024**2  # the sandbox's tmpfs: /tmp, /dev/shm, /var/tmp and HOME together
 WRITE_FILES = 20_000
 PRINT_LIMIT = 1024**2  # stdout and stderr, each; the rest is dropped
 TAIL = 16 * 1024  # of stderr, kept for the error message
+UID_RANGE = 65536  # uids mapped into one run's user namespace (root mode)
+UID_BASE = 2_000_000_000  # far above real users: run k gets UID_BASE + (k mod UID_SLOTS) * UID_RANGE
+UID_SLOTS = 30_000
+INNER_UID = 1000  # the code's uid inside its user namespace
 # The environment of every sandboxed run and of the fork server (one thread: jobs run side by side)
 BASE_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
             "OMP_WAIT_POLICY": "PASSIVE", "MPLBACKEND": "Agg", "LC_ALL": "C.UTF-8"}
 SHARED_TMP = ("/tmp", "/var/tmp", "/dev/shm")  # world-writable: cleaned after each submission in "nobody" mode
-
-_PRIV_DROP = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "--inh-caps=-all",
-              "--bounding-set=-all", "--no-new-privs", "--"]
-_NS = ["--net", "--mount", "--pid", "--ipc", "--fork", "--kill-child", "--propagation", "private"]
-
-# Runs as root inside the new namespaces. $1 work folder (kit/ holds the kit, scratch/ is an empty
-# mount point), $2 tmpfs bytes, $3 tmpfs files, $4 owner of HOME, $5 user namespaces still allowed,
-# $6 count of paths under /tmp to keep visible (a Python installation there), then the paths; the count
-# of folders to cover with an empty tmpfs because nobody may not traverse them (/root, 0700, above a
-# Python installation), then they, then the count and the paths to bring back inside them; the count
-# of hidden paths, then the paths; then the command.
-_SETUP = r'''
-W=$1 SIZE=$2 FILES=$3 OWNER=$4 USERNS=$5; shift 5
-S="$W/scratch"
-mount -n -t tmpfs -o "size=$SIZE,nr_inodes=$FILES,mode=1777" hw3-sandbox "$S" || exit 90
-# HOME's folders for matplotlib and torch exist before any student code can use up the files
-mkdir -p "$S/kit" "$S/home/mpl" "$S/home/torch" "$S/shm" "$S/var-tmp" || exit 91
-chmod 1777 "$S/shm" "$S/var-tmp" && chown -R "$OWNER" "$S/home" || exit 91
-mount -n --bind "$W/kit" "$S/kit" && mount -n -o remount,bind,ro "$S/kit" || exit 92
-k=$1; shift
-while [ "$k" -gt 0 ]; do
-  r="$S/${1#/tmp/}"
-  mkdir -p "$r" && mount -n --bind "$1" "$r" && mount -n -o remount,bind,ro "$r" || exit 99
-  shift; k=$((k-1))
-done
-c=$1; shift; covers=""
-while [ "$c" -gt 0 ]; do covers="$covers $1"; shift; c=$((c-1)); done
-b=$1; shift; i=0; backs=""
-while [ "$i" -lt "$b" ]; do
-  mkdir "$S/.back$i" && mount -n --bind "$1" "$S/.back$i" || exit 89
-  backs="$backs $1"; shift; i=$((i+1))
-done
-for a in $covers; do mount -n -t tmpfs -o size=64k,mode=0755 cover "$a" || exit 89; done
-i=0
-for p in $backs; do
-  mkdir -p "$p" && mount -n --move "$S/.back$i" "$p" && rmdir "$S/.back$i" || exit 89; i=$((i+1))
-done
-mount -n --move "$S" /tmp || exit 93
-if [ -d /dev/shm ]; then mount -n --bind /tmp/shm /dev/shm || exit 94; fi
-if [ -d /var/tmp ]; then mount -n --bind /tmp/var-tmp /var/tmp || exit 94; fi
-n=$1; shift
-while [ "$n" -gt 0 ]; do
-  if [ -d "$1" ]; then mount -n -t tmpfs -o size=16k,mode=0755 hidden "$1" || exit 95
-  elif [ -e "$1" ]; then mount -n --bind /dev/null "$1" || exit 95; fi
-  shift; n=$((n-1))
-done
-# every other mount read-only (mountinfo writes a space as \040)
-for m in $(awk '{print $5}' /proc/self/mountinfo | sort -u); do
-  case "$m" in /proc|/proc/*|/sys|/sys/*|/dev|/dev/*|/tmp|/tmp/*|/var/tmp) continue;; esac
-  m=$(printf '%b' "$m")
-  mount -n -o remount,bind,ro "$m" 2>/dev/null || { mount -n --bind "$m" "$m" && mount -n -o remount,bind,ro "$m"; } \
-    2>/dev/null || { echo "sandbox: cannot make $m read-only" >&2; exit 96; }
-done
-[ "$USERNS" = keep ] || echo "$USERNS" > /proc/sys/user/max_user_namespaces || exit 98
-cd /tmp/kit || exit 97
-exec "$@"
-'''
-SETUP_ERRORS = {89: "cannot make the Python installation reachable", 90: "cannot mount its tmpfs",
-                91: "cannot prepare its tmpfs", 92: "cannot mount the kit read-only",
-                93: "cannot move its tmpfs to /tmp", 94: "cannot cover /dev/shm or /var/tmp",
-                95: "cannot hide the grader's files", 96: "cannot make the file system read-only",
-                97: "cannot enter the kit", 98: "cannot limit user namespaces",
-                99: "cannot keep the Python installation under /tmp visible"}
+# Read-only in the sandbox, besides the Python installation and the kit: what the interpreter and the
+# libraries it loads need, and nothing with secrets (no /home, /root, /run, /var, /etc/shadow or ssh keys).
+ALLOW = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc/ld.so.cache", "/etc/ld.so.conf",
+         "/etc/ld.so.conf.d", "/etc/passwd", "/etc/group", "/etc/nsswitch.conf", "/etc/localtime", "/etc/fonts")
+DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom")
+SANDBOX_KIT, SANDBOX_HOME, SANDBOX_TMP = "/kit", "/tmp/home", "/tmp"
+MODES = ("root", "userns", "nobody", "none")
 
 
-def _works(cmd: list[str]) -> bool:
+def python() -> str:
+    return sys.executable
+
+
+def python_paths() -> list[str]:
+    """The Python installation's folders (the environment's and the base interpreter's), resolved."""
+    return sorted({os.path.realpath(p) for p in (sys.prefix, sys.base_prefix)})
+
+
+def binds(work: Path) -> list[dict]:
+    """The allowlist of a namespace sandbox: {"src", "dst", "dir", "dev"} per read-only tree (or "link")."""
+    out, seen = [], set()
+    for src in (*ALLOW, *python_paths()):
+        if not os.path.lexists(src) or src in seen:
+            continue
+        seen.add(src)
+        if os.path.islink(src) and src in ALLOW:  # merged /usr: /bin -> usr/bin stays a link
+            out.append({"link": os.readlink(src), "dst": src})
+        else:
+            out.append({"src": src, "dst": src, "dir": os.path.isdir(src), "dev": False})
+    out += [{"src": d, "dst": d, "dir": False, "dev": True} for d in DEVICES if os.path.exists(d)]
+    out.append({"src": str(work / "kit"), "dst": SANDBOX_KIT, "dir": True, "dev": False})
+    return out
+
+
+# modes -----------------------------------------------------------------------------------------
+def _probe(mode: str) -> bool:
+    """Whether a sandbox of `mode` can be built here: the zygote's own setup, without torch (a second)."""
+    probe = Path(tempfile.mkdtemp(prefix="hw3-sandbox-probe-"))
     try:
-        return subprocess.run(cmd, capture_output=True, timeout=30).returncode == 0
+        (probe / "kit").mkdir()
+        prepare_workdir(probe, mode)
+        req = request(["-c", "pass"], probe, dict(BASE_ENV), 30, mode, run_id=0)
+        r = subprocess.run([python(), "-I", str(Path(__file__).with_name("zygote.py")), "--probe", json.dumps(req)],
+                           capture_output=True, timeout=60, env=BASE_ENV)
+        return r.returncode == 0
     except (OSError, subprocess.TimeoutExpired):
         return False
+    finally:
+        shutil.rmtree(probe, ignore_errors=True)
 
 
 @functools.cache
 def detect_mode() -> str:
     forced = os.environ.get("HW3_GRADER_SANDBOX")  # for tests of the fallbacks
     if forced:
+        assert forced in MODES, f"HW3_GRADER_SANDBOX={forced!r} is none of {MODES}"
         return forced
-    unshare, setpriv = shutil.which("unshare"), shutil.which("setpriv")
-    probe = Path(tempfile.mkdtemp(prefix="hw3-sandbox-probe-"))
-    try:
-        (probe / "kit").mkdir()
-        (probe / "scratch").mkdir()
-        os.chmod(probe, 0o755)
-        if os.geteuid() == 0:
-            if unshare and setpriv and _works(wrap(["true"], probe, [], "namespaces")):
-                return "namespaces"
-            return "nobody" if setpriv else "none"
-        if unshare and _works(wrap(["true"], probe, [], "userns")):
-            return "userns"
-        return "none"
-    finally:
-        shutil.rmtree(probe, ignore_errors=True)
+    if os.geteuid() == 0:
+        return "root" if _probe("root") else "nobody"
+    return "userns" if _probe("userns") else "none"
 
 
 DESCRIPTION = {
-    "namespaces": "sandbox: no network, private read-only mounts hiding the grader's files, a capped private /tmp, "
-                  "user nobody, rlimits",
-    "userns": "sandbox: user namespace, no network, private read-only mounts hiding the grader's files, a capped "
-              "private /tmp, rlimits",
+    "root": "sandbox: own file system built from an allowlist, no network, own uid range, processes and memory "
+            "capped per run",
+    "userns": "sandbox: own file system built from an allowlist, no network, user namespace, memory capped per "
+              "process",
     "nobody": "sandbox (reduced: namespaces unavailable): user nobody with the grader's files unreadable, rlimits; "
               "its writes are capped per file only",
-    "none": "sandbox (reduced: namespaces unavailable and not root): a plain subprocess with rlimits only",
+    "none": "sandbox (reduced: not root and no user namespaces): a plain process with rlimits only",
 }
 
 # What the reduced modes mean for trust, printed at the start of a batch.
 WARNING = {
+    "userns": "Note: grading as a normal user. Each submission runs in its own namespaces and file system, but "
+              "all of them as your uid outside, with memory capped per process rather than per submission.",
     "nobody": "WARNING: user namespaces are unavailable here, so the grader falls back to running the code as user "
               "nobody. A submission cannot read the solution or write the grades, but it shares this machine's "
               "network and /tmp while it runs, and its writes are capped per file only.",
@@ -167,102 +146,134 @@ WARNING = {
 }
 
 
-def _rlimits(cpu_seconds: int) -> dict[str, tuple[int, int]]:
-    """The rlimits of every run, by `resource` name: (soft, hard)."""
-    return {"RLIMIT_AS": (MEMORY_LIMIT, MEMORY_LIMIT), "RLIMIT_FSIZE": (FILE_LIMIT, FILE_LIMIT),
-            "RLIMIT_CORE": (0, 0), "RLIMIT_CPU": (cpu_seconds, cpu_seconds + 5)}
-
-
-def _limits(cpu_seconds: int):
-    def apply():
-        for name, pair in _rlimits(cpu_seconds).items():
-            resource.setrlimit(getattr(resource, name), pair)
-        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-    return apply
-
-
-def _prlimit(cpu_seconds: int) -> list[str]:
-    """The same rlimits as util-linux's prlimit options (RLIMIT_AS -> --as=soft:hard)."""
-    return ["prlimit", *(f"--{name[7:].lower()}={soft}:{hard}" for name, (soft, hard) in _rlimits(cpu_seconds).items()),
-            "--"]
-
-
-def python_paths() -> list[str]:
-    """The Python installation's folders (the environment's and the base interpreter's), resolved."""
-    return sorted({os.path.realpath(p) for p in (sys.prefix, sys.base_prefix)})
-
-
-def _unreachable(path: str) -> str | None:
-    """The topmost folder above `path` that others may not traverse (None: all of them may)."""
-    for d in [*reversed(Path(path).parents), Path(path)]:
-        if not os.stat(d).st_mode & 0o001:
-            return str(d)
-    return None
-
-
-def setup_command(mode: str, work: Path, hide) -> list[str]:
-    """The setup shell's command line for a namespace mode, without the command it ends with."""
-    hide = [str(p) for p in hide if Path(p).exists()]
-    # HOME's owner; user namespaces left to create: none of our own as root, one (the nested one) in userns
-    owner, userns = (f"{NOBODY}:{NOBODY}", "keep") if mode == "namespaces" else ("0:0", "1")
-    keep = [p for p in python_paths() if p.startswith("/tmp/")]
-    covers, backs = [], []
-    if mode == "namespaces":  # user nobody must reach the installation (CI's Python is under /root, 0700)
-        for p in python_paths():
-            a = _unreachable(p)
-            if a and not p.startswith("/tmp/"):
-                covers.append(a)
-                backs.append(p)
-    covers = [a for a in sorted(set(covers)) if not any(a != b and a.startswith(b + "/") for b in covers)]
-    return ["/bin/sh", "-c", _SETUP, "sh", str(work), str(WRITE_LIMIT), str(WRITE_FILES), owner, userns,
-            str(len(keep)), *keep, str(len(covers)), *covers, str(len(backs)), *backs, str(len(hide)), *hide]
-
-
-def wrap(argv: list[str], work: Path, hide: list[Path], mode: str | None = None) -> list[str]:
-    """The command line that runs `argv` in the sandbox of `mode`, from `work`/kit (the kit's copy)."""
-    mode = mode or detect_mode()
-    if mode == "namespaces":
-        return ["unshare", *_NS, "--", *setup_command(mode, work, hide), *_PRIV_DROP, *argv]
-    if mode == "userns":  # one more user namespace, ours, then none: a student's could mount an uncapped tmpfs
-        return ["unshare", "-r", *_NS, "--", *setup_command(mode, work, hide),
-                "unshare", "-U", "-m", "--map-user=1000", "--map-group=1000", "--", *argv]
-    if mode == "nobody":
-        return [*_PRIV_DROP, *argv]
-    return list(argv)
-
-
-def _private_tmp(mode: str | None) -> bool:
-    """Whether the code sees the sandbox's own tmpfs as /tmp (the namespace modes)."""
-    return (mode or detect_mode()) in ("namespaces", "userns")
+def namespaced(mode: str | None = None) -> bool:
+    return (mode or detect_mode()) in ("root", "userns")
 
 
 def kit_path(work: Path, mode: str | None = None) -> Path:
-    """Where the sandboxed code finds the kit: /tmp/kit in the namespace modes."""
-    return Path("/tmp/kit") if _private_tmp(mode) else work / "kit"
+    """Where the sandboxed code finds the kit."""
+    return Path(SANDBOX_KIT) if namespaced(mode) else work / "kit"
 
 
 def home_path(work: Path, mode: str | None = None) -> Path:
-    return Path("/tmp/home") if _private_tmp(mode) else work / "home"
+    return Path(SANDBOX_HOME) if namespaced(mode) else work / "home"
 
 
 def tmp_path(work: Path, mode: str | None = None) -> Path:
-    """The code's TMPDIR: the private /tmp, else its HOME in the work folder."""
-    return Path("/tmp") if _private_tmp(mode) else home_path(work, mode)
+    """The code's TMPDIR: the sandbox's /tmp, else its HOME in the work folder."""
+    return Path(SANDBOX_TMP) if namespaced(mode) else home_path(work, mode)
 
 
 def prepare_workdir(work: Path, mode: str | None = None) -> None:
-    """Make `work`/kit readable, `work`/home writable and `work`/scratch a mount point for the sandbox."""
+    """`work`/kit readable by the sandbox's user; `work`/home for the reduced modes."""
     mode = mode or detect_mode()
-    (work / "scratch").mkdir(exist_ok=True)
     (work / "home").mkdir(exist_ok=True)
     for p in [work, *work.rglob("*")]:
         os.chmod(p, 0o755 if p.is_dir() else 0o644)
     if mode == "nobody":
-        os.lchown(work / "home", NOBODY, NOBODY)
-        parent = work.parent
-        os.chmod(parent, os.stat(parent).st_mode | 0o011)  # traversable, not listable
+        os.chmod(work.parent, os.stat(work.parent).st_mode | 0o011)  # traversable, not listable
 
 
+def _rlimits(cpu_seconds: int, mode: str) -> dict[str, tuple[int, int]]:
+    """The rlimits of every run, by `resource` name: (soft, hard). RLIMIT_NPROC counts per uid and user
+    namespace, so in the namespace modes it caps the run's own processes."""
+    limits = {"RLIMIT_AS": (MEMORY_LIMIT, MEMORY_LIMIT), "RLIMIT_FSIZE": (FILE_LIMIT, FILE_LIMIT),
+              "RLIMIT_CORE": (0, 0), "RLIMIT_CPU": (cpu_seconds, cpu_seconds + 5)}
+    if namespaced(mode):
+        limits["RLIMIT_NPROC"] = (PROCESS_LIMIT, PROCESS_LIMIT)
+    return limits
+
+
+# cgroups (root mode): processes and memory of a whole run -------------------------------------------------
+class Cgroups:
+    """One cgroup per run under hw3-grader/, capping its processes (pids) and memory (memory, which counts
+    tmpfs, shared memory and memfds too). cgroup v2 where it has both controllers, else v1's two hierarchies."""
+
+    def __init__(self):
+        v2 = Path("/sys/fs/cgroup")
+        controllers = (v2 / "cgroup.controllers").read_text().split() if (v2 / "cgroup.controllers").exists() else []
+        if {"memory", "pids"} <= set(controllers):
+            self.version, self.parents = 2, {"all": v2 / "hw3-grader"}
+        else:
+            self.version, self.parents = 1, {c: Path(f"/sys/fs/cgroup/{c}/hw3-grader") for c in ("pids", "memory")}
+        for parent in self.parents.values():
+            parent.mkdir(exist_ok=True)
+            if self.version == 2:
+                (v2 / "cgroup.subtree_control").write_text("+memory +pids")
+                (parent / "cgroup.subtree_control").write_text("+memory +pids")
+
+    @staticmethod
+    @functools.cache
+    def available() -> bool:
+        if os.geteuid() != 0:
+            return False
+        try:
+            Cgroups()
+            return True
+        except OSError:
+            return False
+
+    def create(self, name: str) -> list[str]:
+        """A cgroup for one run with its caps; returns the cgroup.procs files its first process joins."""
+        procs = []
+        for c, parent in self.parents.items():
+            d = parent / name
+            d.mkdir()
+            limits = ({"pids.max": PROCESS_LIMIT, "memory.max": MEMORY_LIMIT, "memory.swap.max": 0}
+                      if self.version == 2 else
+                      {"pids.max": PROCESS_LIMIT} if c == "pids" else {"memory.limit_in_bytes": MEMORY_LIMIT})
+            for key, value in limits.items():
+                if (d / key).exists():
+                    (d / key).write_text(str(value))
+            procs.append(str(d / "cgroup.procs"))
+        return procs
+
+    def remove(self, name: str, seconds: float = 5.0) -> bool:
+        """Kill whatever is left in the run's cgroup, then remove it; False when it is still busy after `seconds`
+        (a process the zygote has not reaped yet keeps it; `sweep` tries again)."""
+        deadline = time.monotonic() + seconds
+        for parent in self.parents.values():
+            d = parent / name
+            if not d.exists():
+                continue
+            if (d / "cgroup.kill").exists():
+                (d / "cgroup.kill").write_text("1")
+            while True:
+                for pid in [int(p) for p in (d / "cgroup.procs").read_text().split()]:
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+                try:
+                    d.rmdir()
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        return False
+                    time.sleep(0.05)
+        return True
+
+    def sweep(self, prefix: str, seconds: float = 20.0) -> list[str]:
+        """Remove every cgroup of this grader (names starting with `prefix`); returns those still left."""
+        names = {d.name for parent in self.parents.values() for d in parent.glob(f"{prefix}*") if d.is_dir()}
+        return [n for n in sorted(names) if not self.remove(n, seconds)]
+
+
+_RUNS = itertools.count()
+
+
+def request(argv: list[str], work: Path, env: dict, cpu_seconds: int, mode: str, run_id: int,
+            cgroups: list[str] = ()) -> dict:
+    """What the zygote's child builds for one run of `argv` (`-m module ...` or `-c code`) in `mode`."""
+    uid = {"root": INNER_UID, "userns": INNER_UID, "nobody": NOBODY}.get(mode, os.getuid())
+    return {"mode": mode, "binds": binds(work) if namespaced(mode) else [], "tmpfs_bytes": WRITE_LIMIT,
+            "tmpfs_files": WRITE_FILES, "uid": uid,
+            "uid_base": UID_BASE + (run_id % UID_SLOTS) * UID_RANGE, "uid_count": UID_RANGE,
+            "cgroups": list(cgroups), "cwd": str(kit_path(work, mode)), "kit": str(kit_path(work, mode)),
+            "home": str(home_path(work, mode)), "env": env, "argv": argv, "limits": _rlimits(cpu_seconds, mode)}
+
+
+# "nobody" mode: what the grader hides and cleans ----------------------------------------------------------
 def clean_after(mode: str | None = None) -> None:
     """In "nobody" mode: kill every process of nobody and delete what nobody left in the shared temp folders."""
     if (mode or detect_mode()) != "nobody":
@@ -282,7 +293,8 @@ def clean_after(mode: str | None = None) -> None:
 
 
 class Hidden:
-    """In "nobody" mode, make hidden paths unreadable for the batch (restored on exit)."""
+    """In "nobody" mode, make the instructor's folders unreadable for the batch (restored on exit). The
+    namespace modes need nothing of the kind: their file system holds only what ALLOW names."""
 
     def __init__(self, paths, mode: str | None = None):
         self.paths = [Path(p) for p in paths if Path(p).exists()]
@@ -301,6 +313,7 @@ class Hidden:
             os.chmod(p, m)
 
 
+# the fork server and one run ---------------------------------------------------------------------------
 class _Drain(threading.Thread):
     """Reads a pipe to its end: keeps the first `limit` bytes (or, with keep="tail", the last TAIL bytes)
     and counts the rest."""
@@ -341,12 +354,14 @@ class Zygote:
     """The fork server (grader/zygote.py): started once per batch, it forks one sandbox per run, so that
     starting Python and importing torch, torchvision and matplotlib is paid once, not per submission."""
 
-    def __init__(self):
+    def __init__(self, mode: str | None = None):
+        self.mode = mode or detect_mode()
         self.home = Path(tempfile.mkdtemp(prefix="hw3-zygote-"))
         os.chmod(self.home, 0o755)
+        self.cgroups = Cgroups() if self.mode in ("root", "nobody") and Cgroups.available() else None
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         env = {**BASE_ENV, "HOME": str(self.home), "MPLCONFIGDIR": str(self.home / "mpl")}
-        self.log = open(self.home / "zygote.log", "wb")
+        self.log = open(self.home / "zygote.log", "wb")  # noqa: SIM115 - closed in close()
         self.proc = subprocess.Popen([python(), "-I", str(Path(__file__).with_name("zygote.py")), str(theirs.fileno())],
                                      env=env, stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log,
                                      start_new_session=True, pass_fds=(theirs.fileno(),))
@@ -367,9 +382,9 @@ class Zygote:
         except OSError:
             return ""
 
-    def spawn(self, request: dict, fds: list[int]) -> int:
+    def spawn(self, req: dict, fds: list[int]) -> int:
         with self.lock:
-            socket.send_fds(self.sock, [json.dumps(request).encode()], fds)
+            socket.send_fds(self.sock, [json.dumps(req).encode()], fds)
             reply = self.sock.recv(256)
         if not reply:
             raise RuntimeError(f"the grader's fork server stopped: {self.log_tail()}")
@@ -384,57 +399,33 @@ class Zygote:
             self.proc.wait()
         self.log.close()
         shutil.rmtree(self.home, ignore_errors=True)
-
-
-def _request(argv: list[str], work: Path, env: dict, hide, cpu_seconds: int, mode: str) -> dict:
-    """What the zygote's child does for `mode`: the same sandbox as `wrap`, built with system calls."""
-    ns = ["mount", "net", "ipc", "pid"]
-    req = {"namespaces": [], "setup": None, "drop": None, "uid": NOBODY, "cwd": str(kit_path(work, mode)),
-           "kit": str(kit_path(work, mode)), "env": env, "argv": argv[1:], "limits": _rlimits(cpu_seconds)}
-    if mode == "namespaces":
-        req.update(namespaces=ns, drop="nobody", setup=[*setup_command(mode, work, hide), "true"])
-    elif mode == "userns":
-        req.update(namespaces=["user", *ns], drop="nested", uid=1000, setup=[*setup_command(mode, work, hide), "true"])
-    elif mode == "nobody":
-        req.update(drop="nobody")
-    return req
+        if self.cgroups:  # its children are reaped now: their runs' cgroups can go
+            left = self.cgroups.sweep(f"{os.getpid()}-")
+            if left:
+                raise RuntimeError(f"the cgroups of runs {left} could not be removed (a process would not die)")
 
 
 class Run:
-    """A running sandboxed command (`python ...`): its stdout and stderr drained, its results pipe open for
-    the caller (`results`), its exit status in `returncode`. Forked by the zygote when one is given,
-    else started as a new process."""
+    """A sandboxed command (`python -m module ...` or `python -c code`), forked by the zygote: its stdout and
+    stderr drained, its results pipe open for the caller (`results`), its exit status in `returncode`."""
 
-    def __init__(self, argv: list[str], work: Path, env: dict, hide, cpu_seconds: int, mode: str | None = None,
-                 zygote: Zygote | None = None):
-        self.mode = mode or detect_mode()
+    def __init__(self, argv: list[str], work: Path, env: dict, cpu_seconds: int, zygote: Zygote):
+        assert argv[0] == python() and argv[1] in ("-m", "-c"), argv
+        self.mode, self.zygote = zygote.mode, zygote
+        self.run_id = next(_RUNS) + os.getpid() * 131
+        self.cgroup = f"{os.getpid()}-{self.run_id}" if zygote.cgroups else None
+        procs = zygote.cgroups.create(self.cgroup) if zygote.cgroups else []
         r_res, w_res = os.pipe()
         r_out, w_out = os.pipe()
         r_err, w_err = os.pipe()
-        self.proc = self.status = None
+        r_st, w_st = os.pipe()
         try:
-            if zygote:
-                r_st, w_st = os.pipe()
-                try:
-                    self.pid = zygote.spawn(_request(argv, work, env, hide, cpu_seconds, self.mode),
-                                            [w_out, w_err, w_res, w_st])
-                finally:
-                    os.close(w_st)
-                self.status = _Status(r_st)
-            else:
-                argv = [a.replace("{results_fd}", str(w_res)) for a in argv]  # pass_fds keeps the number
-                cmd, preexec = wrap(argv, work, hide, self.mode), None
-                if shutil.which("prlimit"):  # a preexec_fn is not safe while other threads run (parallel grading)
-                    cmd = [*_prlimit(cpu_seconds), *cmd]
-                else:
-                    preexec = _limits(cpu_seconds)
-                self.proc = subprocess.Popen(cmd, cwd=work / "kit", env=env, stdin=subprocess.DEVNULL,
-                                             stdout=w_out, stderr=w_err, start_new_session=True, preexec_fn=preexec,
-                                             pass_fds=(w_res,))
-                self.pid = self.proc.pid
+            req = request(argv[1:], work, env, cpu_seconds, self.mode, self.run_id, procs)
+            self.pid = zygote.spawn(req, [w_out, w_err, w_res, w_st])
         finally:
-            for fd in (w_res, w_out, w_err):
+            for fd in (w_res, w_out, w_err, w_st):
                 os.close(fd)
+        self.status = _Status(r_st)
         self.stdout = _Drain(r_out, PRINT_LIMIT)
         self.stderr = _Drain(r_err, 0, keep="tail")
         self.results = r_res
@@ -447,26 +438,20 @@ class Run:
 
     @property
     def returncode(self):
-        return self.proc.returncode if self.proc else (None if self.status.is_alive() else self.status.code)
+        return None if self.status.is_alive() else self.status.code
 
     def poll(self):
-        return self.proc.poll() if self.proc else self.returncode
+        return self.returncode
 
     def wait(self, timeout: float):
-        if self.proc:
-            return self.proc.wait(timeout=timeout)
         self.status.join(timeout)
         if self.status.is_alive():
             raise subprocess.TimeoutExpired("sandbox", timeout)
         return self.status.code
 
     def kill(self) -> None:
-        """Kill the command and everything it started (its PID namespace, or its process group)."""
-        if self.proc:
-            kill(self.proc)
-            return
-        # C reports, then exits: only while it has not reported is its pid surely still its own
-        if self.status.is_alive():
+        """Kill the command and everything it started (its PID namespace and cgroup, or its process group)."""
+        if self.status.is_alive():  # C reports, then exits: only until then is its pid surely its own
             try:
                 os.kill(self.pid, signal.SIGTERM)  # C kills G, PID 1 of the namespace
             except ProcessLookupError:
@@ -477,6 +462,9 @@ class Run:
                 os.killpg(self.pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
+        if self.cgroup:
+            self.zygote.cgroups.remove(self.cgroup)
+            self.cgroup = None
 
     def close(self) -> None:
         self.kill()
@@ -484,18 +472,5 @@ class Run:
             d.join(timeout=5)
 
 
-def kill(proc: subprocess.Popen) -> None:
-    """Kill the process group (and with it the PID namespace); reap the process."""
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
-def python() -> str:
-    return sys.executable
+def setup_failed(rc: int | None) -> bool:
+    return rc == SETUP_FAILED

@@ -17,12 +17,12 @@ from hw3_utils.atomic import atomic_write
 TOP_MESSAGES = 3  # failure messages listed per task
 
 
-def failure_kind(message: str) -> str:
-    """A failure message without its per-submission details (counts, values, file lines), for counting."""
-    msg = message.removeprefix("FAIL: ")
-    msg = re.split(r"; |\. Hint:", msg, maxsplit=1)[0]
-    msg = re.sub(r"\(hw3_utils/[\w/.]+:\d+\)", "(file:line)", msg)
-    return re.sub(r"\d+ of \d+ cases", "N of M cases", msg)[:160]
+def failure_kind(result) -> str:
+    """A failed task's kind and the head of its message, without per-submission details (counts, file
+    lines), for counting alike failures together. Display only: decisions read `result.kind`."""
+    msg = result.message.removeprefix("FAIL: ").split("; ", 1)[0]
+    msg = re.sub(r"\(hw3\\?_utils/[\w\\/.]+:\d+\)", "(file:line)", msg)
+    return f"{result.kind.value}: " + re.sub(r"\d+ of \d+ cases", "N of M cases", msg)[:160]
 
 
 def summarize(graded: list, tasks: dict) -> dict:
@@ -31,7 +31,7 @@ def summarize(graded: list, tasks: dict) -> dict:
     bins = Counter(min(total * 10 // max_total, 9) if max_total else 0 for total in totals)
     per_task = {}
     for tid, t in tasks.items():
-        fails = [g.tasks[tid][1] for g in graded if g.tasks.get(tid, (0, ""))[0] < t.points]
+        fails = [g.tasks[tid] for g in graded if tid in g.tasks and g.tasks[tid].points < t.points]
         per_task[tid] = {"name": t.name, "passed": len(graded) - len(fails),
                          "common": Counter(failure_kind(m) for m in fails).most_common(TOP_MESSAGES)}
     look = [(g.student, reasons) for g in graded if (reasons := needs_look(g))]
@@ -58,7 +58,7 @@ def markdown(s: dict) -> str:
              "| --- | --- | --- | --- |"]
     for tid, row in s["per_task"].items():
         rate = row["passed"] / n if n else 0.0
-        common = "<br>".join(f"{msg.replace('|', '/')} ({c})" for msg, c in row["common"]) or "-"
+        common = "<br>".join(f"{msg} ({c})" for msg, c in row["common"]) or "-"  # escaped by grader/render.py
         lines.append(f"| Task {tid} ({row['name']}) | {row['passed']} / {n} | {rate:.0%} | {common} |")
     lines += ["", f"## Needs a human look: {len(s['look'])}", ""]
     lines += [f"- **{student}**: {'; '.join(reasons)}" for student, reasons in s["look"]] or ["- none"]

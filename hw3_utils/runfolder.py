@@ -78,13 +78,25 @@ def sampler_name(cfg: Config) -> str:
     return kind + (", x0-hat clipped" if cfg.clip_denoised else "") + ", EMA weights"
 
 
+def cpu_model() -> str:
+    """The CPU's model name ('Intel(R) Xeon(R) Processor', 'AMD EPYC ...'): every figure names its machine."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def environment(device) -> dict:
     """Where a measurement was taken: device name and type, torch/CUDA/Python versions, cores, date."""
     device = torch.device(device)
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
     else:
-        name = f"CPU {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads"
+        name = f"CPU {cpu_model()}, {torch.get_num_threads()} torch threads"
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return {"device": name, "device_type": device.type, "torch": torch.__version__, "cuda": torch.version.cuda,
             "python": platform.python_version(), "host_cores": cores,

@@ -15,7 +15,7 @@ sys.path[:0] = [str(Path(__file__).resolve().parent.parent), str(Path(__file__).
 import hostile  # noqa: E402
 
 from grader import sandbox  # noqa: E402
-from grader.grade import grade_batch_detailed  # noqa: E402
+from grader.batch import grade_batch_detailed  # noqa: E402
 from grader.release import make_release  # noqa: E402
 from hw3_utils.tasks import TASK_FILES  # noqa: E402
 
@@ -24,9 +24,16 @@ def main(work: Path, result: Path) -> None:
     subs, out = work / "submissions", work / "grades"
     subs.mkdir(parents=True)
     release = make_release(work / "release", quiet=True, repo_url="none")
-    hostile.build(subs, out, {rel: (release / rel).read_text() for rel in TASK_FILES})
-    graded = grade_batch_detailed(subs, out, task_timeout=10.0, release_dir=release, startup=120, jobs=2)
-    json.dump({"mode": sandbox.detect_mode(), "uid": __import__("os").getuid(),
+    bait = hostile.Bait(work / "home")  # the grading user's 0600 file and unix socket, in a folder of its own
+    # memory across processes is capped per run by root's cgroup only; a normal user's grading caps it per process
+    skip = hostile.ROOT_ONLY if sandbox.detect_mode() != "root" else ()
+    hostile.build(subs, out, {rel: (release / rel).read_text() for rel in TASK_FILES}, bait, skip=skip)
+    try:
+        graded = grade_batch_detailed(subs, out, task_timeout=10.0, release_dir=release, startup=120, jobs=2)
+    finally:
+        bait.close()
+    json.dump({"mode": sandbox.detect_mode(), "uid": __import__("os").getuid(), "skipped": sorted(skip),
+               "bait_connections": bait.connections,
                "points": {g.student: g.points() for g in graded},
                "feedback": {g.student: g.markdown() for g in graded},
                "grades_csv": (out / "grades.csv").read_text()}, open(result, "w"))

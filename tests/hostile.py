@@ -8,12 +8,17 @@ machine starts with LEFTOVER, so a test can check that nothing survived the batc
 
 from __future__ import annotations
 
+import json
+import os
+import socket
 import struct
+import threading
 import zipfile
 from pathlib import Path
 
 from grader import REPO
-from grader.sandbox import SHARED_TMP
+from grader.render import untrusted
+from grader.sandbox import PROCESS_LIMIT, SHARED_TMP, UID_BASE
 from hw3_utils.tasks import TASK_FILES, TASKS
 
 ALL = set(TASKS)
@@ -121,6 +126,180 @@ for _ in range(40):
     _time.sleep(0.2)
 """
 
+# A fork bomb: as many processes as it can get; more than the cap fails all its tasks (so full marks prove the cap)
+FORKBOMB = f"""
+import os as _os, signal as _signal, time as _time
+_kids = []
+try:
+    for _i in range(3000):
+        _p = _os.fork()
+        if _p == 0:
+            _time.sleep(60)
+            _os._exit(0)
+        _kids.append(_p)
+except OSError:
+    pass
+for _p in _kids:
+    _os.kill(_p, _signal.SIGKILL)
+    _os.waitpid(_p, 0)
+if len(_kids) > {PROCESS_LIMIT}:
+    raise RuntimeError("the fork bomb got %d processes" % len(_kids))
+"""
+# Memory across processes, and in memfds (which are not address space): 8 GiB in all, over the 6 GiB of a run.
+# Each part in a child that the cap must kill; if all of them lived, memory is not capped per run.
+MEMFORK = """
+import os as _os, time as _time
+_kids = []
+for _i in range(4):
+    _p = _os.fork()
+    if _p == 0:
+        _b = b"x" * (2 * 1024**3)
+        _time.sleep(6)
+        _os._exit(0)
+    _kids.append(_p)
+_alive = sum(_os.waitstatus_to_exitcode(_os.waitpid(_p, 0)[1]) == 0 for _p in _kids)
+if _alive == 4:
+    raise RuntimeError("4 processes held 2 GiB each")
+"""
+MEMFD = """
+import os as _os
+_p = _os.fork()
+if _p == 0:
+    _chunk = b"x" * (32 * 1024**2)
+    _fds = []
+    for _i in range(128):  # 128 memfds of 64 MiB (each under the file-size limit): 8 GiB
+        _fd = _os.memfd_create("hw3_hostile_memfd")
+        _fds.append(_fd)
+        _os.write(_fd, _chunk)
+        _os.write(_fd, _chunk)
+    _os._exit(0)
+if _os.waitstatus_to_exitcode(_os.waitpid(_p, 0)[1]) == 0:
+    raise RuntimeError("8 GiB of memfds were not capped")
+"""
+# The kernel keyring: one leaves the answers in its user and session keyrings, the next one looks for them
+_KEYCTL = """
+import ctypes as _c, time as _time
+_libc = _c.CDLL(None, use_errno=True)
+_libc.syscall.restype = _c.c_long
+_RINGS = (-4, -3)  # KEY_SPEC_USER_KEYRING, KEY_SPEC_SESSION_KEYRING
+"""
+KEY_WRITE = _KEYCTL + f"""
+for _ring in _RINGS:
+    _libc.syscall(248, b"user", b"{LEFTOVER}key", b"the answers", 11, _ring)  # add_key
+"""
+KEY_READ = _KEYCTL + f"""
+for _ in range(40):
+    for _ring in _RINGS:
+        if _libc.syscall(250, 10, _ring, b"user", b"{LEFTOVER}key", 0) >= 0:  # keyctl(KEYCTL_SEARCH)
+            raise RuntimeError("found another submission's key")
+    _time.sleep(0.2)
+"""
+# Other processes in /proc: their root and cwd would show another submission's files
+PROC_PEEK = """
+import os as _os
+_others = [p for p in _os.listdir("/proc") if p.isdigit() and int(p) != _os.getpid()]
+_seen = []
+for _pid in _others:
+    for _what in ("root", "cwd", "environ"):
+        try:
+            _seen.append((_pid, _what, len(_os.listdir(f"/proc/{_pid}/{_what}")) if _what != "environ"
+                          else len(open(f"/proc/{_pid}/environ", "rb").read())))
+        except OSError:
+            pass
+if _seen:
+    raise RuntimeError("saw other processes: %s" % _seen[:5])
+"""
+# The grader's results pipe: report a task, then neither run nor exit
+PIPE_HANG = """
+import os as _os, sys as _sys, time as _time
+_fd = int(_sys.argv[_sys.argv.index("--results-fd") + 1])
+_os.write(_fd, b"S 1\\nR 1 0\\n")
+_time.sleep(3600)
+"""
+# Outputs the grader must not compute with: meta, a stride-0 view of 2**50 elements, sparse, complex; written on
+# the results pipe directly, then exit
+BAD_TENSORS = """
+import io as _io, os as _os, sys as _sys, torch as _torch
+from hw3_utils.tasks import TASKS as _TASKS
+_fd = int(_sys.argv[_sys.argv.index("--results-fd") + 1])
+_cases = _torch.load(_sys.argv[_sys.argv.index("--cases") + 1], weights_only=True)  # to match the case count
+_bad = {"1": _torch.empty(3, 3, 28, 28, device="meta"), "2a": _torch.zeros(1).expand(2**50),
+        "2b": _torch.zeros(4, 4).to_sparse(), "3": _torch.zeros(4, dtype=_torch.complex64)}
+for _tid, _task in _TASKS.items():
+    _one = {_name: _bad.get(_tid, _bad["2a"]) for _name in _task.outputs}
+    _buf = _io.BytesIO()
+    _torch.save({"outputs": [_one] * len(_cases[_tid])}, _buf)
+    _data = _buf.getvalue()
+    _os.write(_fd, b"S " + _tid.encode() + b"\\n")
+    _os.write(_fd, b"R " + _tid.encode() + b" " + str(len(_data)).encode() + b"\\n" + _data)
+_os._exit(0)
+"""
+# What it writes, to start lines of its own in the feedback, hide the rest (<!--), colour the terminal, link
+INJECT = ("\n| fake | 100 |\n## Fake heading <script>alert(1)</script> <!-- \x1b[31mred\x1b[0m "
+          "[x](javascript:alert(1))")
+# The oracle probe: correct on the public cases (which the student kit holds), wrong on the hidden ones, to read
+# the hidden expected values in the feedback
+ORACLE = """
+def _public_x0():
+    from hw3_utils.checks import public_cases
+    return [c["x0"] for c in public_cases("4")]
+"""
+
+
+class Bait:
+    """What a grading user has that no submission may reach: a 0600 file and a 0600 unix socket that answers
+    with the solution, in `folder` (a home, say). Hostile code tries both (h_bait)."""
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.file = self.folder / f"{LEFTOVER}secret_key"
+        self.file.write_text("the answers")
+        os.chmod(self.file, 0o600)
+        self.socket = self.folder / f"{LEFTOVER}agent.sock"
+        self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.server.bind(str(self.socket))
+        os.chmod(self.socket, 0o600)
+        self.server.listen(8)
+        self.connections = 0
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while True:
+            try:
+                conn, _ = self.server.accept()
+            except OSError:
+                return
+            self.connections += 1
+            conn.sendall(b"the answers")
+            conn.close()
+
+    def close(self):
+        self.server.close()
+        self.socket.unlink(missing_ok=True)
+        self.file.unlink(missing_ok=True)
+
+
+def bait_code(bait: Bait) -> str:
+    return f"""
+import socket as _s
+for _path in [{str(bait.file)!r}, {str(REPO / "README.md")!r}, {str(REPO / "autograder.zip")!r}]:
+    try:
+        open(_path).read()
+        raise RuntimeError("read " + _path)
+    except OSError:
+        pass
+for _addr in [{str(bait.socket)!r}, "\\0{LEFTOVER}abstract"]:
+    try:
+        _c = _s.socket(_s.AF_UNIX, _s.SOCK_STREAM)
+        _c.settimeout(2)
+        _c.connect(_addr)
+        raise RuntimeError("connected to " + _addr + ": " + _c.recv(100).decode())
+    except OSError:
+        pass
+"""
+
+
 # student -> (tasks that get 0, words its feedback holds)
 EXPECT: dict[str, tuple[set[str], tuple[str, ...]]] = {
     "h_loop": ({"3"}, ("time limit exceeded",)),
@@ -144,12 +323,26 @@ EXPECT: dict[str, tuple[set[str], tuple[str, ...]]] = {
     "h_daemon": (set(), ()),
     "h_leak_a": (set(), ()),
     "h_leak_b": (set(), ()),
+    "h_forkbomb": (set(), ()),
+    "h_memfork": (set(), ()),  # root: the cgroup kills the children; userns: left out (memory is per process)
+    "h_memfd": (set(), ()),
+    "h_key_a": (set(), ()),
+    "h_key_b": (set(), ()),
+    "h_proc": (set(), ()),
+    "h_bait": (set(), ()),
+    "h_pipehang": (ALL, ("stopped",)),
+    "h_tensors": (ALL, ("malformed outputs: case 1's",)),
+    "h_inject": ({"1"}, ("fake",)),
+    "h_oracle": ({"4"}, ("hidden cases: their values are not shown",)),
     "zz_solution": (set(), ("100 / 100",)),  # graded after all the others (in sorted order)
 }
+# Cases whose cap only root mode's cgroup can enforce (a normal user's grading caps memory per process)
+ROOT_ONLY = {"h_memfork", "h_memfd"}
 
 
-def build(subs: Path, out: Path, stub: dict[str, str]) -> None:
-    """Write every submission of EXPECT into `subs`; `out` is where the grades go (h_writer aims at it)."""
+def build(subs: Path, out: Path, stub: dict[str, str], bait: Bait, skip=()) -> None:
+    """Write every submission of EXPECT (but `skip`) into `subs`; `out` is where the grades go (h_writer aims at
+    it); `bait` is what the grading user has that h_bait tries to reach."""
     diff = solution("hw3_utils/diffusion.py")
     loop = diff.replace("        ### BEGIN SOLUTION 3\n", "        ### BEGIN SOLUTION 3\n        while True:\n"
                         "            pass\n")
@@ -196,35 +389,62 @@ except Exception:
     write_zip(subs / "h_writer.zip", files(data=writer, diffusion=reader))
     (subs / "h_notazip.zip").write_text("this is not a zip\n")
     for name, code in (("h_diskfill", DISKFILL), ("h_shmfill", SHMFILL), ("h_manyfiles", MANYFILES),
-                       ("h_flood", FLOOD), ("h_daemon", DAEMON), ("h_leak_a", LEAK_WRITE), ("h_leak_b", LEAK_READ)):
+                       ("h_flood", FLOOD), ("h_daemon", DAEMON), ("h_leak_a", LEAK_WRITE), ("h_leak_b", LEAK_READ),
+                       ("h_forkbomb", FORKBOMB), ("h_memfork", MEMFORK), ("h_memfd", MEMFD), ("h_key_a", KEY_WRITE),
+                       ("h_key_b", KEY_READ), ("h_proc", PROC_PEEK), ("h_bait", bait_code(bait)),
+                       ("h_pipehang", PIPE_HANG), ("h_tensors", BAD_TENSORS)):
         write_zip(subs / f"{name}.zip", at_import(code))
+    data = solution("hw3_utils/data.py").replace(
+        "    ### BEGIN SOLUTION 1\n", f"    ### BEGIN SOLUTION 1\n    raise RuntimeError({INJECT!r})\n")
+    inject = {**files(data=data), "manifest.json": json.dumps({"kit_version": "v1" + INJECT}),
+              "runs/cpu/fid.json": json.dumps({"profile": "cpu" + INJECT, "num_samples": 1})}
+    write_zip(subs / "h_inject.zip", inject)
+    oracle = diff.replace("        ### END SOLUTION\n        # (per_image is undefined",
+                          "        if not any(x0.shape == p.shape and torch.equal(x0, p) for p in _public_x0()):\n"
+                          "            per_image = per_image * 1.5  # wrong on the hidden cases only\n"
+                          "        ### END SOLUTION\n        # (per_image is undefined")
+    assert oracle != diff
+    write_zip(subs / "h_oracle.zip", files(diffusion=oracle + ORACLE))
+    for name in skip:
+        (subs / f"{name}.zip").unlink()
 
 
 def leftovers() -> list[str]:
-    """What hostile code left on this machine: files in the shared temporary folders, live runner processes."""
+    """What hostile code left on this machine: files in the shared temporary folders, live sandbox processes
+    (forked by the fork server, or of a sandbox's uid range), the runs' cgroups, sandbox mounts."""
     found = [str(p) for d in SHARED_TMP if Path(d).is_dir() for p in Path(d).glob(f"{LEFTOVER}*")]
     found += [str(p) for p in Path("/tmp").glob("hw3_abs_evil*")]
     for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
         try:
             cmd = (proc / "cmdline").read_bytes()
-        except OSError:
+            uid = int((proc / "status").read_text().split("\nUid:")[1].split()[0])
+        except (OSError, IndexError, ValueError):
             continue
-        # a run started as a new process, or forked by the fork server (the zygote is closed after its batch)
-        if proc.name.isdigit() and (b"hw3_utils.checks\0--run" in cmd or b"grader/zygote.py" in cmd):
+        if b"grader/zygote.py" in cmd or uid >= UID_BASE:  # the zygote is closed after its batch
             shown = cmd.replace(b"\0", b" ")[:120].decode(errors="replace")
-            found.append(f"process {proc.name}: {shown}")
+            found.append(f"process {proc.name} (uid {uid}): {shown}")
+    for c in ("pids", "memory", ""):
+        parent = Path("/sys/fs/cgroup") / c / "hw3-grader"
+        if parent.is_dir():
+            found += [f"cgroup {d}" for d in parent.iterdir() if d.is_dir()]
+    found += [f"mount {line.split()[4]}" for line in Path("/proc/self/mountinfo").read_text().splitlines()
+              if "hw3-sandbox" in line]
     return found
 
 
-def check(points: dict[str, dict[str, int]], feedback: dict[str, str]) -> list[str]:
-    """What differs from EXPECT: one line per problem (empty when all is as expected)."""
+def check(points: dict[str, dict[str, int]], feedback: dict[str, str], skip=()) -> list[str]:
+    """What differs from EXPECT (but the students in `skip`): one line per problem (empty when all is as expected)."""
     problems = []
     for student, (zero, words) in EXPECT.items():
+        if student in skip:
+            continue
         if student not in points:
             problems.append(f"{student}: not graded")
             continue
         want = {t: 0 if t in zero else task.points for t, task in TASKS.items()}
         if points[student] != want:
             problems.append(f"{student}: {points[student]} != {want}")
-        problems += [f"{student}: feedback lacks {w!r}" for w in words if w not in feedback[student]]
+        problems += [f"{student}: feedback lacks {w!r}" for w in words if untrusted(w) not in feedback[student]]
     return problems

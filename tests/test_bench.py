@@ -200,6 +200,6 @@ def test_grade_speed_prints_both_ways(tmp_path):
     out = run_script([BENCH / "grade_speed.py", "--count", "3", "--jobs", "1", "2", "--repeats", "1",
                       "--json", tmp_path / "g.json"], tmp_path)
     rec = json.loads((tmp_path / "g.json").read_text())
-    assert [b["jobs"] for b in rec["batches"]] == [1, 2] and rec["count"] == 3 and rec["zygote"]
+    assert [b["jobs"] for b in rec["batches"]] == [1, 2] and rec["count"] == 3 and rec["cpu"]
     assert all(b["per_submission"] > 0 for b in rec["batches"])
     assert len(rec["fixed_costs_s"]) == 4 and "| jobs | batch s | s / submission |" in out

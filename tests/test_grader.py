@@ -18,9 +18,12 @@ import pytest
 from hostile import files, write_zip
 
 from grader import REPO, sandbox
-from grader.grade import grade_batch_detailed, safe_extract
+from grader.batch import grade_batch_detailed
+from grader.extract import safe_extract
 from grader.patches import patched_source
 from grader.release import make_release
+from hw3_utils import get_config
+from hw3_utils.runfolder import write_fid_json
 from hw3_utils.tasks import TASK_FILES, TASKS, mistakes, variants
 
 pytestmark = pytest.mark.slow
@@ -46,17 +49,17 @@ def batch(tmp_path_factory):
     for _, v in VARIANTS:
         write_zip(subs / f"variant_{v.name}.zip", {**files(), v.file: patched_source(v)})
 
-    hostile.build(subs, out, stub)
+    bait = hostile.Bait(root / "home")  # the grading user's secrets: a 0600 file and a 0600 unix socket
+    hostile.build(subs, out, stub, bait)
 
     # the submit -> grade round trip ---------------------------------------------------------------
     kit = root / "kitcopy"
     shutil.copytree(REPO / "hw3_utils", kit / "hw3_utils", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(REPO / "notebooks", kit / "notebooks")
     (kit / "pyproject.toml").write_text("")
-    runs = root / "runs"
-    (runs / "full-smoke").mkdir(parents=True)
-    (runs / "full-smoke" / "fid.json").write_text(json.dumps({"fid_vs_mnist_train": 421.1, "fid_vs_mnist_test": 430.5,
-                                                         "num_samples": 32, "profile": "full-smoke"}))
+    runs = root / "runs"  # the fid.json notebook 05 writes (the one writer), for a full-smoke run
+    write_fid_json(runs / "full-smoke", get_config("full-smoke", verbose=False),
+                   {"fid_vs_mnist_train": 421.1, "fid_vs_mnist_test": 430.5, "fid_floor_test_vs_train": 80.2}, "cpu")
     env = {k: v for k, v in os.environ.items() if not k.startswith("HW3_")}
     env.update(PYTHONPATH=str(kit), HW3_RUNS_DIR=str(runs))
     res = subprocess.run([sys.executable, "-m", "hw3_utils.submit", "--student", "roundtrip", "--out", str(subs)],
@@ -65,7 +68,11 @@ def batch(tmp_path_factory):
     assert "WARNING: notebooks/01_data_prep.ipynb has no outputs" in res.stdout
     assert (subs / "submission_roundtrip.zip").exists()
 
-    results = grade_batch_detailed(subs, out, task_timeout=TIMEOUT, release_dir=release, startup=120, jobs=2)
+    try:
+        results = grade_batch_detailed(subs, out, task_timeout=TIMEOUT, release_dir=release, startup=120, jobs=2)
+    finally:
+        bait.close()
+    assert bait.connections == 0, "a submission reached the grading user's socket"
     by_student = {g.student: g for g in results}
     return {"results": by_student, "out": out, "subs": subs, "root": root}
 
@@ -75,7 +82,7 @@ def points(batch, student) -> dict[str, int]:
 
 
 def message(batch, student, task) -> str:
-    return batch["results"][student].tasks[task][1]
+    return batch["results"][student].tasks[task].message
 
 
 def feedback(batch, student) -> str:
@@ -131,7 +138,7 @@ def test_nothing_survives_the_batch(batch):
 
 
 def test_resource_limits_are_the_sandboxes(batch):
-    if sandbox.detect_mode() not in ("namespaces", "userns"):
+    if sandbox.detect_mode() not in ("root", "userns"):
         pytest.fail(f"the sandbox mode here is {sandbox.detect_mode()!r}: the tmpfs caps are untested")
     # the flood was cut, not fatal: graded in full, with the line saying what happened
     assert batch["results"]["h_flood"].total == 100
@@ -184,7 +191,7 @@ def test_class_summary(batch):
         row = next(line for line in md.splitlines() if line.startswith(f"| Task {tid} ({task.name}) | "))
         assert re.search(r"\| \d+ / \d+ \| \d+% \| .+ \(\d+\)", row), row
     look = {line.split("**")[1]: line for line in md.splitlines() if line.startswith("- **")}
-    assert "Task 3 timed out" in look["h_loop"]
+    assert "Task 3 timeout" in look["h_loop"]
     assert "zip member(s) refused" in look["h_paths"] and "rejected: not a zip file" in look["h_notazip"]
     assert "notebooks not executed (5 of 5)" in look["submission_roundtrip"]
     assert "fid.json" not in look["submission_roundtrip"]  # its fid.json matches the full-smoke profile
@@ -193,7 +200,7 @@ def test_class_summary(batch):
 
     graded = list(batch["results"].values())
     s = summarize(graded, TASKS)
-    assert s["per_task"]["5a"]["passed"] == sum(g.tasks["5a"][0] == TASKS["5a"].points for g in graded)
+    assert s["per_task"]["5a"]["passed"] == sum(g.tasks["5a"].points == TASKS["5a"].points for g in graded)
     assert sum(s["histogram"]) == n and s["histogram"][9] == sum(g.total >= 90 for g in graded)
     lines = headline(s)
     assert len(lines) == 5 and lines[0].startswith(f"graded {n} submission(s): mean")
@@ -209,7 +216,7 @@ def test_fork_server_children_hold_no_solution(tmp_path):
             "('torch', 'hw3_utils', 'grader', 'sandbox', 'zygote')), 'uid': os.getuid(), 'cwd': os.getcwd()}))")
     zygote = sandbox.Zygote()
     try:
-        run = sandbox.Run([sys.executable, "-c", code], work, {"PATH": "/usr/bin:/bin"}, [], 60, zygote=zygote)
+        run = sandbox.Run([sys.executable, "-c", code], work, {"PATH": "/usr/bin:/bin"}, 60, zygote)
         assert run.wait(60) == 0, run.stderr_tail()
         run.close()
         os.close(run.results)
@@ -219,24 +226,33 @@ def test_fork_server_children_hold_no_solution(tmp_path):
     assert "torch" in got["mods"]
     assert not [m for m in got["mods"] if not m.startswith("torch")], got["mods"]
     assert got["cwd"] == str(sandbox.kit_path(work))
-    if sandbox.detect_mode() in ("namespaces", "nobody"):
-        assert got["uid"] == sandbox.NOBODY
+    want = {"root": sandbox.INNER_UID, "userns": sandbox.INNER_UID, "nobody": sandbox.NOBODY}
+    assert got["uid"] == want.get(sandbox.detect_mode(), os.getuid())
 
 
-def test_new_process_path_grades_the_same(tmp_path, monkeypatch):
-    """HW3_GRADER_ZYGOTE=0, a new process per run (the path without the fork server): the same grades for a
-    hung task, a crash at import, a flood and a daemon, and the solution after them; nothing left behind."""
-    monkeypatch.setenv("HW3_GRADER_ZYGOTE", "0")
-    subs = tmp_path / "subs"
-    subs.mkdir()
-    release = make_release(tmp_path / "release", quiet=True, repo_url="none")
-    hostile.build(subs, tmp_path / "out", {rel: (release / rel).read_text() for rel in TASK_FILES})
-    chosen = {"h_loop", "h_exit_import", "h_flood", "h_daemon", "zz_solution"}
-    for z in subs.iterdir():
-        if z.stem not in chosen:
-            z.unlink()
-    graded = grade_batch_detailed(subs, tmp_path / "out", task_timeout=TIMEOUT, release_dir=release, jobs=2)
-    points = {g.student: g.points() for g in graded}
-    problems = hostile.check(points, {g.student: g.markdown() for g in graded})
-    assert [p for p in problems if p.split(":")[0] in chosen] == [] and set(points) == chosen
-    assert hostile.leftovers() == []
+def test_what_a_submission_wrote_cannot_reshape_the_feedback(batch):
+    """h_inject's exception message, manifest and fid.json carry newlines, a table row, a heading, HTML, an
+    unclosed comment, a link and terminal escapes: none of it starts a line or survives as markup."""
+    texts = {"feedback": batch["results"]["h_inject"].markdown(), "summary": (batch["out"] / "summary.md").read_text(),
+             "csv": (batch["out"] / "grades.csv").read_text()}
+    for name, text in texts.items():
+        assert "\x1b" not in text and "<!--" not in text and "<script" not in text, name
+        assert not re.search(r"(?<!\\)\]\(javascript", text), name  # an escaped \] starts no link
+        assert not [ln for ln in text.splitlines() if ln.startswith(("| fake", "## Fake"))], name
+    assert "&lt;script&gt;" in texts["feedback"] and "fake" in texts["feedback"]
+
+
+def test_malformed_outputs_cost_their_tasks_not_the_batch(batch):
+    """h_tensors sent meta, stride-0 (2**50 elements), sparse and complex tensors: every task fails with what was
+    wrong, and the batch finished with its grades.csv (this test runs after it)."""
+    msgs = {t: message(batch, "h_tensors", t) for t in TASKS}
+    assert "meta" in msgs["1"] and "far more than" in msgs["2a"] and "sparse" in msgs["2b"]
+    assert "complex64" in msgs["3"] and (batch["out"] / "grades.csv").exists()
+
+
+def test_hidden_cases_are_no_oracle(batch):
+    """h_oracle is right on the public cases and wrong on the hidden ones: it loses the task and learns no
+    hidden expected value from the feedback (which Gradescope shows at once)."""
+    msg = message(batch, "h_oracle", "4")
+    assert msg.startswith("FAIL") and "hidden cases: their values are not shown" in msg
+    assert "expected" not in msg and not re.search(r"\d\.\d{3}", msg), msg

@@ -83,7 +83,9 @@ def test_grades_as_a_normal_user_in_a_user_namespace(unprivileged_batch):
 
 
 def test_hostile_batch_harms_only_itself_as_a_normal_user(unprivileged_batch):
-    assert hostile.check(unprivileged_batch["points"], unprivileged_batch["feedback"]) == []
+    assert hostile.check(unprivileged_batch["points"], unprivileged_batch["feedback"],
+                         skip=set(unprivileged_batch["skipped"])) == []
+    assert set(unprivileged_batch["skipped"]) <= hostile.ROOT_ONLY and unprivileged_batch["bait_connections"] == 0
     writer_row = next(r for r in unprivileged_batch["grades_csv"].splitlines() if r.startswith("h_writer,"))
     assert not writer_row.endswith(",100,graded")
     assert hostile.leftovers() == []

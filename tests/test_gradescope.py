@@ -49,7 +49,8 @@ def run_autograder(source: Path, tmp_path: Path, submission: dict[str, Path], py
 
 def test_bundle_has_no_solution_source(bundle):
     names = {p.relative_to(bundle).as_posix() for p in bundle.rglob("*") if p.is_file()}
-    assert {"setup.sh", "run_autograder", "reference/reference.pt", "grader/grade.py", "grader/zygote.py"} <= names
+    assert {"setup.sh", "run_autograder", "reference/reference.pt", "grader/batch.py", "grader/runner.py",
+            "grader/zygote.py"} <= names
     assert "grader/patches.py" not in names and not any(n.startswith("hw3_utils/") for n in names)
     texts = [p.read_text(errors="ignore") for p in bundle.rglob("*") if p.is_file() and p.suffix != ".pt"]
     for rel, task, body in solution_regions():

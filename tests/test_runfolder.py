@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from grader.grade import fid_mismatch
+from grader.extract import fid_mismatch
 from hw3_utils import PROFILES, get_config
 from hw3_utils.runfolder import (
     FID_KEYS,

@@ -27,7 +27,7 @@ import pytest
 from browser_helpers import copy_repo
 
 from grader import REPO
-from grader.grade import fid_mismatch
+from grader.extract import fid_mismatch
 from hw3_utils.checks import TASK_FILES
 
 pytestmark = pytest.mark.slow

@@ -1,0 +1,222 @@
+"""Grading a batch: per submission, extraction, the run, the comparison here, the record; then grades.csv,
+the feedback files and the class summary.
+
+Per submission (student id = the zip's stem):
+1. extract an allowlist only (grader/extract.py);
+2. overlay the task files on a copy of the STUDENT kit (stubs; never the solution) and run the checks'
+   runner there, sandboxed (grader/runner.py, grader/sandbox.py); `jobs` submissions at once, each in its
+   own work folder and sandbox, all forked from one fork server per batch;
+3. compare the validated outputs here, with the expected values computed from the solution in this process
+   (or a prebuilt reference, for Gradescope); a failure while comparing costs that task, never the batch.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import shutil
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from pathlib import Path
+
+from hw3_utils.atomic import atomic_write
+
+from . import REPO, sandbox
+from .extract import (
+    FID_RE,
+    NOTEBOOK_RE,
+    Extracted,
+    _tasks,
+    fid_mismatch,
+    fid_note,
+    manifest_notes,
+    notebook_cells,
+    notebook_note,
+    safe_extract,
+    task_files,
+)
+from .render import Graded, Kind, TaskResult, failed, passed
+from .runner import STARTUP_SECONDS, preflight, run_submission
+
+MiB = 1024 * 1024
+
+
+def hidden_paths(extra=()) -> list[Path]:
+    """What "nobody" mode makes unreadable for the batch: the instructor's repo (all top-level folders but the
+    Python environment), the submissions, the grades. The namespace modes see only their allowlist anyway."""
+    prefix = Path(os.path.realpath(sys.prefix))
+    out = []
+    for p in sorted(REPO.iterdir()):
+        if p.is_dir() and not p.is_symlink():
+            real = Path(os.path.realpath(p))
+            if prefix == real or real in prefix.parents:
+                continue
+            out.append(p)
+    return out + [Path(p) for p in extra]
+
+
+def flags_of(per_task: dict[str, TaskResult], ex: Extracted) -> list[str]:
+    """What makes a submission worth a human look: crashes, time limits, a sandbox that did not start,
+    refused members, notebooks not executed, fid.json missing or not matching its profile."""
+    flags = [f"Task {t} {r.kind.value}" for t, r in per_task.items() if r.kind.needs_look]
+    if ex.refused:
+        flags.append(f"{ex.refused} zip member(s) refused")
+    if ex.fatal:
+        return flags
+    notebooks = [n for n in ex.files if NOTEBOOK_RE.match(n)]
+    idle = [n for n in notebooks if (notebook_cells(ex.files[n]) or (0, 0))[0] == 0]
+    if idle or not notebooks:
+        flags.append(f"notebooks not executed ({len(idle)} of {len(notebooks)})" if notebooks else "no notebooks")
+    fids = [n for n in ex.files if FID_RE.match(n)]
+    if not fids:
+        flags.append("fid.json missing")
+    flags += [m for n in fids if (m := fid_mismatch(ex.files[n]))]
+    return flags
+
+
+def grade_one(zpath: Path, work: Path, release_kit: Path, ref: dict, task_timeout: float, zygote: sandbox.Zygote,
+              startup: float = STARTUP_SECONDS) -> Graded:
+    """Grade one zip in the folder `work` (its own, removed afterwards)."""
+    from hw3_utils.checks import compare
+
+    tasks = _tasks()
+    if work.exists():
+        shutil.rmtree(work)
+    (work / "sub").mkdir(parents=True)
+    ex = safe_extract(zpath, work / "sub")
+    notes = list(ex.notes)
+    per_task: dict[str, TaskResult] = {}
+    status = "graded"
+    submitted = [f for f in task_files() if f in ex.files]
+    if ex.fatal:
+        status = f"rejected: {ex.fatal}"
+        per_task = {t: failed(Kind.NOT_SUBMITTED, f"the submission was rejected ({ex.fatal})") for t in tasks}
+    elif not submitted:
+        status = "no task files"
+        per_task = {t: failed(Kind.NOT_SUBMITTED, f"{tasks[t].file} was not submitted") for t in tasks}
+    else:
+        kit = work / "kit"
+        shutil.copytree(release_kit / "hw3_utils", kit / "hw3_utils",
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        for rel in submitted:
+            shutil.copyfile(ex.files[rel], kit / rel)
+        for rel in task_files():
+            if rel not in ex.files:
+                notes.append(f"{rel} is missing or was rejected: the kit's stub is used, its tasks get 0")
+        cases = {t: ref["cases"][t] for t in tasks}
+        results, printed = run_submission(work, cases, ref["expected"], task_timeout, zygote, startup)
+        if printed > sandbox.PRINT_LIMIT:
+            notes.append(f"your code printed more than {sandbox.PRINT_LIMIT // MiB} MB; remove the print calls "
+                         "inside loops (the output past that was dropped; your tasks were still graded)")
+        for t, task in tasks.items():
+            got = results.get(t, failed(Kind.ERROR, "not run"))
+            if isinstance(got, TaskResult):
+                per_task[t] = got
+                continue
+            try:  # whatever the outputs hold, a failure here costs this task, never the batch
+                ok, msg = compare(t, got, ref["expected"][t], ref["variants"].get(t, ()), ref["cases"][t],
+                                  public=len(task.public))
+            except Exception as err:
+                ok, msg = False, f"its outputs could not be compared ({type(err).__name__})"
+            per_task[t] = passed(task.points) if ok else failed(Kind.WRONG, msg)
+    for name in sorted(ex.files):
+        if NOTEBOOK_RE.match(name):
+            notes.append(notebook_note(name, ex.files[name]))
+        elif FID_RE.match(name):
+            notes.append(fid_note(name, ex.files[name]))
+    if not ex.fatal:
+        if not any(NOTEBOOK_RE.match(n) for n in ex.files):
+            notes.append("no notebooks in the submission")
+        if not any(FID_RE.match(n) for n in ex.files):
+            notes.append("no runs/<profile>/fid.json in the submission")
+        notes += manifest_notes(ex.files)
+    flags = flags_of(per_task, ex)  # reads the extracted notebooks and fid.json: before they are removed
+    shutil.rmtree(work, ignore_errors=True)
+    return Graded(zpath.stem, status, per_task, notes, sandbox.DESCRIPTION[zygote.mode], flags)
+
+
+class Progress:
+    """One line on stderr over the batch: a bar on a terminal, a line every tenth otherwise."""
+
+    def __init__(self, total: int, stream=None):
+        self.total, self.done, self.t0 = total, 0, time.monotonic()
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty()
+
+    def step(self, student: str) -> None:
+        self.done += 1
+        per = (time.monotonic() - self.t0) / self.done
+        left = per * (self.total - self.done)
+        fill = round(30 * self.done / max(self.total, 1))
+        line = (f"[{'#' * fill}{'.' * (30 - fill)}] {self.done}/{self.total} graded, {per:.1f} s each, "
+                f"{int(left) // 60}:{int(left) % 60:02d} left ({student[:30]})")
+        if self.tty:
+            self.stream.write("\r" + line.ljust(110) + ("\n" if self.done == self.total else ""))
+        elif self.done == self.total or self.done % max(1, self.total // 10) == 0:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+
+def grade_batch(submissions: Path, out: Path, task_timeout: float = 60.0, release_dir=None, reference=None,
+                extra_hidden=(), startup: float = STARTUP_SECONDS, jobs: int | None = None) -> list[dict]:
+    """Grade every *.zip (and every other plain file, which is rejected) in `submissions`; grades.csv rows."""
+    return [g.row() for g in grade_batch_detailed(submissions, out, task_timeout, release_dir, reference,
+                                                  extra_hidden, startup, jobs)]
+
+
+def default_jobs() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def grade_batch_detailed(submissions: Path, out: Path, task_timeout: float = 60.0, release_dir=None,
+                         reference=None, extra_hidden=(), startup: float = STARTUP_SECONDS, jobs: int | None = None,
+                         progress=None) -> list[Graded]:
+    """grade_batch, returning the `Graded` record of each submission. `jobs` submissions are graded at once
+    (default: the cores), each in its own sandbox; `progress` is a stream for the progress line."""
+    from .reference import build_reference, load_reference
+    from .release import make_release
+
+    submissions, out = Path(submissions).resolve(), Path(out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "feedback").mkdir(exist_ok=True)
+    ref = load_reference(reference) if reference else build_reference()
+    batch = Path(tempfile.mkdtemp(prefix="hw3-grade-"))
+    os.chmod(batch, 0o711)
+    hide = hidden_paths([submissions, out, *extra_hidden, *([Path(reference).parent] if reference else [])])
+    rows: list[Graded] = []
+    zygote = sandbox.Zygote()  # Python and torch started once per batch; every sandbox is forked from it
+    # in "nobody" mode the clean-up after a submission kills every process of nobody: one at a time
+    jobs = 1 if zygote.mode == "nobody" else max(1, jobs or default_jobs())
+    try:
+        with sandbox.Hidden(hide, zygote.mode):
+            preflight(batch, zygote)
+            kit = Path(release_dir) if release_dir else make_release(batch / "release", quiet=True, repo_url="none")
+            entries = sorted(p for p in submissions.iterdir() if p.is_file() and not p.name.startswith("."))
+            bar = Progress(len(entries), progress) if progress else None
+
+            def one(i: int, z: Path) -> Graded:
+                graded = grade_one(z, batch / f"w{i}", kit, ref, task_timeout, zygote, startup)
+                atomic_write(out / "feedback" / f"{graded.student}.md", graded.markdown())
+                return graded
+
+            with ThreadPoolExecutor(jobs) as pool:
+                futures = [pool.submit(one, i, z) for i, z in enumerate(entries)]
+                for f in as_completed(futures):
+                    if bar:
+                        bar.step(f.result().student)
+                rows = [f.result() for f in futures]
+    finally:
+        zygote.close()
+        shutil.rmtree(batch, ignore_errors=True)
+    table = io.StringIO(newline="")
+    w = csv.DictWriter(table, fieldnames=["student", *_tasks(), "total", "status"])
+    w.writeheader()
+    w.writerows(g.row() for g in rows)
+    atomic_write(out / "grades.csv", table.getvalue())
+    from .summary import write_summary
+
+    write_summary(rows, out, _tasks())
+    return rows

@@ -1,0 +1,198 @@
+"""Reading a submission zip: an allowlist of members extracted safely, and notes on what was handed in.
+
+The allowlist: the task files, notebooks/*.ipynb, runs/*/fid.json and manifest.json. Unsafe paths, links,
+duplicates and oversized members (declared and while streaming) are refused member by member; a file that
+is not a zip, or too large, or with too many members, is refused whole.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import stat
+import zipfile
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+MiB = 1024 * 1024
+CAPS = {".py": 2 * MiB, ".ipynb": 20 * MiB, ".json": 64 * 1024}
+MAX_MEMBERS = 200
+MAX_ZIP_BYTES = 200 * MiB
+NOTEBOOK_RE = re.compile(r"^notebooks/[A-Za-z0-9_.-]+\.ipynb$")
+FID_RE = re.compile(r"^runs/[A-Za-z0-9_.-]+/fid\.json$")
+
+
+def _tasks():
+    from hw3_utils.checks import TASKS
+
+    return TASKS
+
+
+def task_files() -> list[str]:
+    return sorted({t.file for t in _tasks().values()})
+
+
+def allowed(name: str) -> bool:
+    return name in task_files() or name == "manifest.json" or bool(NOTEBOOK_RE.match(name) or FID_RE.match(name))
+
+
+@dataclass
+class Extracted:
+    files: dict[str, Path] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    fatal: str | None = None
+    refused: int = 0  # members refused (unsafe, a link, oversized, damaged): worth a human look
+
+    def refuse(self, name: str, why: str) -> None:
+        self.refused += 1
+        self.notes.append(f"rejected {name!r}: {why}")
+
+
+def _unsafe(name: str) -> str | None:
+    if not name or "\\" in name or "\0" in name:
+        return "backslash or NUL in the path"
+    if name.startswith("/") or re.match(r"^[A-Za-z]:", name):
+        return "absolute path"
+    if ".." in name.split("/"):
+        return "'..' in the path"
+    return None
+
+
+def safe_extract(zpath: Path, dest: Path) -> Extracted:
+    """Extract the allowlisted members of a zip into `dest`; everything else is reported, not written."""
+    res = Extracted()
+    try:
+        if zpath.stat().st_size > MAX_ZIP_BYTES:
+            res.fatal = f"the file is larger than {MAX_ZIP_BYTES // MiB} MiB"
+            return res
+        if not zipfile.is_zipfile(zpath):
+            res.fatal = "not a zip file"
+            return res
+        zf = zipfile.ZipFile(zpath)
+    except (OSError, zipfile.BadZipFile, ValueError) as err:
+        res.fatal = f"bad zip file ({type(err).__name__})"
+        return res
+    with zf:
+        infos = zf.infolist()
+        if len(infos) > MAX_MEMBERS:
+            res.fatal = f"too many members ({len(infos)} > {MAX_MEMBERS})"
+            return res
+        names = [i.filename for i in infos]
+        dups = {n for n in names if names.count(n) > 1}
+        for n in sorted(dups):
+            res.refuse(n, "it occurs more than once in the zip")
+        for info in infos:
+            name = info.filename
+            if name in dups:
+                continue
+            why = _unsafe(name)
+            if why:
+                res.refuse(name, why)
+                continue
+            mode = info.external_attr >> 16
+            if stat.S_ISLNK(mode):
+                res.refuse(name, "a symbolic link")
+                continue
+            if name.endswith("/") or info.is_dir():
+                continue
+            if not allowed(name):
+                res.notes.append(f"ignored {name!r}: not part of a submission")
+                continue
+            if stat.S_IFMT(mode) not in (0, stat.S_IFREG):  # many zippers store permission bits only
+                res.refuse(name, "not a regular file")
+                continue
+            cap = CAPS[Path(name).suffix]
+            if info.file_size > cap:
+                res.refuse(name, f"declares {info.file_size:,} bytes, over the {cap:,}-byte cap")
+                continue
+            target = dest / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            total, crc, ok = 0, 0, True
+            try:
+                with zf.open(info) as src, open(target, "wb") as out:
+                    while chunk := src.read(64 * 1024):
+                        total += len(chunk)
+                        if total > cap:
+                            ok = False
+                            res.refuse(name, f"more than {cap:,} bytes when decompressed "
+                                             f"(it declares {info.file_size:,})")
+                            break
+                        crc = zlib.crc32(chunk, crc)
+                        out.write(chunk)
+                # zipfile stops at the declared size: a member that lies about it fails the checksum
+                if ok and (total != info.file_size or crc != info.CRC):
+                    ok = False
+                    res.refuse(name, "its content does not match its declared size and "
+                                     "checksum (a damaged or manipulated zip)")
+            except Exception as err:  # CRC errors, unsupported compression, truncated data
+                ok = False
+                res.refuse(name, f"cannot be read ({type(err).__name__})")
+            if ok:
+                res.files[name] = target
+            else:
+                target.unlink(missing_ok=True)
+    return res
+
+
+# notes on notebooks, fid.json, manifest ---------------------------------------------------------
+def notebook_cells(path: Path) -> tuple[int, int] | None:
+    """(code cells that have run, code cells) of a submitted notebook; None when it is not readable."""
+    try:
+        nb = json.loads(path.read_text(encoding="utf-8"))
+        cells = [c for c in nb.get("cells", []) if isinstance(c, dict) and c.get("cell_type") == "code"]
+        return sum(1 for c in cells if c.get("outputs") or c.get("execution_count")), len(cells)
+    except Exception:
+        return None
+
+
+def notebook_note(name: str, path: Path) -> str:
+    cells = notebook_cells(path)
+    if cells is None:
+        return f"{name}: not a readable notebook"
+    ran, total = cells
+    return f"{name}: " + ("not executed" if ran == 0 else f"executed ({ran} of {total} code cells have run)")
+
+
+def fid_note(name: str, path: Path) -> str:
+    try:
+        rec = json.loads(path.read_text(encoding="utf-8"))
+        vals = {k: rec.get(k) for k in ("fid_vs_mnist_train", "fid_vs_mnist_test", "num_samples", "profile")}
+        shown = ", ".join(f"{k} = {v:.2f}" if isinstance(v, float) else f"{k} = {v}"
+                          for k, v in vals.items() if isinstance(v, (int, float, str)) and not isinstance(v, bool))
+    except Exception as err:
+        return f"{name}: not readable ({type(err).__name__})"
+    return f"{name}: {shown or 'no FID values'}"
+
+
+def fid_mismatch(path: Path) -> str | None:
+    """Why a submitted fid.json does not fit the profile it names (None when it does): the kit's own
+    check (hw3_utils.runfolder.fid_problem), so what notebook 05 writes is what passes here."""
+    from hw3_utils.runfolder import fid_problem, read_fid_json
+
+    try:
+        return fid_problem(read_fid_json(path))
+    except Exception as err:
+        return f"fid.json is not readable ({type(err).__name__})"
+
+
+def manifest_notes(files: dict[str, Path]) -> list[str]:
+    if "manifest.json" not in files:
+        return ["no manifest.json (was the zip made with `make submit`?)"]
+    try:
+        man = json.loads(files["manifest.json"].read_text(encoding="utf-8"))
+        sums = man.get("files", {})
+    except Exception as err:
+        return [f"manifest.json is not readable ({type(err).__name__})"]
+    notes = []
+    for name, path in files.items():
+        if name == "manifest.json" or not isinstance(sums, dict) or name not in sums:
+            continue
+        if hashlib.sha256(path.read_bytes()).hexdigest() != sums[name]:
+            notes.append(f"{name}: differs from its checksum in manifest.json")
+    kit = man.get("kit_version")
+    if kit:
+        notes.append(f"kit version (manifest): {str(kit)[:40]}")
+    return notes
+
