@@ -2,7 +2,8 @@
 # make test  : create .venv if missing, install with dev extras, run every test (lint, unit, notebooks, browser)
 # make lab   : install, then open JupyterLab at the kit's root with notebook 01 open (the task files
 #              under hw3_utils/ open in its editor); LAB_ARGS adds options, e.g. LAB_ARGS=--no-browser
-# make submit: pack submission_$(STUDENT).zip (task files, notebooks, fid.json, manifest); STUDENT defaults to $USER
+# make report: report.html from the notebooks as saved and the run folder (written answers, figures, FID)
+# make submit: pack submission_$(STUDENT).zip (task files, notebooks, report, fid.json, manifest); STUDENT: $USER
 # make quality: train the cpu profile from scratch, sample, FID beside the floor; fails if it stopped learning
 PYTHON ?= python3
 VENV   ?= .venv
@@ -10,7 +11,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 PROFILE ?=
 
-.PHONY: run lab test unit notebooks browser lint clean submit quality
+.PHONY: run lab test unit notebooks browser lint clean submit quality report
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -55,6 +56,9 @@ quality: $(VENV)/.installed
 
 submit: $(VENV)/.installed
 	$(PY) -m hw3_utils.submit $(if $(STUDENT),--student $(STUDENT),)
+
+report: $(VENV)/.installed
+	$(PY) -m hw3_utils.report
 
 -include grader/grader.mk
 

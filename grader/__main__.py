@@ -1,4 +1,4 @@
-"""python -m grader release|build-check-data|grade|gradescope-bundle (instructor only)."""
+"""python -m grader release|build-check-data|grade|merge|gradescope-bundle (instructor only)."""
 
 from __future__ import annotations
 
@@ -28,6 +28,10 @@ def main(argv=None) -> int:
     g.add_argument("--release", help="a prebuilt student kit (default: strip this repo into a temp dir)")
     g.add_argument("--reference", help="a prebuilt reference file (default: compute from the solution)")
     g.add_argument("--jobs", type=int, default=0, help="submissions graded at once (default: the number of cores)")
+    g.add_argument("--update", action="store_true",
+                   help="regrade: replace these students' rows in OUT's grades.csv and grading sheet, keep the rest")
+    m = sub.add_parser("merge", help="merge OUT/written/sheet.csv (filled in) with OUT/grades.csv into OUT/final/")
+    m.add_argument("out", nargs="?", default=str(REPO / "grades"))
     b = sub.add_parser("gradescope-bundle", help="build autograder.zip for Gradescope")
     b.add_argument("out", nargs="?", default=str(REPO / "autograder.zip"))
     sub.add_parser("check-patches", help="check that every known mistake and correct variant applies exactly once")
@@ -60,9 +64,23 @@ def main(argv=None) -> int:
               file=sys.stderr)
         graded = grade_batch_detailed(Path(args.submissions), Path(args.out), task_timeout=args.task_timeout,
                                       release_dir=args.release, reference=args.reference, jobs=args.jobs or None,
-                                      progress=sys.stderr)
-        print("\n".join(headline(summarize(graded, TASKS))))
-        print(f"-> {Path(args.out) / 'grades.csv'}")
+                                      progress=sys.stderr, update=args.update)
+        if args.update:
+            print(f"regraded {', '.join(g.student for g in graded)}: their rows of grades.csv and "
+                  "written/sheet.csv are replaced (summary.md still describes the last full batch)")
+        else:
+            print("\n".join(headline(summarize(graded, TASKS))))
+        print(f"-> {Path(args.out) / 'grades.csv'}; grade the written answers in {Path(args.out) / 'written'}, "
+              "then `make merge`")
+    elif args.cmd == "merge":
+        from .written import MergeError, merge
+
+        try:
+            final, lms = merge(Path(args.out))
+        except (MergeError, OSError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        print(f"wrote {final} (every part) and {lms} (student id, total, code, written: for the LMS)")
     elif args.cmd == "gradescope-bundle":
         from .gradescope import build_bundle
 

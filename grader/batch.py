@@ -40,6 +40,8 @@ from .extract import (
 )
 from .render import Graded, Kind, TaskResult, failed, passed
 from .runner import STARTUP_SECONDS, preflight, run_submission
+from .similarity import similar_pairs
+from .written import write_sheet, written_answers
 
 MiB = 1024 * 1024
 
@@ -116,12 +118,16 @@ def grade_one(zpath: Path, work: Path, release_kit: Path, ref: dict, task_timeou
             if isinstance(got, TaskResult):
                 per_task[t] = got
                 continue
+            n = len(task.public)  # the reference's cases: the public ones first, then the hidden ones
+            exp, var, cs = ref["expected"][t], ref["variants"].get(t, ()), ref["cases"][t]
             try:  # whatever the outputs hold, a failure here costs this task, never the batch
-                ok, msg = compare(t, got, ref["expected"][t], ref["variants"].get(t, ()), ref["cases"][t],
-                                  public=len(task.public))
+                ok, msg = compare(t, got, exp, var, cs, public=n)
+                pub_ok, pub_msg = compare(t, got[:n], exp[:n], var, cs[:n], public=n)
             except Exception as err:
                 ok, msg = False, f"its outputs could not be compared ({type(err).__name__})"
-            per_task[t] = passed(task.points) if ok else failed(Kind.WRONG, msg)
+                pub_ok, pub_msg = ok, msg
+            public = "PASS" if pub_ok else f"FAIL: {pub_msg}"
+            per_task[t] = passed(task.points, public) if ok else failed(Kind.WRONG, msg, public)
     for name in sorted(ex.files):
         if NOTEBOOK_RE.match(name):
             notes.append(notebook_note(name, ex.files[name]))
@@ -134,8 +140,9 @@ def grade_one(zpath: Path, work: Path, release_kit: Path, ref: dict, task_timeou
             notes.append("no runs/<profile>/fid.json in the submission")
         notes += manifest_notes(ex.files)
     flags = flags_of(per_task, ex)  # reads the extracted notebooks and fid.json: before they are removed
+    written = written_answers(ex.files)
     shutil.rmtree(work, ignore_errors=True)
-    return Graded(zpath.stem, status, per_task, notes, sandbox.DESCRIPTION[zygote.mode], flags)
+    return Graded(zpath.stem, status, per_task, notes, sandbox.DESCRIPTION[zygote.mode], flags, written)
 
 
 class Progress:
@@ -173,9 +180,11 @@ def default_jobs() -> int:
 
 def grade_batch_detailed(submissions: Path, out: Path, task_timeout: float = 60.0, release_dir=None,
                          reference=None, extra_hidden=(), startup: float = STARTUP_SECONDS, jobs: int | None = None,
-                         progress=None) -> list[Graded]:
+                         progress=None, update: bool = False) -> list[Graded]:
     """grade_batch, returning the `Graded` record of each submission. `jobs` submissions are graded at once
-    (default: the cores), each in its own sandbox; `progress` is a stream for the progress line."""
+    (default: the cores), each in its own sandbox; `progress` is a stream for the progress line. `update` (a
+    regrade of some students): their rows replace theirs in OUT's grades.csv and grading sheet, every other
+    row stays, and summary.md is left as the full batch wrote it."""
     from .reference import build_reference, load_reference
     from .release import make_release
 
@@ -208,15 +217,24 @@ def grade_batch_detailed(submissions: Path, out: Path, task_timeout: float = 60.
                     if bar:
                         bar.step(f.result().student)
                 rows = [f.result() for f in futures]
+            pairs = [] if update or len(entries) < 2 else similar_pairs(entries, kit, batch / "similarity")
     finally:
         zygote.close()
         shutil.rmtree(batch, ignore_errors=True)
+    fields = ["student", *_tasks(), "total", "status"]
+    table_rows = [g.row() for g in rows]
+    if update and (out / "grades.csv").exists():
+        regraded = {g.student for g in rows}
+        with open(out / "grades.csv", newline="", encoding="utf-8") as f:
+            table_rows += [r for r in csv.DictReader(f) if r["student"] not in regraded]
     table = io.StringIO(newline="")
-    w = csv.DictWriter(table, fieldnames=["student", *_tasks(), "total", "status"])
+    w = csv.DictWriter(table, fieldnames=fields)
     w.writeheader()
-    w.writerows(g.row() for g in rows)
+    w.writerows(sorted(table_rows, key=lambda r: r["student"]))
     atomic_write(out / "grades.csv", table.getvalue())
-    from .summary import write_summary
+    write_sheet(rows, out, keep_others=update)
+    if not update:
+        from .summary import write_summary
 
-    write_summary(rows, out, _tasks())
+        write_summary(rows, out, _tasks(), pairs)
     return rows

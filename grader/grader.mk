@@ -7,21 +7,31 @@
 #                                   the release takes from DIR, default runs/fid_cache)
 #   make grade SUBMISSIONS=DIR [JOBS=N] : grade DIR/*.zip into $(OUT) (grades.csv, feedback/<student>.md,
 #                                   summary.md/png), N at once (default: the number of cores)
+#   make regrade SUBMISSIONS=DIR : grade DIR/*.zip again, replacing only those students' rows in $(OUT)
+#   make merge                    : $(OUT)/written/sheet.csv (filled in) + grades.csv -> $(OUT)/final/
+#                                   grades.csv (every part) and lms.csv (student id, total, code, written)
 #   make gradescope               : autograder.zip for Gradescope
 #   make check-data               : rebuild hw3_utils/check_data.pt from the solution
 OUT ?= grades
 TASK_TIMEOUT ?= 60
 JOBS ?= 0
 
-.PHONY: release grade gradescope check-data
+.PHONY: release grade regrade merge gradescope check-data
 
 release: $(VENV)/.installed
 	$(PY) -m grader release --out release --repo-url "$(REPO_URL)" --fid-stats-url "$(FID_STATS_URL)" \
 	  $(if $(FID_STATS_DIR),--fid-stats-dir "$(FID_STATS_DIR)",)
 
-grade: $(VENV)/.installed
+grade: $(VENV)/.installed-dev
 	@test -n "$(SUBMISSIONS)" || { echo "usage: make grade SUBMISSIONS=DIR [OUT=grades] [JOBS=N]"; exit 2; }
 	$(PY) -m grader grade "$(SUBMISSIONS)" --out "$(OUT)" --task-timeout $(TASK_TIMEOUT) --jobs $(JOBS)
+
+regrade: $(VENV)/.installed-dev
+	@test -n "$(SUBMISSIONS)" || { echo "usage: make regrade SUBMISSIONS=DIR [OUT=grades]"; exit 2; }
+	$(PY) -m grader grade "$(SUBMISSIONS)" --out "$(OUT)" --task-timeout $(TASK_TIMEOUT) --jobs $(JOBS) --update
+
+merge: $(VENV)/.installed
+	$(PY) -m grader merge "$(OUT)"
 
 gradescope: $(VENV)/.installed
 	$(PY) -m grader gradescope-bundle autograder.zip

@@ -144,17 +144,50 @@ def run(root: Path, source: Path, task_timeout: float = 60.0) -> dict:
         raise RuntimeError(f"the autograder must import the bundled student kit, not {kit}")
     results_dir = root / "results"
     results_dir.mkdir(parents=True, exist_ok=True)
+    student, header = submitter(root / "submission_metadata.json")
     with tempfile.TemporaryDirectory(prefix="hw3-gs-") as tmp:
         subs = Path(tmp) / "subs"
         subs.mkdir()
         zpath = _collect_submission(root / "submission", Path(tmp))
-        shutil.copyfile(zpath, subs / "submission.zip")
+        shutil.copyfile(zpath, subs / f"{student}.zip")
         rows = grade_batch_detailed(subs, Path(tmp) / "out", task_timeout=task_timeout,
                                     release_dir=source / "release", reference=source / "reference" / "reference.pt",
                                     extra_hidden=[root / "submission", results_dir])
-    result = rows[0].gradescope()
+    result = rows[0].gradescope(header)
     atomic_write(results_dir / "results.json", json.dumps(result, indent=2))
     return result
+
+
+def submitter(path: Path) -> tuple[str, str]:
+    """(student id, a line for the output) from Gradescope's submission_metadata.json: the submitter's student
+    id (else email, else name), the submission time, and how late it was against the due dates."""
+    from datetime import datetime
+
+    from .render import safe_name, untrusted
+
+    try:
+        meta = json.loads(Path(path).read_text(encoding="utf-8"))
+        user = (meta.get("users") or [{}])[0]
+    except (OSError, ValueError, AttributeError, IndexError):
+        return "submission", ""
+    who = user.get("sid") or (user.get("email") or "").split("@")[0] or user.get("name") or "submission"
+
+    def when(key, source):
+        try:
+            return datetime.fromisoformat(str(source.get(key)))
+        except (TypeError, ValueError):
+            return None
+
+    created = when("created_at", meta)
+    due, late_due = when("due_date", meta.get("assignment") or {}), when("late_due_date", meta.get("assignment") or {})
+    line = f"Submitted by {untrusted(user.get('name') or who, 80)} ({untrusted(who, 40)})"
+    if created:
+        line += f" at {created.isoformat(timespec='minutes')}"
+        if due and created > due:
+            hours = (created - due).total_seconds() / 3600
+            line += f", **{hours:.1f} h after the due date**" + (
+                " and after the late due date" if late_due and created > late_due else "")
+    return safe_name(who), line + ".\n\n"
 
 
 def main(argv=None) -> int:

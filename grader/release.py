@@ -199,11 +199,31 @@ def strip_text(text: str, where: str = "<text>", tasks=None) -> tuple[str, list[
     return "".join(out), found
 
 
+def strip_answer(src: str, where: str) -> str:
+    """A written answer cell for students: the model answer replaced by YOUR ANSWER HERE, the rubric removed
+    (what nbgrader's ClearSolutions and ClearMarkScheme do to such a cell)."""
+    from hw3_utils.answers import MARK_SCHEME, PLACEHOLDER, SOLUTION
+
+    for (begin, end), replacement in ((SOLUTION, PLACEHOLDER), (MARK_SCHEME, "")):
+        if src.count(begin) != 1 or src.count(end) != 1 or src.index(begin) > src.index(end):
+            raise MarkerError(f"{where}: an answer cell needs one '{begin}' ... '{end}' region")
+        src = src[:src.index(begin)] + replacement + src[src.index(end) + len(end):]
+    return src.rstrip() + "\n"
+
+
 def strip_notebook(text: str, where: str = "<notebook>", tasks=None) -> tuple[str, list[str]]:
-    """Strip the code cells of a notebook (JSON text); outputs and execution counts are dropped."""
+    """Strip the code cells (solution regions) and the written answer cells (model answers, rubrics) of a
+    notebook (JSON text); outputs and execution counts are dropped."""
+    from hw3_utils.answers import is_answer_cell
+
     nb = json.loads(text)
     found: list[str] = []
     for k, cell in enumerate(nb.get("cells", [])):
+        if is_answer_cell(cell):
+            src = cell.get("source", "")
+            cell["source"] = strip_answer("".join(src) if isinstance(src, list) else src,
+                                          f"{where} (cell {k + 1})").splitlines(keepends=True)
+            continue
         if cell.get("cell_type") != "code":
             continue
         src = cell.get("source", "")
@@ -226,11 +246,13 @@ def strip_file(path: Path, rel: str) -> tuple[bytes, list[str]]:
 
 
 def has_solution(text: str, notebook: bool = False) -> bool:
-    """True if any marker line is left (in a notebook: in a code cell)."""
+    """True if any marker line is left (in a notebook: in any cell; a mark scheme counts too)."""
+    from hw3_utils.answers import MARK_SCHEME
+
     if notebook:
         cells = json.loads(text).get("cells", [])
-        text = "".join("".join(c.get("source", "")) for c in cells if c.get("cell_type") == "code")
-    return any(_marker(line) for line in text.splitlines())
+        text = "".join("".join(c.get("source", "")) for c in cells)
+    return any(_marker(line) or line.strip() in MARK_SCHEME for line in text.splitlines())
 
 
 def kit_files(root: Path = REPO) -> list[str]:

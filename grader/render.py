@@ -37,6 +37,18 @@ def untrusted(text, limit: int = LIMIT) -> str:
     return _MARKDOWN.sub(r"\\\1", s)
 
 
+def untrusted_block(text, limit: int = 8000) -> str:
+    """A student's multi-line text (a written answer) made safe as a Markdown blockquote: each line as
+    `untrusted` makes it, so line breaks stay and no structure or markup of its own survives."""
+    lines = str(text)[:limit].splitlines() or [""]
+    return "\n".join("> " + untrusted(line, limit) for line in lines)
+
+
+def safe_name(name) -> str:
+    """A student or question id as a file name and CSV field: letters, digits, '_', '.', '-'."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", str(name))[:80] or "submission"
+
+
 class Kind(enum.Enum):
     """How a task went, as the summary and the look-flags read it."""
 
@@ -58,18 +70,20 @@ class Kind(enum.Enum):
 class TaskResult:
     points: int
     kind: Kind
-    message: str  # "PASS" or what failed
+    message: str  # "PASS" or what failed, over all cases
+    public: str = ""  # the same over the public cases only ("" when it is `message`): what shows before the due date
 
     def __post_init__(self):
         self.message = untrusted(self.message)
+        self.public = untrusted(self.public) if self.public else self.message
 
 
-def passed(points: int) -> TaskResult:
-    return TaskResult(points, Kind.PASS, "PASS")
+def passed(points: int, public: str = "") -> TaskResult:
+    return TaskResult(points, Kind.PASS, "PASS", public)
 
 
-def failed(kind: Kind, message: str) -> TaskResult:
-    return TaskResult(0, kind, f"FAIL: {message}")
+def failed(kind: Kind, message: str, public: str = "") -> TaskResult:
+    return TaskResult(0, kind, f"FAIL: {message}", public)
 
 
 def _tasks():
@@ -89,12 +103,14 @@ class Graded:
     notes: list[str] = field(default_factory=list)
     sandbox: str = ""  # how the code ran (grader/sandbox.py's description of the mode)
     flags: list[str] = field(default_factory=list)  # why a human should look (grader/summary.py)
+    answers: dict[str, str] = field(default_factory=dict)  # written answers by question id, made safe as blocks
 
     def __post_init__(self):
-        self.student = re.sub(r"[^A-Za-z0-9_.-]", "_", self.student)[:80] or "submission"
+        self.student = safe_name(self.student)
         self.status = untrusted(self.status, 200)
         self.notes = [untrusted(n) for n in self.notes]
         self.flags = [untrusted(f, 200) for f in self.flags]
+        self.answers = {safe_name(q): untrusted_block(a) for q, a in self.answers.items()}
 
     @property
     def total(self) -> int:
@@ -118,11 +134,18 @@ class Graded:
             md += ["", "## Notes", ""] + [f"- {n}" for n in self.notes]
         return "\n".join(md) + "\n"
 
-    def gradescope(self) -> dict:
-        """Gradescope's results.json: one test per task, the notes in the overall output (Markdown)."""
-        tests = [{"name": f"Task {t.number} ({t.name}): {t.title}", "score": self.tasks[tid].points,
-                  "max_score": t.points, "output": self.tasks[tid].message, "output_format": "md"}
-                 for tid, t in _tasks().items()]
+    def gradescope(self, header: str = "") -> dict:
+        """Gradescope's results.json. Per task two tests: its public cases (visible at once, no points: a check
+        the student can act on) and all its cases (its points, visible after the due date), so hidden cases
+        are held back until then. No top-level score: Gradescope sums the tests' scores."""
+        tests = []
+        for tid, t in _tasks().items():
+            r = self.tasks[tid]
+            tests += [{"name": f"Task {t.number} ({t.name}): public cases", "score": 0, "max_score": 0,
+                       "output": r.public, "output_format": "md", "visibility": "visible"},
+                      {"name": f"Task {t.number} ({t.name}): {t.title}, all cases", "score": r.points,
+                       "max_score": t.points, "output": r.message, "output_format": "md",
+                       "visibility": "after_due_date"}]
         notes = "\n".join(f"- {n}" for n in self.notes)
-        return {"score": self.total, "output": f"{self.status}. {self.sandbox}\n\n{notes}".strip(),
-                "output_format": "md", "tests": tests, "visibility": "visible", "stdout_visibility": "hidden"}
+        return {"output": f"{header}{self.status}. {self.sandbox}\n\n{notes}".strip(), "output_format": "md",
+                "tests": tests, "visibility": "visible", "stdout_visibility": "hidden"}

@@ -14,7 +14,10 @@ from pathlib import Path
 
 from hw3_utils.atomic import atomic_write
 
+from .render import untrusted
+
 TOP_MESSAGES = 3  # failure messages listed per task
+PAIRS_LISTED = 50  # pairs of similar submissions listed, most similar first
 
 
 def failure_kind(result) -> str:
@@ -25,7 +28,7 @@ def failure_kind(result) -> str:
     return f"{result.kind.value}: " + re.sub(r"\d+ of \d+ cases", "N of M cases", msg)[:160]
 
 
-def summarize(graded: list, tasks: dict) -> dict:
+def summarize(graded: list, tasks: dict, pairs=()) -> dict:
     totals = [g.total for g in graded]
     max_total = sum(t.points for t in tasks.values())
     bins = Counter(min(total * 10 // max_total, 9) if max_total else 0 for total in totals)
@@ -36,7 +39,8 @@ def summarize(graded: list, tasks: dict) -> dict:
                          "common": Counter(failure_kind(m) for m in fails).most_common(TOP_MESSAGES)}
     look = [(g.student, reasons) for g in graded if (reasons := needs_look(g))]
     return {"n": len(graded), "totals": totals, "max_total": max_total,
-            "histogram": [bins.get(k, 0) for k in range(10)], "per_task": per_task, "look": look}
+            "histogram": [bins.get(k, 0) for k in range(10)], "per_task": per_task, "look": look,
+            "similar": list(pairs)}
 
 
 def needs_look(g) -> list[str]:
@@ -62,6 +66,16 @@ def markdown(s: dict) -> str:
         lines.append(f"| Task {tid} ({row['name']}) | {row['passed']} / {n} | {rate:.0%} | {common} |")
     lines += ["", f"## Needs a human look: {len(s['look'])}", ""]
     lines += [f"- **{student}**: {'; '.join(reasons)}" for student, reasons in s["look"]] or ["- none"]
+    lines += ["", f"### Similar task code: {len(s['similar'])} pair(s)", "",
+              "Pairs whose task code overlaps by at least the threshold of either one's own code (copydetect's "
+              "fingerprints, the release's code excluded; grader/similarity.py). A lead to read, not a verdict.", ""]
+    for p in s["similar"][:PAIRS_LISTED]:
+        lines += [f"- `{p.a}` and `{p.b}`: {p.share:.0%} shared ({p.tokens} tokens); lines of `{p.a}`:", "",
+                  "  ```", *[f"  {untrusted(line, 140)}" for line in p.lines], "  ```"]
+    if len(s["similar"]) > PAIRS_LISTED:
+        lines.append(f"- ... and {len(s['similar']) - PAIRS_LISTED} more pairs (the most similar are listed)")
+    if not s["similar"]:
+        lines.append("- none")
     lines += ["", "## Score histogram", "", "| score | submissions |", "| --- | --- |"]
     step = s["max_total"] / 10
     for k, count in enumerate(s["histogram"]):
@@ -84,7 +98,8 @@ def headline(s: dict) -> list[str]:
         f"{sum(t == s['max_total'] for t in totals)} with full marks",
         f"hardest task: Task {worst} ({rates[worst]:.0%} passed)" if worst else "no tasks",
         f"most common failure: Task {top[2]}: {top[0]} ({top[1]}x)" if top else "no failures",
-        f"{len(s['look'])} submission(s) need a human look" + (f", e.g. {s['look'][0][0]}" if s["look"] else ""),
+        f"{len(s['look'])} submission(s) need a human look" + (f", e.g. {s['look'][0][0]}" if s["look"] else "")
+        + (f"; {len(s['similar'])} pair(s) with similar task code" if s["similar"] else ""),
         "details: summary.md, summary.png, grades.csv, feedback/<student>.md",
     ]
 
@@ -111,9 +126,9 @@ def plot(s: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def write_summary(graded: list, out: Path, tasks: dict) -> list[str]:
+def write_summary(graded: list, out: Path, tasks: dict, pairs=()) -> list[str]:
     """Write out/summary.md and out/summary.png; return the terminal's five lines."""
-    s = summarize(graded, tasks)
+    s = summarize(graded, tasks, pairs)
     atomic_write(Path(out) / "summary.md", markdown(s))
     plot(s, Path(out) / "summary.png")
     return headline(s)

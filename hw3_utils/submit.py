@@ -21,6 +21,8 @@ import zipfile
 from datetime import datetime, timezone
 from pathlib import Path
 
+from . import report
+from .answers import answers
 from .atomic import atomic_write
 from .checks import TASK_FILES
 from .config import runs_dir
@@ -64,6 +66,12 @@ def collect(kit: Path = KIT, runs: Path | None = None,
         files[f"notebooks/{name}"] = nb
         if not _executed(nb):
             warnings.append(f"notebooks/{name} has no outputs: run it and save it before submitting")
+        try:
+            empty = [a.qid for a in answers(nb.read_text(encoding="utf-8"), nb.stem) if not a.text]
+        except (OSError, ValueError):
+            empty = []
+        if empty:
+            warnings.append(f"notebooks/{name}: written answer(s) {', '.join(empty)} still empty")
     runs = Path(runs) if runs is not None else runs_dir()
     fids = sorted(runs.glob("*/fid.json")) if runs.is_dir() else []
     for f in fids:
@@ -98,16 +106,23 @@ def pack(student: str | None = None, out_dir: Path | str = ".", kit: Path = KIT,
     }
     out = Path(out_dir) / f"submission_{student}.zip"
 
+    # the report, from exactly the notebooks and run folder packed here
+    html = report.build({n.split("/", 1)[1]: p for n, p in files.items() if n.startswith("notebooks/")},
+                        runs=runs, student=student, kit=Path(kit))
+    manifest["files"][report.REPORT] = hashlib.sha256(html.encode()).hexdigest()
+
     def pack(f):
         with zipfile.ZipFile(f, "w", zipfile.ZIP_DEFLATED) as z:
             for name, path in sorted(files.items()):
                 z.write(path, name)
+            z.writestr(report.REPORT, html)
             z.writestr("manifest.json", json.dumps(manifest, indent=2))
 
     atomic_write(out, pack)
     print(f"packed {out} ({out.stat().st_size / 1024:.0f} KiB):")
     for name in sorted(files):
         print(f"  {name}")
+    print(f"  {report.REPORT} (built from these notebooks; `make report` writes it beside them to look at)")
     print("  manifest.json")
     for w in warnings:
         print(f"WARNING: {w}")

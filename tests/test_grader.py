@@ -256,3 +256,41 @@ def test_hidden_cases_are_no_oracle(batch):
     msg = message(batch, "h_oracle", "4")
     assert msg.startswith("FAIL") and "hidden cases: their values are not shown" in msg
     assert "expected" not in msg and not re.search(r"\d\.\d{3}", msg), msg
+
+
+def test_grading_sheet_and_similar_code_in_the_batch(batch):
+    """make grade writes the written answers' grading sheet (the round trip's notebooks hold answers; a zip
+    without notebooks has none) and lists the near-copies among the batch (the mutants are the solution with
+    one line changed) under summary.md's similar task code."""
+    rows = list(csv.DictReader(open(batch["out"] / "written" / "sheet.csv")))
+    assert len(rows) == 8 * len(batch["results"])
+    answered = {r["question"]: r["answered"] for r in rows if r["student"] == "submission_roundtrip"}
+    assert set(answered.values()) == {"yes"} and len(answered) == 8
+    assert {r["answered"] for r in rows if r["student"] == "zz_solution"} == {"no"}
+    assert "### submission_roundtrip" in (batch["out"] / "written" / "q05.md").read_text()
+    md = (batch["out"] / "summary.md").read_text()
+    assert re.search(r"### Similar task code: \d+ pair\(s\)", md)
+    assert re.search(r"- `[\w.-]+` and `[\w.-]+`: 100% shared \(\d+ tokens\)", md) and "more pairs" in md
+
+
+def test_regrading_one_student_replaces_only_their_rows(batch, tmp_path):
+    """`make regrade`: h_loop hands in a fixed zip; its rows change, every other row and summary.md stay."""
+    out = tmp_path / "grades"
+    shutil.copytree(batch["out"], out)
+    before = {r["student"]: r for r in csv.DictReader(open(out / "grades.csv"))}
+    summary = (out / "summary.md").read_text()
+    one = tmp_path / "one"
+    one.mkdir()
+    write_zip(one / "h_loop.zip", files())
+    res = subprocess.run([sys.executable, "-m", "grader", "grade", str(one), "--out", str(out), "--task-timeout",
+                          str(TIMEOUT), "--update"], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    after = {r["student"]: r for r in csv.DictReader(open(out / "grades.csv"))}
+    assert set(after) == set(before) and after["h_loop"]["total"] == "100" and before["h_loop"]["total"] != "100"
+    assert {s: r for s, r in after.items() if s != "h_loop"} == {s: r for s, r in before.items() if s != "h_loop"}
+    assert (out / "summary.md").read_text() == summary and "regraded h_loop" in res.stdout
+    sheet = list(csv.DictReader(open(out / "written" / "sheet.csv")))
+    assert len(sheet) == 8 * len(before)
+    merged = subprocess.run([sys.executable, "-m", "grader", "merge", str(out)], cwd=REPO, capture_output=True,
+                            text=True, timeout=120)
+    assert merged.returncode == 2 and "points '' is not a number" in merged.stderr  # nothing graded by hand yet

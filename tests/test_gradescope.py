@@ -33,10 +33,13 @@ def bundle(tmp_path_factory) -> Path:
     return source
 
 
-def run_autograder(source: Path, tmp_path: Path, submission: dict[str, Path], python: str = sys.executable) -> dict:
+def run_autograder(source: Path, tmp_path: Path, submission: dict[str, Path], python: str = sys.executable,
+                   metadata: dict | None = None) -> dict:
     root = tmp_path / "autograder"
     (root / "submission").mkdir(parents=True)
     (root / "results").mkdir()
+    if metadata is not None:  # what Gradescope writes beside submission/
+        (root / "submission_metadata.json").write_text(json.dumps(metadata))
     for name, path in submission.items():
         (root / "submission" / name).write_bytes(path.read_bytes())
     env = {k: v for k, v in os.environ.items() if not k.startswith("HW3_") and k != "PYTHONPATH"}
@@ -45,6 +48,11 @@ def run_autograder(source: Path, tmp_path: Path, submission: dict[str, Path], py
                          timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     return json.loads((root / "results" / "results.json").read_text())
+
+
+def total(results: dict) -> int:
+    """What Gradescope shows after the due date: the sum of the tests' scores."""
+    return sum(t["score"] for t in results["tests"])
 
 
 def test_bundle_has_no_solution_source(bundle):
@@ -64,16 +72,24 @@ def test_solution_zip_scores_100(bundle, tmp_path):
     with zipfile.ZipFile(zpath, "w") as z:
         for rel in TASK_FILES:
             z.write(REPO / rel, rel)
-    res = run_autograder(bundle, tmp_path, {"submission.zip": zpath})
-    assert res["score"] == 100
-    assert [t["max_score"] for t in res["tests"]] == [t.points for t in TASKS.values()]
-    assert all(t["score"] == t["max_score"] and t["output"] == "PASS" for t in res["tests"])
+    meta = {"users": [{"name": "Ada Lovelace", "email": "ada@example.edu", "sid": "s1815"}],
+            "created_at": "2026-12-10T21:30:00+00:00",
+            "assignment": {"due_date": "2026-12-10T18:00:00+00:00", "late_due_date": "2026-12-12T18:00:00+00:00"}}
+    res = run_autograder(bundle, tmp_path, {"submission.zip": zpath}, metadata=meta)
+    assert "score" not in res  # Gradescope sums the tests: the points sit in the after-due-date tests only
+    public, graded = res["tests"][0::2], res["tests"][1::2]
+    assert [t["max_score"] for t in graded] == [t.points for t in TASKS.values()]
+    assert all(t["visibility"] == "after_due_date" and t["score"] == t["max_score"] and t["output"] == "PASS"
+               for t in graded)
+    assert all(t["visibility"] == "visible" and t["max_score"] == 0 and t["output"] == "PASS" for t in public)
+    assert sum(t["score"] for t in res["tests"]) == 100
+    assert "Submitted by Ada Lovelace (s1815) at 2026-12-10T21:30+00:00, **3.5 h after the due date**" in res["output"]
 
 
 def test_stub_loose_files_score_0(bundle, tmp_path):
     release = bundle / "release"
     res = run_autograder(bundle, tmp_path, {Path(rel).name: release / rel for rel in TASK_FILES})
-    assert res["score"] == 0
+    assert sum(t["score"] for t in res["tests"]) == 0
     assert all(t["score"] == 0 and "not implemented" in t["output"] for t in res["tests"])
     assert "sandbox" in res["output"]
 
@@ -92,7 +108,7 @@ def test_setup_sh_installs_what_run_autograder_needs(bundle, tmp_path):
     with zipfile.ZipFile(zpath, "w") as z:
         for rel in TASK_FILES:
             z.write(REPO / rel, rel)
-    assert run_autograder(bundle, tmp_path / "solution", {"submission.zip": zpath}, python)["score"] == 100
+    assert total(run_autograder(bundle, tmp_path / "solution", {"submission.zip": zpath}, python)) == 100
     release = bundle / "release"
     stubs = {Path(rel).name: release / rel for rel in TASK_FILES}
-    assert run_autograder(bundle, tmp_path / "stubs", stubs, python)["score"] == 0
+    assert total(run_autograder(bundle, tmp_path / "stubs", stubs, python)) == 0

@@ -1,0 +1,78 @@
+"""The written half of the homework: the answer cells of the notebooks, and which of them are still empty.
+
+Each written question is a Markdown prompt cell followed by an answer cell, marked as nbgrader marks a
+manually graded answer: cell metadata `nbgrader = {grade: true, solution: true, points: P, grade_id: "q04"}`.
+In the instructor's kit the answer cell holds a model answer between `### BEGIN SOLUTION` and
+`### END SOLUTION` and the rubric between `=== BEGIN MARK SCHEME ===` and `=== END MARK SCHEME ===`; the
+student release has `YOUR ANSWER HERE` in their place (grader/release.py). The grader reads the answers from
+the submitted notebooks; `python -m hw3_utils.checks` and `make submit` say which are still empty.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+PLACEHOLDER = "YOUR ANSWER HERE"
+HINT = "**Your answer** (edit this cell; a few sentences, Markdown):"
+SOLUTION = ("### BEGIN SOLUTION", "### END SOLUTION")
+MARK_SCHEME = ("=== BEGIN MARK SCHEME ===", "=== END MARK SCHEME ===")
+
+
+@dataclass
+class Answer:
+    qid: str  # "q04"
+    notebook: str  # "03_forward_diffusion"
+    points: int
+    text: str  # what the student wrote (the hint, the placeholder and any rubric removed)
+
+
+def _source(cell: dict) -> str:
+    src = cell.get("source", "")
+    return "".join(src) if isinstance(src, list) else str(src)
+
+
+def is_answer_cell(cell: dict) -> bool:
+    meta = cell.get("metadata", {}).get("nbgrader", {}) if isinstance(cell.get("metadata"), dict) else {}
+    return cell.get("cell_type") == "markdown" and isinstance(meta, dict) and bool(
+        meta.get("grade") and meta.get("solution") and meta.get("grade_id"))
+
+
+def _between(text: str, markers: tuple[str, str]) -> str:
+    m = re.search(re.escape(markers[0]) + r"\s*\n(.*?)\n?\s*" + re.escape(markers[1]), text, re.S)
+    return m.group(1) if m else ""
+
+
+def answer_text(src: str) -> str:
+    """What a student wrote in an answer cell: without the hint line, the placeholder and any rubric."""
+    text = re.sub(re.escape(MARK_SCHEME[0]) + ".*?" + re.escape(MARK_SCHEME[1]), "", src, flags=re.S)
+    for marker in (*SOLUTION, HINT, PLACEHOLDER):
+        text = text.replace(marker, "")
+    return text.strip()
+
+
+def answers(nb_json: str | dict, notebook: str) -> list[Answer]:
+    """The answer cells of one notebook (its JSON text or dict), in order."""
+    nb = json.loads(nb_json) if isinstance(nb_json, str) else nb_json
+    out = []
+    for cell in nb.get("cells", []) if isinstance(nb, dict) else []:
+        if isinstance(cell, dict) and is_answer_cell(cell):
+            meta = cell["metadata"]["nbgrader"]
+            points = meta.get("points", 0)
+            out.append(Answer(str(meta["grade_id"])[:40], notebook,
+                              int(points) if isinstance(points, (int, float)) else 0, answer_text(_source(cell))))
+    return out
+
+
+def empty_answers(notebooks: Path) -> list[str]:
+    """'03_forward_diffusion: q04 (2 points)' for every answer cell of the saved notebooks still empty."""
+    out = []
+    for path in sorted(Path(notebooks).glob("*.ipynb")):
+        try:
+            found = answers(path.read_text(encoding="utf-8"), path.stem)
+        except (OSError, ValueError):
+            continue
+        out += [f"{a.notebook}: {a.qid} ({a.points} points)" for a in found if not a.text]
+    return out
