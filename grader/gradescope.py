@@ -73,7 +73,8 @@ exec "${PYTHON:-python3}" -m grader.gradescope run --root "$ROOT" --source "$SRC
 """
 
 BUNDLE_GRADER_FILES = ("__init__.py", "__main__.py", "batch.py", "extract.py", "runner.py", "render.py",
-                       "gradescope.py", "reference.py", "release.py", "summary.py", "sandbox.py", "zygote.py")
+                       "gradescope.py", "reference.py", "release.py", "summary.py", "sandbox.py", "zygote.py",
+                       "written.py", "similarity.py")
 
 
 def build_bundle(out: Path) -> Path:
@@ -199,7 +200,7 @@ def main(argv=None) -> int:
     r.add_argument("--task-timeout", type=float, default=60.0)
     args = p.parse_args(argv)
     res = run(Path(args.root), Path(args.source), args.task_timeout)
-    print(f"score {res['score']}")
+    print(f"score {sum(t['score'] for t in res['tests'])} (shown after the due date)")
     return 0
 
 

@@ -73,19 +73,20 @@ def preload() -> None:
 
 
 def _check(rc: int, what: str) -> int:
-    if rc < 0 or (rc != 0 and what.startswith("=0 ")):
+    """A system call's result: every one used here returns -1 on failure (errno set), else 0 or an fd."""
+    if rc < 0:
         err = ctypes.get_errno()
-        raise OSError(err, f"{what.removeprefix('=0 ')}: {os.strerror(err)}")
+        raise OSError(err, f"{what}: {os.strerror(err)}")
     return rc
 
 
 def mount(src: str | None, dst: str, fstype: str | None, flags: int, data: str | None = None) -> None:
     _check(libc.mount(src and src.encode(), dst.encode(), fstype and fstype.encode(), flags, data and data.encode()),
-           f"=0 mount {fstype or src} on {dst}")
+           f"mount {fstype or src} on {dst}")
 
 
 def unshare(names) -> None:
-    _check(libc.unshare(sum(CLONE[n] for n in names)), f"=0 unshare {names}")
+    _check(libc.unshare(sum(CLONE[n] for n in names)), f"unshare {names}")
 
 
 def write(path: str, text: str) -> None:
@@ -99,7 +100,7 @@ def clone_tree(path: str, attrs: int) -> int:
                 f"open_tree {path}")
     attr = MountAttr(attrs, 0, 0, 0)
     _check(libc.syscall(SYS_MOUNT_SETATTR, fd, b"", AT_EMPTY_PATH | AT_RECURSIVE, ctypes.byref(attr),
-                        ctypes.sizeof(attr)), f"=0 mount_setattr {path}")
+                        ctypes.sizeof(attr)), f"mount_setattr {path}")
     return fd
 
 
@@ -138,23 +139,23 @@ def build_root(trees: list[tuple[dict, int]], size: int, files: int) -> None:
             os.makedirs(os.path.dirname(dst), exist_ok=True)
             open(dst, "w").close()
         _check(libc.syscall(SYS_MOVE_MOUNT, fd, b"", AT_FDCWD, dst.encode(), MOVE_MOUNT_F_EMPTY_PATH),
-               f"=0 move_mount {b['src']}")
+               f"move_mount {b['src']}")
         os.close(fd)
     for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
                          ("stderr", "/proc/self/fd/2")):
         os.symlink(target, f"{root}/dev/{name}")
     mount("proc", f"{root}/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     os.chdir(root)
-    _check(libc.pivot_root(b".", b"."), "=0 pivot_root")  # the old root is stacked under the new one ...
-    _check(libc.umount2(b".", 2), "=0 umount the old root")  # ... and detached here (MNT_DETACH)
+    _check(libc.pivot_root(b".", b"."), "pivot_root")  # the old root is stacked under the new one ...
+    _check(libc.umount2(b".", 2), "umount the old root")  # ... and detached here (MNT_DETACH)
     os.chdir("/")
 
 
 def drop_capabilities() -> None:
     header = (ctypes.c_uint32 * 2)(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3, this process
     data = (ctypes.c_uint32 * 6)()
-    _check(libc.capset(header, data), "=0 capset")
-    _check(libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "=0 no_new_privs")
+    _check(libc.capset(header, data), "capset")
+    _check(libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
 
 
 def become_user(req: dict) -> None:

@@ -1,6 +1,6 @@
 """Headless pipeline: python -m hw3_utils train|sample|fid|all [--profile P] [--out runs/NAME].
 
-  train   train (or resume) into <out>/checkpoints
+  train   train (or resume) into <out>/checkpoints; 16 samples after each epoch in <out>/previews
   sample  write cfg.num_samples PNGs from the EMA weights into <out>/samples_<checkpoint>
   fid     FID of those samples vs MNIST train and test, and the real-vs-real floor -> <out>/fid.json
   all     all of the above plus loss curve, process grid and sample grid
@@ -17,7 +17,7 @@ import sys
 from . import fid as fidlib
 from .config import ConfigError, get_config, parse_overrides, run_dir
 from .data import DataNotFoundError
-from .pipeline import fid_table, make_sampler, print_fid_table, run_all, samples_folder
+from .pipeline import fid_table, make_sampler, print_fid_table, run_all, samples_folder, save_previews
 from .runfolder import FIGURES, read_fid_json, write_fid_json
 from .train import CheckpointError, NonFiniteLossError, load_model, pick_device, train_model
 
@@ -53,7 +53,7 @@ def run(args) -> int:
     print(f"hw3_utils: {args.command} on {device}, run folder {out}")
 
     if args.command == "train":
-        result = train_model(cfg, out, device=device, progress=progress)
+        result = train_model(cfg, out, device=device, progress=progress, on_epoch=save_previews(out, cfg))
         print(f"trained to epoch {len(result.history)}, final mean loss {result.history[-1]:.4f}")
     elif args.command == "sample":
         model = load_model(out, "ema", device)

@@ -1,4 +1,5 @@
-"""Notebook plumbing: the one-call setup of every notebook, a live loss curve, the checkpoint gate.
+"""Notebook plumbing: the one-call setup of every notebook, a live loss curve and live samples, the checkpoint
+gate.
 
 Kept out of the notebooks so they hold no library code (tests/test_notebooks_clean.py checks it):
     from hw3_utils.notebook import setup
@@ -106,6 +107,34 @@ class LiveLossPlot:
         plt.close(fig)
         self.calls += 1
         self._last = time.monotonic()
+
+
+class LiveSamples:
+    """Digits while it trains: after each epoch, 16 samples of the EMA model (`pipeline.preview_samples`: 30
+    respaced steps, the same noise every time) redrawn in place, so noise turning into digits can be watched.
+
+        samples = LiveSamples(cfg)
+        train_model(cfg, run, ..., on_epoch=samples)
+    """
+
+    def __init__(self, cfg: Config):
+        self.cfg, self.handle, self.calls = cfg, None, 0
+
+    def __call__(self, epoch: int, model) -> None:
+        import matplotlib.pyplot as plt
+        from IPython.display import display
+
+        from .pipeline import preview_samples
+        from .viz import show_images
+
+        fig = show_images(preview_samples(model, self.cfg), nrow=8,
+                          title=f"What the EMA model draws after epoch {epoch} of {self.cfg.epochs}")
+        if self.handle is None:
+            self.handle = display(fig, display_id=True)
+        else:
+            self.handle.update(fig)
+        plt.close(fig)
+        self.calls += 1
 
 
 def require_checkpoint(cfg: Config, run=None) -> Path:

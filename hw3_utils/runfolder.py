@@ -6,6 +6,7 @@
         samples_<checkpoint>/00000.png    the samples of that checkpoint's EMA weights (samples_dir;
                                           pipeline.samples_folder picks the newest checkpoint's)
         loss_curve.png, process_grid.png, samples_grid.png
+        previews/epoch_NNN.png            16 samples after each epoch (python -m hw3_utils train|all)
         fid.json                          write_fid_json: what notebook 05, `python -m hw3_utils fid|all`
                                           write, `make submit` hands in and the grader checks
 
@@ -31,6 +32,7 @@ CHECKPOINTS = "checkpoints"
 CHECKPOINT_GLOB = "step_*.pt"
 FID_JSON = "fid.json"
 FIGURES = ("loss_curve", "process_grid", "samples_grid")
+PREVIEWS = "previews"
 # The three FIDs of a record: vs the training set (the report's reference), vs the test set, and
 # the real-vs-real floor at the samples' count (pipeline.fid_table computes them).
 FID_KEYS = ("fid_vs_mnist_train", "fid_vs_mnist_test", "fid_floor_test_vs_train")
@@ -54,6 +56,11 @@ def figure_path(run, name: str) -> Path:
     if name not in FIGURES:
         raise ValueError(f"unknown figure {name!r}; the run folder holds {', '.join(FIGURES)}")
     return Path(run) / f"{name}.png"
+
+
+def preview_path(run, epoch: int) -> Path:
+    """<run>/previews/epoch_NNN.png: what the EMA model drew after that epoch."""
+    return Path(run) / PREVIEWS / f"epoch_{epoch:03d}.png"
 
 
 def samples_dir(run, checkpoint) -> Path:

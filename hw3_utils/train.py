@@ -247,13 +247,15 @@ def _first_bad(losses: torch.Tensor, start: int, end: int):
 
 
 def train_model(cfg: Config, run_dir=None, device=None, resume: bool = True, progress: bool = True,
-                data_root=None, callback=None, on_log=None) -> TrainResult:
+                data_root=None, callback=None, on_log=None, on_epoch=None) -> TrainResult:
     """Train the UNet on MNIST with L_simple for cfg.epochs epochs; resume from run_dir if it has checkpoints.
 
     run_dir: folder for checkpoints and config.json (None: keep nothing on disk).
     callback(epoch, history): called after each epoch, e.g. to redraw a loss curve.
     on_log(loss_log, history): called every cfg.log_every steps with the step losses so far
     ([(step, loss)]) and the per-epoch means, so a plot can move during an epoch.
+    on_epoch(epoch, ema): called after each epoch's checkpoint with the EMA model, e.g. to draw a few
+    samples (pipeline.preview_samples); it must leave the model's weights alone.
     Raises NonFiniteLossError (keeping the last good checkpoint) if the loss becomes NaN/inf.
     """
     device = pick_device(device)
@@ -373,6 +375,8 @@ def train_model(cfg: Config, run_dir=None, device=None, resume: bool = True, pro
                 old.unlink()
         if callback is not None:
             callback(ep + 1, history)
+        if on_epoch is not None:
+            on_epoch(ep + 1, ema)
 
     model.eval()
     ema.eval()

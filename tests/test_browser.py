@@ -275,6 +275,21 @@ def _exercise_slider(page, lab: Lab, name: str) -> None:
         assert size < 80_000
 
 
+def _live_samples(page, lab: Lab) -> None:
+    """Digits while it trains: the training cell shows the loss curve and, redrawn in place after each epoch, one
+    grid of 16 samples whose title names the last epoch."""
+    cell = page.locator(".jp-CodeCell").filter(has=page.locator(".jp-InputArea", has_text="LiveSamples(cfg)")).first
+    images = cell.locator(".jp-RenderedImage img")
+    assert images.count() == 2, f"the training cell shows {images.count()} figures, not the loss curve and samples"
+    epochs = lab.browser.run_in_kernel(page, "print(cfg.epochs, samples.calls)").split()[-2:]
+    assert epochs[0] == epochs[1], f"LiveSamples drew {epochs[1]} times for {epochs[0]} epochs"
+    cell.scroll_into_view_if_needed()
+    page.add_style_tag(content=".jp-cell-toolbar { display: none !important; }")
+    cell.locator(".jp-OutputArea").screenshot(path=str(lab.artifacts / "04_training_samples.png"))
+    if os.environ.get("HW3_UPDATE_DOCS_IMG") == "1" and lab.profile == DOCS_PROFILE:
+        assert shrink_png(lab.artifacts / "04_training_samples.png", DOCS_IMG / "browser_04_samples.png") < 150_000
+
+
 def _figures(page):
     """Cells that show a matplotlib figure (an image output that is not a widget)."""
     return page.locator(".jp-Cell").filter(has=page.locator(".jp-RenderedImage img"))
@@ -305,6 +320,8 @@ def test_notebook_in_jupyterlab(lab: Lab, name: str):
             _exercise_slider(page, lab, name)
         else:
             _key_view(page, name, lab.artifacts)
+        if name == "04_training":
+            _live_samples(page, lab)
     except BaseException:
         _failure_shot(page, name, lab.artifacts)
         raise

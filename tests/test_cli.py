@@ -21,6 +21,7 @@ def test_train_then_sample(tmp_path, data_dir):
     assert r.returncode == 0, r.stderr
     assert "profile 'full-smoke' (chosen by argument)" in r.stdout and "trained to epoch 1" in r.stdout
     assert (out / "checkpoints" / "step_00000002.pt").exists() and (out / "config.json").exists()
+    assert [p.name for p in (out / "previews").iterdir()] == ["epoch_001.png"]  # digits while it trains
     r = cli("sample", "--profile", "full-smoke", "--out", str(out), "--no-progress", *TINY)
     assert r.returncode == 0, r.stderr
     assert sorted(p.name for p in (out / "samples_step_00000002").glob("*.png")) == [

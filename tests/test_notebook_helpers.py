@@ -306,3 +306,34 @@ def test_plot_loss_draws_steps_smoothed_and_epoch_means():
     assert list(fig.axes[0].lines[2].get_xdata()) == [16.0, 32.0]
     assert smooth([2.0, 2.0, 2.0]) == pytest.approx([2.0, 2.0, 2.0])  # bias-corrected: no ramp from 0
     plt.close("all")
+
+
+def test_live_samples_draw_the_same_noise_after_each_epoch(monkeypatch, tiny_cfg):
+    """Notebook 04's digits while it trains: one display redrawn after each epoch, from the same noise (so the
+    same 16 samples change only as the weights do), the weights left alone."""
+    import IPython.display
+    import torch
+
+    from hw3_utils import build_model
+    from hw3_utils.notebook import LiveSamples
+    from hw3_utils.pipeline import PREVIEW_SAMPLES, preview_samples
+
+    shown = []
+
+    class Handle:
+        def update(self, obj):
+            shown.append(("update", obj))
+
+    monkeypatch.setattr(IPython.display, "display", lambda obj, display_id=False: shown.append(("display", obj))
+                        or Handle())
+    cfg = tiny_cfg
+    model = build_model(cfg, "cpu")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    samples = LiveSamples(cfg)
+    samples(1, model)
+    samples(2, model)
+    assert [kind for kind, _ in shown] == ["display", "update"] and samples.calls == 2
+    assert "after epoch 2 of" in shown[-1][1].axes[0].get_title()
+    a, b = preview_samples(model, cfg), preview_samples(model, cfg)
+    assert a.shape == (PREVIEW_SAMPLES, *cfg.image_shape) and torch.equal(a, b) and a.abs().max() <= 1
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())

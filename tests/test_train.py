@@ -5,6 +5,7 @@ import torch
 from conftest import tiny_config
 
 from hw3_utils import CheckpointError, build_model, load_model, load_newest_checkpoint, train_model
+from hw3_utils.pipeline import save_previews
 from hw3_utils.train import checkpoint_paths
 
 
@@ -20,6 +21,24 @@ def test_train_writes_checkpoints_and_history(tmp_path, data_dir, tiny_cfg):
     assert names == ["step_00000008.pt", "step_00000004.pt"]
     assert json.loads((tmp_path / "run" / "config.json").read_text())["model_channels"] == 8
     assert not params_equal(result.model, result.ema)
+
+
+def test_on_epoch_sees_each_epochs_ema_and_changes_nothing(tmp_path, data_dir, tiny_cfg):
+    """The hook behind notebook 04's live samples and the CLI's previews: once per epoch, after the checkpoint,
+    with the EMA model; drawing samples there leaves the training run as it would be without it."""
+    seen = []
+
+    def on_epoch(epoch, ema):
+        seen.append((epoch, ema, checkpoint_paths(tmp_path / "with")[0].name))
+        save_previews(tmp_path / "with", tiny_cfg)(epoch, ema)
+
+    with_hook = train_model(tiny_cfg, tmp_path / "with", progress=False, on_epoch=on_epoch)
+    plain = train_model(tiny_cfg, tmp_path / "plain", progress=False)
+    assert [(e, c) for e, _, c in seen] == [(1, "step_00000004.pt"), (2, "step_00000008.pt")]
+    assert all(m is with_hook.ema for _, m, _ in seen)
+    assert params_equal(with_hook.ema, plain.ema) and params_equal(with_hook.model, plain.model)
+    assert with_hook.history == plain.history
+    assert sorted(p.name for p in (tmp_path / "with" / "previews").iterdir()) == ["epoch_001.png", "epoch_002.png"]
 
 
 def test_checkpoint_round_trip_gives_identical_outputs(tmp_path, data_dir, tiny_cfg):
