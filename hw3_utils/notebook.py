@@ -94,19 +94,26 @@ class LiveLossPlot:
         self._draw(history, f"Training loss after epoch {epoch}")
 
     def _draw(self, history, title: str) -> None:
-        import matplotlib.pyplot as plt
-        from IPython.display import display
-
         from .viz import plot_loss
 
-        fig = plot_loss(history, list(self.loss_log), self.steps_per_epoch, title=title)
-        if self.handle is None:
-            self.handle = display(fig, display_id=True)
-        else:
-            self.handle.update(fig)
-        plt.close(fig)
+        self.handle = _show_in_place(plot_loss(history, list(self.loss_log), self.steps_per_epoch, title=title),
+                                     self.handle)
         self.calls += 1
         self._last = time.monotonic()
+
+
+def _show_in_place(fig, handle):
+    """Display a figure in one output area (an IPython display handle: the first call makes it, later ones
+    update it), then close the figure so none pile up; returns the handle."""
+    import matplotlib.pyplot as plt
+    from IPython.display import display
+
+    if handle is None:
+        handle = display(fig, display_id=True)
+    else:
+        handle.update(fig)
+    plt.close(fig)
+    return handle
 
 
 class LiveSamples:
@@ -121,19 +128,12 @@ class LiveSamples:
         self.cfg, self.handle, self.calls = cfg, None, 0
 
     def __call__(self, epoch: int, model) -> None:
-        import matplotlib.pyplot as plt
-        from IPython.display import display
-
         from .pipeline import preview_samples
         from .viz import show_images
 
         fig = show_images(preview_samples(model, self.cfg), nrow=8,
                           title=f"What the EMA model draws after epoch {epoch} of {self.cfg.epochs}")
-        if self.handle is None:
-            self.handle = display(fig, display_id=True)
-        else:
-            self.handle.update(fig)
-        plt.close(fig)
+        self.handle = _show_in_place(fig, self.handle)
         self.calls += 1
 
 
