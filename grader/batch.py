@@ -12,8 +12,6 @@ Per submission (student id = the zip's stem):
 
 from __future__ import annotations
 
-import csv
-import io
 import os
 import shutil
 import sys
@@ -38,7 +36,7 @@ from .extract import (
     safe_extract,
     task_files,
 )
-from .render import Graded, Kind, TaskResult, failed, passed
+from .render import Graded, Kind, TaskResult, failed, passed, read_csv, write_csv
 from .runner import STARTUP_SECONDS, preflight, run_submission
 from .similarity import similar_pairs
 from .written import write_sheet, written_answers
@@ -221,17 +219,12 @@ def grade_batch_detailed(submissions: Path, out: Path, task_timeout: float = 60.
     finally:
         zygote.close()
         shutil.rmtree(batch, ignore_errors=True)
-    fields = ["student", *_tasks(), "total", "status"]
     table_rows = [g.row() for g in rows]
     if update and (out / "grades.csv").exists():
         regraded = {g.student for g in rows}
-        with open(out / "grades.csv", newline="", encoding="utf-8") as f:
-            table_rows += [r for r in csv.DictReader(f) if r["student"] not in regraded]
-    table = io.StringIO(newline="")
-    w = csv.DictWriter(table, fieldnames=fields)
-    w.writeheader()
-    w.writerows(sorted(table_rows, key=lambda r: r["student"]))
-    atomic_write(out / "grades.csv", table.getvalue())
+        table_rows += [r for r in read_csv(out / "grades.csv") if r["student"] not in regraded]
+    write_csv(out / "grades.csv", ["student", *_tasks(), "total", "status"],
+              sorted(table_rows, key=lambda r: r["student"]))
     write_sheet(rows, out, keep_others=update)
     if not update:
         from .summary import write_summary

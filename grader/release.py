@@ -214,20 +214,17 @@ def strip_answer(src: str, where: str) -> str:
 def strip_notebook(text: str, where: str = "<notebook>", tasks=None) -> tuple[str, list[str]]:
     """Strip the code cells (solution regions) and the written answer cells (model answers, rubrics) of a
     notebook (JSON text); outputs and execution counts are dropped."""
-    from hw3_utils.answers import is_answer_cell
+    from hw3_utils.answers import cell_source, is_answer_cell
 
     nb = json.loads(text)
     found: list[str] = []
     for k, cell in enumerate(nb.get("cells", [])):
         if is_answer_cell(cell):
-            src = cell.get("source", "")
-            cell["source"] = strip_answer("".join(src) if isinstance(src, list) else src,
-                                          f"{where} (cell {k + 1})").splitlines(keepends=True)
+            cell["source"] = strip_answer(cell_source(cell), f"{where} (cell {k + 1})").splitlines(keepends=True)
             continue
         if cell.get("cell_type") != "code":
             continue
-        src = cell.get("source", "")
-        src = "".join(src) if isinstance(src, list) else src
+        src = cell_source(cell)
         new, ids = strip_text(src, f"{where} (cell {k + 1})", tasks)
         found += ids
         cell["source"] = new.splitlines(keepends=True)

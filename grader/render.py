@@ -12,9 +12,14 @@ Failure kinds are a field (`Kind`), which the summary and the look-flags read; n
 
 from __future__ import annotations
 
+import csv
 import enum
+import io
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
+
+from hw3_utils.atomic import atomic_write
 
 from .extract import _tasks
 
@@ -49,6 +54,20 @@ def untrusted_block(text, limit: int = 8000) -> str:
 def safe_name(name) -> str:
     """A student or question id as a file name and CSV field: letters, digits, '_', '.', '-'."""
     return re.sub(r"[^A-Za-z0-9_.-]", "_", str(name))[:80] or "submission"
+
+
+def read_csv(path: Path) -> list[dict]:
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def write_csv(path: Path, fields: list[str], rows) -> None:
+    """A CSV written atomically (grades.csv, the grading sheet, the final gradebook)."""
+    buf = io.StringIO(newline="")
+    w = csv.DictWriter(buf, fieldnames=fields)
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write(path, buf.getvalue())
 
 
 class Kind(enum.Enum):

@@ -13,18 +13,17 @@ OUT/final/grades.csv (every part) and OUT/final/lms.csv (student id, total, code
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from hw3_utils.answers import MARK_SCHEME, SOLUTION, answers, is_answer_cell
+from hw3_utils.answers import MARK_SCHEME, SOLUTION, answers, between, cell_source, is_answer_cell
 from hw3_utils.atomic import atomic_write
 
 from . import REPO
 from .extract import NOTEBOOK_RE
+from .render import read_csv, write_csv
 
 SHEET_FIELDS = ["student", "question", "max_points", "points", "comment", "answered"]
 
@@ -40,11 +39,6 @@ class Question:
     model: str
 
 
-def _between(text: str, markers: tuple[str, str]) -> str:
-    m = re.search(re.escape(markers[0]) + r"(.*?)" + re.escape(markers[1]), text, re.S)
-    return m.group(1).strip() if m else ""
-
-
 def questions(root: Path = REPO) -> list[Question]:
     """The written questions of the instructor's notebooks, in order."""
     out = []
@@ -53,12 +47,12 @@ def questions(root: Path = REPO) -> list[Question]:
         for k, cell in enumerate(cells):
             if not is_answer_cell(cell):
                 continue
-            src = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
-            prompt = "".join(cells[k - 1]["source"]) if k else ""
+            src = cell_source(cell)
+            prompt = cell_source(cells[k - 1]) if k else ""
             head, _, body = prompt.partition("\n")
             meta = cell["metadata"]["nbgrader"]
             out.append(Question(meta["grade_id"], path.stem, int(meta["points"]), head.lstrip("# ").strip(),
-                                body.strip(), _between(src, MARK_SCHEME), _between(src, SOLUTION)))
+                                body.strip(), between(src, MARK_SCHEME), between(src, SOLUTION)))
     return out
 
 
@@ -74,19 +68,6 @@ def written_answers(files: dict[str, Path]) -> dict[str, str]:
     return out
 
 
-def _read_csv(path: Path) -> list[dict]:
-    with open(path, newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(f))
-
-
-def _write_csv(path: Path, fields: list[str], rows) -> None:
-    buf = io.StringIO(newline="")
-    w = csv.DictWriter(buf, fieldnames=fields)
-    w.writeheader()
-    w.writerows(rows)
-    atomic_write(path, buf.getvalue())
-
-
 def write_sheet(graded: list, out: Path, keep_others: bool = False) -> Path:
     """OUT/written/sheet.csv and one page per question. `keep_others` (a regrade): the rows of students not in
     `graded` stay as they are, points filled in included; the regraded students' rows start blank again."""
@@ -95,7 +76,7 @@ def write_sheet(graded: list, out: Path, keep_others: bool = False) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     sheet = folder / "sheet.csv"
     regraded = {g.student for g in graded}
-    rows = [r for r in _read_csv(sheet) if r["student"] not in regraded] if keep_others and sheet.exists() else []
+    rows = [r for r in read_csv(sheet) if r["student"] not in regraded] if keep_others and sheet.exists() else []
     for g in graded:
         for q in qs:
             text = g.answers.get(q.qid, "")
@@ -104,7 +85,7 @@ def write_sheet(graded: list, out: Path, keep_others: bool = False) -> Path:
                          "points": "" if answered else 0, "comment": "" if answered else "no answer",
                          "answered": "yes" if answered else "no"})
     rows.sort(key=lambda r: (r["student"], r["question"]))
-    _write_csv(sheet, SHEET_FIELDS, rows)
+    write_csv(sheet, SHEET_FIELDS, rows)
     for q in qs:
         page = [f"# {q.qid} · {q.title}", "", f"From `{q.notebook}`, {q.points} points.", "", q.prompt, "",
                 "## Rubric", "", q.rubric, "", "## Model answer", "", q.model, "", "## Answers", ""]
@@ -123,8 +104,8 @@ def merge(out: Path) -> tuple[Path, Path]:
     """OUT/grades.csv (the autograder's) + OUT/written/sheet.csv (filled in) -> OUT/final/grades.csv and
     OUT/final/lms.csv. Refuses, listing every problem, when a point is missing or out of range."""
     out = Path(out)
-    auto = _read_csv(out / "grades.csv")
-    sheet = _read_csv(out / "written" / "sheet.csv")
+    auto = read_csv(out / "grades.csv")
+    sheet = read_csv(out / "written" / "sheet.csv")
     qs = {q.qid: q for q in questions()}
     students = {r["student"] for r in auto}
     problems, written = [], {s: {} for s in students}
@@ -162,6 +143,6 @@ def merge(out: Path) -> tuple[Path, Path]:
         final.append(row)
         lms.append({"student_id": r["student"], "total": row["grand_total"], "code": r["total"], "written": f"{w:g}"})
     (out / "final").mkdir(exist_ok=True)
-    _write_csv(out / "final" / "grades.csv", final_fields, final)
-    _write_csv(out / "final" / "lms.csv", ["student_id", "total", "code", "written"], lms)
+    write_csv(out / "final" / "grades.csv", final_fields, final)
+    write_csv(out / "final" / "lms.csv", ["student_id", "total", "code", "written"], lms)
     return out / "final" / "grades.csv", out / "final" / "lms.csv"

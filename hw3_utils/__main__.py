@@ -18,7 +18,7 @@ from . import fid as fidlib
 from .config import ConfigError, get_config, parse_overrides, run_dir
 from .data import DataNotFoundError
 from .pipeline import fid_table, make_sampler, print_fid_table, run_all, samples_folder, save_previews
-from .runfolder import FIGURES, read_fid_json, write_fid_json
+from .runfolder import FIGURES, write_fid_json
 from .train import CheckpointError, NonFiniteLossError, load_model, pick_device, train_model
 
 # Errors a user can cause and fix; anything else is a bug and keeps its traceback.
@@ -61,8 +61,9 @@ def run(args) -> int:
                                          cfg.num_samples, cfg.sample_batch_size, cfg.seed, device, progress)
         print(f"{cfg.num_samples} samples in {folder}")
     elif args.command == "fid":
-        path = write_fid_json(out, cfg, fid_table(out, cfg, device), device)
-        print_fid_table(read_fid_json(path))
+        table = fid_table(out, cfg, device)
+        write_fid_json(out, cfg, table, device)
+        print_fid_table(table)
     else:
         record = run_all(cfg, out, device=device, progress=progress)
         print_fid_table(record)

@@ -29,7 +29,8 @@ class Answer:
     text: str  # what the student wrote (the hint, the placeholder and any rubric removed)
 
 
-def _source(cell: dict) -> str:
+def cell_source(cell: dict) -> str:
+    """A notebook cell's source as one string (nbformat stores a string or a list of lines)."""
     src = cell.get("source", "")
     return "".join(src) if isinstance(src, list) else str(src)
 
@@ -40,9 +41,10 @@ def is_answer_cell(cell: dict) -> bool:
         meta.get("grade") and meta.get("solution") and meta.get("grade_id"))
 
 
-def _between(text: str, markers: tuple[str, str]) -> str:
-    m = re.search(re.escape(markers[0]) + r"\s*\n(.*?)\n?\s*" + re.escape(markers[1]), text, re.S)
-    return m.group(1) if m else ""
+def between(text: str, markers: tuple[str, str]) -> str:
+    """The text between a (begin, end) pair of markers, stripped; "" when they are not there."""
+    m = re.search(re.escape(markers[0]) + r"(.*?)" + re.escape(markers[1]), text, re.S)
+    return m.group(1).strip() if m else ""
 
 
 def answer_text(src: str) -> str:
@@ -62,7 +64,7 @@ def answers(nb_json: str | dict, notebook: str) -> list[Answer]:
             meta = cell["metadata"]["nbgrader"]
             points = meta.get("points", 0)
             out.append(Answer(str(meta["grade_id"])[:40], notebook,
-                              int(points) if isinstance(points, (int, float)) else 0, answer_text(_source(cell))))
+                              int(points) if isinstance(points, (int, float)) else 0, answer_text(cell_source(cell))))
     return out
 
 

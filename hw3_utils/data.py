@@ -11,6 +11,7 @@ Both draw each epoch's order from `epoch_permutation`, so resuming mid-run sees 
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import torch
@@ -96,6 +97,12 @@ def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
     return torch.randperm(n, generator=g)
 
 
+def forking_is_safe() -> bool:
+    """False inside a Jupyter kernel: forking it for DataLoader workers broke its ZeroMQ sockets once in the
+    browser test here ("Socket operation on non-socket", a dead kernel in notebook 05)."""
+    return "ipykernel" not in sys.modules
+
+
 def worker_count(requested: int) -> int:
     """The report's num_workers=4, capped at the cores this machine has (0 on a single core)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
@@ -128,12 +135,9 @@ def load_tensor(dataset: Dataset, device: torch.device | str = "cpu", num_worker
     student's `mnist_transform`), once, exactly as the DataLoader path applies it, so the two paths
     give bitwise equal batches and the transform is treated as a black box. That costs seconds for
     60,000 images (README, "The cpu profile"), against minutes of training. `num_workers` is capped
-    at the machine's cores, and 0 inside a Jupyter kernel (forked workers have broken a kernel's
-    sockets here; see fid._workers).
+    at the machine's cores, and 0 inside a Jupyter kernel (`forking_is_safe`).
     """
-    import sys
-
-    workers = 0 if "ipykernel" in sys.modules else worker_count(num_workers)
+    workers = worker_count(num_workers) if forking_is_safe() else 0
     loader = DataLoader(dataset, batch_size=1000, shuffle=False, num_workers=workers)
     batches = []
     for images, _ in loader:

@@ -23,7 +23,7 @@ from PIL import Image
 
 from .atomic import atomic_write
 from .config import runs_dir
-from .data import load_mnist, load_tensor, subset
+from .data import forking_is_safe, load_mnist, load_tensor, subset
 
 FID_WEIGHTS = "pt_inception-2015-12-05-6726825d.pth"
 DIMS = 2048
@@ -205,14 +205,9 @@ def _pool3(model, x: torch.Tensor) -> torch.Tensor:
 
 def _workers() -> int:
     """PNG decoding processes feeding Inception: up to 8, as pytorch-fid's own CLI uses, but none
-    inside a Jupyter kernel. Forking the kernel for loader workers broke its ZeroMQ sockets once in
-    the browser test here ("Socket operation on non-socket", a dead kernel in notebook 05); 28x28
-    PNGs decode in microseconds, so the main process keeps up with Inception on its own."""
-    import sys
-
-    if "ipykernel" in sys.modules:
-        return 0
-    return min(8, os.cpu_count() or 1)
+    inside a Jupyter kernel (`data.forking_is_safe`); 28x28 PNGs decode in microseconds, so the main
+    process keeps up with Inception on its own."""
+    return min(8, os.cpu_count() or 1) if forking_is_safe() else 0
 
 
 def _stats(act: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
