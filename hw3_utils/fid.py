@@ -167,7 +167,7 @@ _MODELS: dict[str, torch.nn.Module] = {}
 
 
 def inception(device=None) -> torch.nn.Module:
-    """pytorch-fid's InceptionV3 (pool3, 2048-d) on `device`, cached per device."""
+    """pytorch-fid's InceptionV3 (pool3, 2048-d) on `device`, eval mode, batch norms folded; cached per device."""
     from pytorch_fid.inception import InceptionV3
 
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -185,12 +185,31 @@ def inception(device=None) -> torch.nn.Module:
                 f"(TORCH_HOME is now {os.environ.get('TORCH_HOME', '~/.cache/torch (default)')}), "
                 "or run once with internet access."
             ) from err
-        model = model.to(device).eval()
+        # batch norms folded into the convolutions: 1.12x the images/s on a 2-core CPU, features within
+        # 3e-6 relative and FID unchanged to 4 decimals (bench/inception_speed.py, tests/test_fid.py)
+        model = fold_batch_norms(model.to(device).eval())
         if device.type == "cpu":
             # NHWC convolutions: 6.8 vs 4.4 images/s on a 2-core CPU, features equal to 1.2e-6 relative
             model = model.to(memory_format=torch.channels_last)
         _MODELS[key] = model
     return _MODELS[key]
+
+
+def fold_batch_norms(model: torch.nn.Module) -> torch.nn.Module:
+    """Fold each eval-mode batch norm of Inception's conv-bn-relu units into its convolution, in place.
+
+    conv then bn is one affine map per channel, so W' = W * gamma / sqrt(var + eps) and
+    b' = beta - mean * gamma / sqrt(var + eps) give the same outputs up to float rounding
+    (torch.nn.utils.fusion.fuse_conv_bn_eval) with one pass over the activations fewer.
+    """
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    for unit in model.modules():
+        if isinstance(getattr(unit, "conv", None), torch.nn.Conv2d) and isinstance(
+                getattr(unit, "bn", None), torch.nn.BatchNorm2d):
+            unit.conv = fuse_conv_bn_eval(unit.conv, unit.bn)
+            unit.bn = torch.nn.Identity()
+    return model
 
 
 def _pool3(model, x: torch.Tensor) -> torch.Tensor:

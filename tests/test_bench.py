@@ -203,3 +203,49 @@ def test_grade_speed_prints_both_ways(tmp_path):
     assert [b["jobs"] for b in rec["batches"]] == [1, 2] and rec["count"] == 3 and rec["cpu"]
     assert all(b["per_submission"] > 0 for b in rec["batches"])
     assert len(rec["fixed_costs_s"]) == 4 and "| jobs | batch s | s / submission |" in out
+
+
+ABLATION_SET = [*TINY, "train_subset=64", "batch_size=16", "sample_steps=5", "sample_batch_size=8",
+                "fid_batch_size=8", "lr_warmup_steps=1"]
+
+
+@pytest.mark.slow
+def test_cpu_ablation_trains_each_arm_for_the_budget_then_resumes(tmp_path, data_dir):
+    out = tmp_path / "a.json"
+    args = [BENCH / "cpu_ablation.py", "--budget", "0.5", "--samples", "8", "--ref-count", "8", "--json", out,
+            "--arms", "base", "cosine", "minsnr5", "--seeds", "0", "--evals", "profile", "ddim3e0.5@0.9995",
+            "--set", *ABLATION_SET]
+    text = run_script(args, tmp_path)
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["arm"], r["eval"]) for r in rows] == [(a, e) for a in ("base", "cosine", "minsnr5")
+                                                     for e in ("profile", "ddim3e0.5@0.9995")]
+    for r in rows:
+        assert positive(r["fid"]) and positive(r["ms_per_step"]) and r["steps"] >= 1 and r["samples"] == 8
+        assert r["overrides"]["model_channels"] == 8 and r["ema"] in (0.999, 0.9995)
+    assert rows[2]["extras"] == {"schedule": "cosine"} and rows[4]["extras"] == {"min_snr": 5.0}
+    assert "| base" in text and "FID per seed" in text
+    run_script(args, tmp_path)  # every (arm, seed, evaluation) is in the file: nothing is trained again
+    assert len(json.loads(out.read_text())["rows"]) == 6
+
+
+def test_cpu_ablation_evaluates_samplers_on_a_trained_run(tmp_path, data_dir):
+    from hw3_utils import get_config, train_model
+
+    run = tmp_path / "run"
+    cfg = get_config("cpu-smoke", verbose=False, model_channels=8, train_subset=32, epochs=1, batch_size=16)
+    train_model(cfg, run, device="cpu", progress=False)
+    out = tmp_path / "a.json"
+    run_script([BENCH / "cpu_ablation.py", "--from-run", run, "--samples", "8", "--ref-count", "8", "--json", out,
+                "--evals", "ddpm4", "ddim4"], tmp_path)
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["arm"], r["eval"], r["steps"]) for r in rows] == [("run:run", "ddpm4", 2), ("run:run", "ddim4", 2)]
+    assert all(positive(r["fid"]) and positive(r["sample_s"]) for r in rows)
+
+
+def test_inception_speed_folded_features_match_eager(tmp_path, data_dir):
+    run_script([BENCH / "inception_speed.py", "--images", "4", "--batch-size", "2", "--ref-count", "8",
+                "--variants", "eager", "folded-cl", "--json", tmp_path / "i.json"], tmp_path)
+    eager, folded = json.loads((tmp_path / "i.json").read_text())["rows"]
+    assert eager["max_rel_feature_diff"] == 0 and positive(eager["images_per_s"]) and positive(folded["images_per_s"])
+    # the acceptance of issue 26: features within 1e-5 relative, FID within 0.01
+    assert folded["max_rel_feature_diff"] < 1e-5 and abs(folded["fid_vs_train"] - eager["fid_vs_train"]) < 0.01

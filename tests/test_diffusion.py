@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from hw3_utils import DDPM, Config, build_model
+from hw3_utils.diffusion import cosine_betas
 
 
 def scaled(x, t):
@@ -225,3 +226,33 @@ def test_clipped_model_implies_a_clipped_x0_and_the_posterior_mean_of_eq_7():
     assert torch.allclose(d.p_sample(d.clipped(big), x, t, noise=z).double(), mean7, atol=1e-3, rtol=1e-3)
     out = d.sample(big, 2, (1, 8, 8), progress=False, steps=20, clip_denoised=True)
     assert out.abs().max() <= 1
+
+
+def test_cosine_betas_give_nichol_dhariwal_alpha_bars():
+    # eq. 17 of Nichol & Dhariwal: alpha-bar_t = f(t)/f(0), f(t) = cos^2((t/T + s)/(1 + s) pi/2)
+    T, s = 1000, 0.008
+    d = DDPM(betas=cosine_betas(T, s), dtype=torch.float64)
+    t = torch.arange(1, T + 1, dtype=torch.float64)
+    f = torch.cos((t / T + s) / (1 + s) * math.pi / 2) ** 2 / math.cos(s / (1 + s) * math.pi / 2) ** 2
+    unclipped = d.betas < 0.999  # only the very last steps hit the clip
+    assert unclipped[: T - 5].all() and not unclipped.all()
+    torch.testing.assert_close(d.alpha_bars[unclipped], f[unclipped], rtol=1e-9, atol=1e-12)
+    assert d.timesteps == T and float(d.betas.max()) == pytest.approx(0.999)
+
+
+def test_min_snr_weights_turn_eps_loss_into_clamped_x0_loss():
+    # Hang et al.: weight min(SNR, gamma) on the x0 error == weight min(SNR, gamma)/SNR on the eps error,
+    # because x0-hat - x0 = -(eps-hat - eps) / sqrt(SNR_t) (eq. 4 solved for x0)
+    d = DDPM(dtype=torch.float64)
+    g = torch.Generator().manual_seed(0)
+    t = torch.tensor([0, 50, 200, 500, 999])
+    x0 = torch.rand((5, 1, 4, 4), generator=g, dtype=torch.float64) * 2 - 1
+    eps = torch.randn((5, 1, 4, 4), generator=g, dtype=torch.float64)
+    eps_hat = eps + 0.1 * torch.randn((5, 1, 4, 4), generator=g, dtype=torch.float64)
+    x_t = d.q_sample(x0, t, eps)
+    x0_err = (d.predict_x0(x_t, t, eps_hat) - x0).pow(2).flatten(1).mean(1)
+    eps_err = (eps_hat - eps).pow(2).flatten(1).mean(1)
+    snr = d.alpha_bars[t] / (1 - d.alpha_bars[t])
+    torch.testing.assert_close(x0_err * snr.clamp(max=5), eps_err * d.min_snr_weights(t, 5.0))
+    w = d.min_snr_weights(t, 5.0)
+    assert w[0] < 1e-3 and (w[3:] == 1).all()  # nearly clean steps down-weighted, noisy ones untouched

@@ -247,3 +247,16 @@ def test_the_cli_says_the_one_line_too(tmp_path, monkeypatch):
                         "--out", str(tmp_path / "run"), "--no-progress"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 2, r.stderr
     assert "mnist_train_all.npz" in r.stderr and fidlib.COMPUTE_ENV in r.stderr and len(r.stderr.splitlines()) == 1
+
+
+def test_the_kits_inception_gives_pytorch_fids_features(real):
+    # fid.inception folds the batch norms and runs channels_last on the CPU: the same pool3 features
+    # as pytorch-fid's network as it ships (NCHW), within 1e-5 relative (rounding of the folded weights)
+    from pytorch_fid.inception import InceptionV3
+
+    x = fidlib.to_uint8(real[:6]).permute(0, 3, 1, 2).float().div(255)
+    with torch.no_grad():
+        theirs = InceptionV3([InceptionV3.BLOCK_INDEX_BY_DIM[2048]]).eval()(x)[0].flatten(1)
+        ours = fidlib._pool3(fidlib.inception("cpu"), x)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fidlib.inception("cpu").modules())
+    assert float((ours - theirs).abs().max() / theirs.abs().max()) < 1e-5

@@ -1,0 +1,263 @@
+"""Which levers buy FID on a 2-core CPU? Each arm trains for the same wall-clock time, then FID-1k.
+
+Every arm starts from the `cpu` profile, changes one lever, and trains from scratch for --budget
+seconds of optimiser steps on this machine: a timed probe of a throwaway copy gives the seconds
+per step, and the run takes budget / that many steps, so the lr warm-up and cosine decay end
+where the budget does. Training uses the kit's own pieces (`build_model`, `DDPM.loss` through
+`TrainStep`, `lr_at`, train.py's EMA update, `load_tensor`, `epoch_permutation`). Several EMA copies
+ride along in every run (an EMA costs one lerp per step). Each evaluation draws --samples images
+with the kit's samplers (`DDPM.sample`, Algorithm 2 respaced, or `DDPM.ddim_sample`) from a fixed
+noise seed and scores their FID against the cached MNIST training statistics (all 60,000 images),
+quantised exactly as the kit's PNGs (`fid.tensor_stats`).
+
+Levers, and where each comes from:
+- width (`model_channels`), channel multipliers and the bottleneck width: where the FLOPs go, the
+  28x28 level against the 7x7 and 3x3 ones (Ho et al. 2020, arXiv:2006.11239, app. B: the UNet;
+  Nichol & Dhariwal 2021, arXiv:2102.09672, sec. 5: trading model size against training compute);
+- epochs against width: at equal time a narrower UNet takes more steps (the `w8`/`w24` arms);
+- batch size, learning rate and warm-up (Goyal et al. 2017, arXiv:1706.02677);
+- EMA decay (Ho et al. 2020 use 0.9999 over 800k steps; Karras et al. 2024, arXiv:2312.02696,
+  sec. 3: the EMA length should follow the training length): several copies per run, `@<decay>`;
+- the cosine alpha-bar schedule (Nichol & Dhariwal 2021, eq. 17; `diffusion.cosine_betas`);
+- Min-SNR-5 loss weighting (Hang et al. 2023, arXiv:2303.09556; `DDPM.min_snr_weights`);
+- sampler steps (respacing, Nichol & Dhariwal 2021 sec. 4) and DDIM eta (Song et al. 2021,
+  arXiv:2010.02502, eq. 16): evaluations `ddpm<K>`, `ddim<K>`, `ddim<K>e<eta>`;
+- x0-hat clipping (Ho et al.'s released code, clip_denoised): on in every evaluation, as in the profile.
+
+Writes --json after every evaluation, so an interrupted run keeps what it measured, and skips
+(arm, seed, evaluation) rows already in that file. Prints one table: each row, then the mean
+over seeds per arm and evaluation.
+
+    python bench/cpu_ablation.py --budget 600 --seeds 0 1 --json bench/ablation.json   # the issue's setting
+    python bench/cpu_ablation.py --budget 150 --arms base cosine --evals profile ddpm50 --seeds 0
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import re
+import statistics
+import time
+from pathlib import Path
+
+import _common as C
+import torch
+
+from hw3_utils import fid, get_config
+from hw3_utils.cuda_graphs import TrainStep
+from hw3_utils.data import epoch_permutation, load_mnist, load_tensor, subset
+from hw3_utils.diffusion import DDPM, cosine_betas
+from hw3_utils.train import _ema_update, build_model, load_model, lr_at
+from hw3_utils.unet import count_parameters
+
+# arm -> (config overrides on the cpu profile, extras the Config has no field for, what it tests)
+ARMS: dict[str, tuple[dict, dict, str]] = {
+    "base": ({}, {}, "the cpu profile as it is"),
+    "w8": (dict(model_channels=8), {}, "half width, about 2x the steps"),
+    "w24": (dict(model_channels=24), {}, "1.5x width, fewer steps"),
+    "bn4": (dict(bottleneck_mult=4), {}, "bottleneck 64 instead of 128 channels"),
+    "m122": (dict(channel_mult=(1, 2, 2), bottleneck_mult=4), {}, "narrower 7x7 level and bottleneck"),
+    "w24-m112": (dict(model_channels=24, channel_mult=(1, 1, 2), bottleneck_mult=4), {},
+                 "wider 28x28 level, flat below it"),
+    "b32": (dict(batch_size=32, lr=1e-3), {}, "batch 32, lr 1e-3"),
+    "b128": (dict(batch_size=128), {}, "batch 128"),
+    "lr1e-3": (dict(lr=1e-3), {}, "half the learning rate"),
+    "lr4e-3": (dict(lr=4e-3), {}, "twice the learning rate"),
+    "warm0": (dict(lr_warmup_steps=0), {}, "no warm-up"),
+    "cosine": ({}, dict(schedule="cosine"), "cosine alpha-bar schedule (train and sample)"),
+    "minsnr5": ({}, dict(min_snr=5.0), "Min-SNR-5 loss weights"),
+}
+EVAL = re.compile(r"^(profile|ddpm(\d+)|ddim(\d+)(?:e([0-9.]+))?)(?:@([0-9.]+))?$")
+
+
+def make_ddpm(cfg, extras: dict) -> DDPM:
+    if extras.get("schedule") == "cosine":
+        return DDPM(variance=cfg.variance, betas=cosine_betas(cfg.timesteps))
+    return DDPM.from_config(cfg)
+
+
+def seconds_per_step(cfg, extras: dict, data: torch.Tensor, steps: int = 20, warmup: int = 5) -> float:
+    """Wall seconds of one optimiser step of this arm, timed on a throwaway model."""
+    model = build_model(cfg, "cpu")
+    step = TrainStep(model, make_ddpm(cfg, extras), torch.optim.Adam(model.parameters(), lr=cfg.lr))
+    g = torch.Generator().manual_seed(12345)
+    x0 = data[:cfg.batch_size]
+    t0 = 0.0
+    for i in range(warmup + steps):
+        if i == warmup:
+            t0 = time.perf_counter()
+        t = torch.randint(0, cfg.timesteps, (cfg.batch_size,), generator=g)
+        step(x0, t, torch.randn(x0.shape, generator=g), None)
+    return (time.perf_counter() - t0) / steps
+
+
+def train_for(cfg, extras: dict, data: torch.Tensor, total: int, decays: list[float]):
+    """`total` optimiser steps of the kit's training step; returns (model, {decay: EMA copy}, losses, seconds)."""
+    model = build_model(cfg, "cpu")
+    emas = {d: copy.deepcopy(model).requires_grad_(False) for d in decays}
+    ddpm = make_ddpm(cfg, extras)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=cfg.adam_betas)
+    step_fn = TrainStep(model, ddpm, opt)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    B, n = cfg.batch_size, len(data)
+    per_epoch = n // B  # full batches only: every step has the same cost and weight
+    losses, step, t0 = [], 0, time.perf_counter()
+    for ep in range(math.ceil(total / per_epoch)):
+        order = epoch_permutation(n, cfg.seed, ep)
+        for i in range(min(per_epoch, total - step)):
+            x0 = data[order[i * B:(i + 1) * B]]
+            t = torch.randint(0, cfg.timesteps, (B,), generator=gen)
+            noise = torch.randn(x0.shape, generator=gen)
+            weights = None
+            if extras.get("min_snr"):
+                w = ddpm.min_snr_weights(t, extras["min_snr"])
+                weights = w / B  # per-image weights of DDPM.loss's weighted sum
+            for group in opt.param_groups:
+                group["lr"] = lr_at(cfg, step + 1, total)
+            losses.append(float(step_fn(x0, t, noise, weights)))
+            step += 1
+            for d, ema in emas.items():
+                _ema_update(ema, model, step, d)
+    return model, emas, losses, time.perf_counter() - t0
+
+
+@torch.no_grad()
+def draw(model, ddpm: DDPM, cfg, spec: str, n: int, batch: int) -> torch.Tensor:
+    """n images in [-1, 1] from the evaluation `spec` (its sampler part), seed fixed per spec."""
+    m = EVAL.match(spec)
+    kind = m.group(1)
+    g = torch.Generator().manual_seed(10_000 + cfg.seed)
+    if kind == "profile":
+        kind = f"{cfg.sampler}{cfg.sample_steps or cfg.timesteps}"
+        m = EVAL.match(kind)
+    if kind.startswith("ddpm"):
+        return ddpm.sample(model, n, cfg.image_shape, generator=g, progress=False, batch_size=batch,
+                           clip_denoised=cfg.clip_denoised, steps=int(m.group(2)))
+    return ddpm.ddim_sample(model, n, steps=int(m.group(3)), eta=float(m.group(4) or 0), shape=cfg.image_shape,
+                            generator=g, progress=False, batch_size=batch, clip_denoised=cfg.clip_denoised)
+
+
+def evaluate(net, ddpm, cfg, spec, args, ref) -> dict:
+    """Draw args.samples images for one evaluation and score them: {fid, sample_s, score_s, samples}."""
+    t0 = time.perf_counter()
+    images = draw(net, ddpm, cfg, spec, args.samples, cfg.sample_batch_size)
+    t_sample = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    score = fid.frechet_distance(*fid.tensor_stats(images, batch_size=cfg.fid_batch_size), *ref)
+    return {"fid": score, "sample_s": t_sample, "score_s": time.perf_counter() - t0, "samples": args.samples}
+
+
+def evaluate_run(run: Path, args, record: dict, done: set, ref, path: Path) -> None:
+    """The sampler evaluations on a trained run's EMA weights (the run's own training, its own EMA decay)."""
+    ckpt = max((run / "checkpoints").glob("step_*.pt"))
+    net = load_model(ckpt, "ema", device="cpu").eval()
+    cfg = net.config
+    arm = f"run:{run.name}"
+    for spec in args.evals:
+        if (arm, cfg.seed, spec) in done:
+            continue
+        if EVAL.match(spec).group(5):
+            raise SystemExit(f"{spec}: a run folder holds one EMA ({cfg.ema_decay}); drop the @<decay>")
+        row = {"arm": arm, "seed": cfg.seed, "eval": spec, "ema": cfg.ema_decay, "checkpoint": str(ckpt),
+               "params": count_parameters(net), "steps": int(ckpt.stem.split("_")[1]), "epochs": cfg.epochs,
+               "train_s": float("nan"), "ms_per_step": float("nan"),
+               **evaluate(net, DDPM.from_config(cfg), cfg, spec, args, ref)}
+        record["rows"].append(row)
+        C.write_json(path, record)
+        print(f"{arm} {spec}: FID {row['fid']:.2f}, sampling {row['sample_s']:.0f} s", flush=True)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--budget", type=float, default=600.0, help="training seconds per run (default 600)")
+    p.add_argument("--arms", nargs="*", default=list(ARMS), choices=list(ARMS))
+    p.add_argument("--seeds", nargs="*", type=int, default=[0, 1])
+    p.add_argument("--emas", nargs="*", type=float, default=[0.999, 0.9995, 0.9999],
+                   help="EMA decays kept in every run (the profile's is always among them)")
+    p.add_argument("--evals", nargs="*", default=["profile"],
+                   help="per run: 'profile' (the profile's sampler and EMA), ddpm<K>, ddim<K>[e<eta>], "
+                        "each optionally @<ema decay>, e.g. ddpm50 ddim50e0.5@0.9995")
+    p.add_argument("--samples", type=int, default=1000, help="images per FID (default 1,000)")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="config overrides on top of every arm's (tests shrink sizes with them)")
+    p.add_argument("--ref-count", type=int, default=None,
+                   help="MNIST training images in the FID reference (default all 60,000, from the FID cache)")
+    p.add_argument("--from-run", default=None, metavar="DIR",
+                   help="no training: evaluate --evals on the EMA weights of a trained run folder (arm 'run:<name>')")
+    p.add_argument("--json", default="ablation.json", metavar="PATH")
+    args = p.parse_args(argv)
+    bad = [e for e in args.evals if not EVAL.match(e)]
+    if bad:
+        raise SystemExit(f"unknown evaluation(s) {bad}: use profile, ddpm<K>, ddim<K> or ddim<K>e<eta>, then @<decay>")
+    path = Path(args.json)
+    record = json.loads(path.read_text()) if path.exists() else {
+        "bench": "cpu_ablation", **C.environment(torch.device("cpu")), "threads": torch.get_num_threads(), "rows": []}
+    done = {(r["arm"], r["seed"], r["eval"]) for r in record["rows"]}
+    sets = C.parse_sets(args.set)
+    ref_cfg = get_config("full", verbose=False, fid_ref_count=args.ref_count)
+    ref = fid.load_stats(fid.reference_stats(ref_cfg, progress=False)[1])
+    if args.from_run:
+        evaluate_run(Path(args.from_run), args, record, done, ref, path)
+        print_table(record)
+        return 0
+    datasets: dict[tuple, torch.Tensor] = {}
+    for arm in args.arms:
+        overrides, extras, _ = ARMS[arm]
+        for seed in args.seeds:
+            todo = [e for e in args.evals if (arm, seed, e) not in done]
+            if not todo:
+                continue
+            cfg = get_config("cpu", verbose=False, **{**overrides, **sets, "seed": seed})
+            key = (cfg.in_channels, cfg.train_subset)
+            if key not in datasets:
+                datasets[key] = load_tensor(subset(load_mnist(train=True, in_channels=cfg.in_channels),
+                                                   cfg.train_subset), num_workers=cfg.num_workers)
+            data = datasets[key]
+            sps = seconds_per_step(cfg, extras, data)
+            total = max(1, int(args.budget / sps))
+            decays = sorted({*args.emas, cfg.ema_decay})
+            model, emas, losses, secs = train_for(cfg, extras, data, total, decays)
+            ddpm = make_ddpm(cfg, extras)
+            for spec in todo:
+                decay = float(EVAL.match(spec).group(5) or cfg.ema_decay)
+                if decay not in emas:
+                    raise SystemExit(f"{spec}: EMA {decay} was not kept; add it to --emas")
+                row = {"arm": arm, "seed": seed, "eval": spec, "ema": decay,
+                       "train_s": secs, "steps": total, "epochs": total * cfg.batch_size / len(data),
+                       "ms_per_step": 1e3 * secs / total, "params": count_parameters(model),
+                       "final_loss": statistics.fmean(losses[-200:]),
+                       "overrides": {k: list(v) if isinstance(v, tuple) else v
+                                     for k, v in {**overrides, **sets}.items()},
+                       "extras": extras, **evaluate(emas[decay].eval(), ddpm, cfg, spec, args, ref)}
+                record["rows"].append(row)
+                C.write_json(path, record)
+                print(f"{arm} seed {seed} {spec}: FID {row['fid']:.2f}, {total} steps in {secs:.0f} s, "
+                      f"sampling {row['sample_s']:.0f} s", flush=True)
+    print_table(record)
+    return 0
+
+
+def print_table(record: dict) -> None:
+    groups: dict[tuple, list] = {}
+    for r in record["rows"]:
+        groups.setdefault((r["arm"], r["eval"]), []).append(r)
+    rows = []
+    for (arm, spec), rs in groups.items():
+        fids = [r["fid"] for r in rs]
+        mean = lambda key, rs=rs: statistics.fmean(r[key] for r in rs)  # noqa: E731
+        ms = f"{mean('ms_per_step'):.0f}" if math.isfinite(mean("ms_per_step")) else "-"
+        rows.append([arm, spec, " / ".join(f"{f:.2f}" for f in fids), f"{statistics.fmean(fids):.2f}",
+                     f"{mean('steps'):.0f}", f"{mean('epochs'):.1f}", ms, f"{rs[0]['params'] / 1e6:.2f}M",
+                     f"{mean('sample_s'):.0f} s", ARMS.get(arm, ({}, {}, "a trained run folder"))[2]])
+    rows.sort(key=lambda r: float(r[3]))
+    print(f"\nFID-{record['rows'][0]['samples'] if record['rows'] else '?'} vs MNIST train (60,000) at equal training "
+          f"time, {record['device']}, {record['threads']} threads")
+    print(C.table(rows, ["arm", "evaluation", "FID per seed", "mean", "steps", "epochs", "ms/step", "params",
+                         "sampling", "lever"]))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
