@@ -1,14 +1,14 @@
 """Which levers buy FID on a 2-core CPU? Each arm trains for the same wall-clock time, then FID-1k.
 
-Every arm starts from the `cpu` profile, changes one lever, and trains from scratch for --budget
-seconds of optimiser steps on this machine: a timed probe of a throwaway copy gives the seconds
-per step, and the run takes budget / that many steps, so the lr warm-up and cosine decay end
-where the budget does. Training uses the kit's own pieces (`build_model`, `DDPM.loss` through
-`TrainStep`, `lr_at`, train.py's EMA update, `load_tensor`, `epoch_permutation`). Several EMA copies
-ride along in every run (an EMA costs one lerp per step). Each evaluation draws --samples images
-with the kit's samplers (`DDPM.sample`, Algorithm 2 respaced, or `DDPM.ddim_sample`) from a fixed
-noise seed and scores their FID against the cached MNIST training statistics (all 60,000 images),
-quantised exactly as the kit's PNGs (`fid.tensor_stats`).
+Every arm starts from the `cpu` profile, changes one lever, and trains from scratch for --budget seconds
+of optimiser steps on this machine: a timed probe of a throwaway copy gives the seconds per step, and
+the run takes budget / that many steps, re-estimated from the run's own pace after 100 steps (inside the
+warm-up), so the lr warm-up and cosine decay end where the budget does. Training uses the kit's own
+pieces (`build_model`, `DDPM.loss` through `TrainStep`, `lr_at`, train.py's EMA update, `load_tensor`,
+`epoch_permutation`). Several EMA copies ride along in every run (an EMA costs one lerp per step). Each
+evaluation draws --samples images with the kit's samplers (`DDPM.sample`, Algorithm 2 respaced, or
+`DDPM.ddim_sample`) from a fixed noise seed and scores their FID against the cached MNIST training
+statistics (all 60,000 images), quantised exactly as the kit's PNGs (`fid.tensor_stats`).
 
 Levers, and where each comes from:
 - width (`model_channels`), channel multipliers and the bottleneck width: where the FLOPs go, the
@@ -17,7 +17,10 @@ Levers, and where each comes from:
 - epochs against width: at equal time a narrower UNet takes more steps (the `w8`/`w24` arms);
 - batch size, learning rate and warm-up (Goyal et al. 2017, arXiv:1706.02677);
 - EMA decay (Ho et al. 2020 use 0.9999 over 800k steps; Karras et al. 2024, arXiv:2312.02696,
-  sec. 3: the EMA length should follow the training length): several copies per run, `@<decay>`;
+  sec. 3: the EMA length should follow the training length): several copies per run, `@<decay>`,
+  and `@raw` for the weights without EMA. train.py's EMA warm-up caps the decay at
+  (1 + step) / (10 + step), which stays below 0.999 until step 8,991: in a run shorter than that,
+  decays of 0.999 and above give the same weights, and only the warm-up's horizon counts;
 - the cosine alpha-bar schedule (Nichol & Dhariwal 2021, eq. 17; `diffusion.cosine_betas`);
 - Min-SNR-5 loss weighting (Hang et al. 2023, arXiv:2303.09556; `DDPM.min_snr_weights`);
 - sampler steps (respacing, Nichol & Dhariwal 2021 sec. 4) and DDIM eta (Song et al. 2021,
@@ -70,7 +73,7 @@ ARMS: dict[str, tuple[dict, dict, str]] = {
     "cosine": ({}, dict(schedule="cosine"), "cosine alpha-bar schedule (train and sample)"),
     "minsnr5": ({}, dict(min_snr=5.0), "Min-SNR-5 loss weights"),
 }
-EVAL = re.compile(r"^(profile|ddpm(\d+)|ddim(\d+)(?:e([0-9.]+))?)(?:@([0-9.]+))?$")
+EVAL = re.compile(r"^(profile|ddpm(\d+)|ddim(\d+)(?:e([0-9.]+))?)(?:@([0-9.]+|raw))?$")
 
 
 def make_ddpm(cfg, extras: dict) -> DDPM:
@@ -94,8 +97,13 @@ def seconds_per_step(cfg, extras: dict, data: torch.Tensor, steps: int = 20, war
     return (time.perf_counter() - t0) / steps
 
 
-def train_for(cfg, extras: dict, data: torch.Tensor, total: int, decays: list[float]):
-    """`total` optimiser steps of the kit's training step; returns (model, {decay: EMA copy}, losses, seconds)."""
+RECALIBRATE_AT = 100  # steps: inside the profile's 200-step warm-up, where the lr does not depend on the total
+
+
+def train_for(cfg, extras: dict, data: torch.Tensor, budget: float, total: int, decays: list[float]):
+    """About `budget` seconds of the kit's training step: `total` steps from the probe, re-estimated from the
+    run's own pace after RECALIBRATE_AT steps (a probe alone missed by up to 15% when the machine's load
+    changed). Returns (model, {decay: EMA copy}, losses, seconds)."""
     model = build_model(cfg, "cpu")
     emas = {d: copy.deepcopy(model).requires_grad_(False) for d in decays}
     ddpm = make_ddpm(cfg, extras)
@@ -105,9 +113,13 @@ def train_for(cfg, extras: dict, data: torch.Tensor, total: int, decays: list[fl
     B, n = cfg.batch_size, len(data)
     per_epoch = n // B  # full batches only: every step has the same cost and weight
     losses, step, t0 = [], 0, time.perf_counter()
-    for ep in range(math.ceil(total / per_epoch)):
+    ep = 0
+    while step < total:
         order = epoch_permutation(n, cfg.seed, ep)
+        ep += 1
         for i in range(min(per_epoch, total - step)):
+            if step == RECALIBRATE_AT and total > 2 * RECALIBRATE_AT:
+                total = max(step + 1, int(budget * step / (time.perf_counter() - t0)))
             x0 = data[order[i * B:(i + 1) * B]]
             t = torch.randint(0, cfg.timesteps, (B,), generator=gen)
             noise = torch.randn(x0.shape, generator=gen)
@@ -153,17 +165,19 @@ def evaluate(net, ddpm, cfg, spec, args, ref) -> dict:
 def evaluate_run(run: Path, args, record: dict, done: set, ref, path: Path) -> None:
     """The sampler evaluations on a trained run's EMA weights (the run's own training, its own EMA decay)."""
     ckpt = max((run / "checkpoints").glob("step_*.pt"))
-    net = load_model(ckpt, "ema", device="cpu").eval()
-    cfg = net.config
+    ema = load_model(ckpt, "ema", device="cpu").eval()
+    cfg = ema.config
     arm = f"run:{run.name}"
     for spec in args.evals:
-        if (arm, cfg.seed, spec) in done:
+        if (arm, cfg.seed, spec, None) in done:
             continue
-        if EVAL.match(spec).group(5):
+        if EVAL.match(spec).group(5) not in (None, "raw"):
             raise SystemExit(f"{spec}: a run folder holds one EMA ({cfg.ema_decay}); drop the @<decay>")
-        row = {"arm": arm, "seed": cfg.seed, "eval": spec, "ema": cfg.ema_decay, "checkpoint": str(ckpt),
-               "params": count_parameters(net), "steps": int(ckpt.stem.split("_")[1]), "epochs": cfg.epochs,
-               "train_s": float("nan"), "ms_per_step": float("nan"),
+        raw = EVAL.match(spec).group(5) == "raw"
+        net = load_model(ckpt, "model", device="cpu").eval() if raw else ema
+        row = {"arm": arm, "seed": cfg.seed, "eval": spec, "ema": "raw" if raw else cfg.ema_decay,
+               "checkpoint": str(ckpt), "params": count_parameters(net), "steps": int(ckpt.stem.split("_")[1]),
+               "epochs": cfg.epochs, "train_s": float("nan"), "ms_per_step": float("nan"),
                **evaluate(net, DDPM.from_config(cfg), cfg, spec, args, ref)}
         record["rows"].append(row)
         C.write_json(path, record)
@@ -176,10 +190,10 @@ def main(argv=None) -> int:
     p.add_argument("--arms", nargs="*", default=list(ARMS), choices=list(ARMS))
     p.add_argument("--seeds", nargs="*", type=int, default=[0, 1])
     p.add_argument("--emas", nargs="*", type=float, default=[0.999, 0.9995, 0.9999],
-                   help="EMA decays kept in every run (the profile's is always among them)")
+                   help="EMA decays kept in every run (the profile's is always among them); @raw needs none")
     p.add_argument("--evals", nargs="*", default=["profile"],
                    help="per run: 'profile' (the profile's sampler and EMA), ddpm<K>, ddim<K>[e<eta>], "
-                        "each optionally @<ema decay>, e.g. ddpm50 ddim50e0.5@0.9995")
+                        "each optionally @<ema decay> or @raw, e.g. ddpm50 ddim50e0.5@0.9995 ddpm50@raw")
     p.add_argument("--samples", type=int, default=1000, help="images per FID (default 1,000)")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                    help="config overrides on top of every arm's (tests shrink sizes with them)")
@@ -191,11 +205,12 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     bad = [e for e in args.evals if not EVAL.match(e)]
     if bad:
-        raise SystemExit(f"unknown evaluation(s) {bad}: use profile, ddpm<K>, ddim<K> or ddim<K>e<eta>, then @<decay>")
+        raise SystemExit(f"unknown evaluation(s) {bad}: use profile, ddpm<K>, ddim<K> or ddim<K>e<eta>, "
+                         "then @<decay> or @raw")
     path = Path(args.json)
     record = json.loads(path.read_text()) if path.exists() else {
         "bench": "cpu_ablation", **C.environment(torch.device("cpu")), "threads": torch.get_num_threads(), "rows": []}
-    done = {(r["arm"], r["seed"], r["eval"]) for r in record["rows"]}
+    done = {(r["arm"], r["seed"], r["eval"], r.get("budget_s")) for r in record["rows"]}
     sets = C.parse_sets(args.set)
     ref_cfg = get_config("full", verbose=False, fid_ref_count=args.ref_count)
     ref = fid.load_stats(fid.reference_stats(ref_cfg, progress=False)[1])
@@ -207,7 +222,7 @@ def main(argv=None) -> int:
     for arm in args.arms:
         overrides, extras, _ = ARMS[arm]
         for seed in args.seeds:
-            todo = [e for e in args.evals if (arm, seed, e) not in done]
+            todo = [e for e in args.evals if (arm, seed, e, args.budget) not in done]
             if not todo:
                 continue
             cfg = get_config("cpu", verbose=False, **{**overrides, **sets, "seed": seed})
@@ -219,13 +234,17 @@ def main(argv=None) -> int:
             sps = seconds_per_step(cfg, extras, data)
             total = max(1, int(args.budget / sps))
             decays = sorted({*args.emas, cfg.ema_decay})
-            model, emas, losses, secs = train_for(cfg, extras, data, total, decays)
+            model, emas, losses, secs = train_for(cfg, extras, data, args.budget, total, decays)
+            total = len(losses)
             ddpm = make_ddpm(cfg, extras)
             for spec in todo:
-                decay = float(EVAL.match(spec).group(5) or cfg.ema_decay)
+                which = EVAL.match(spec).group(5)
+                if which == "raw":  # the trained weights themselves, no EMA
+                    emas["raw"] = model
+                decay = which if which == "raw" else float(which or cfg.ema_decay)
                 if decay not in emas:
                     raise SystemExit(f"{spec}: EMA {decay} was not kept; add it to --emas")
-                row = {"arm": arm, "seed": seed, "eval": spec, "ema": decay,
+                row = {"arm": arm, "seed": seed, "eval": spec, "ema": decay, "budget_s": args.budget,
                        "train_s": secs, "steps": total, "epochs": total * cfg.batch_size / len(data),
                        "ms_per_step": 1e3 * secs / total, "params": count_parameters(model),
                        "final_loss": statistics.fmean(losses[-200:]),
@@ -243,20 +262,22 @@ def main(argv=None) -> int:
 def print_table(record: dict) -> None:
     groups: dict[tuple, list] = {}
     for r in record["rows"]:
-        groups.setdefault((r["arm"], r["eval"]), []).append(r)
+        groups.setdefault((r.get("budget_s"), r["arm"], r["eval"]), []).append(r)
     rows = []
-    for (arm, spec), rs in groups.items():
+    for (budget, arm, spec), rs in groups.items():
         fids = [r["fid"] for r in rs]
         mean = lambda key, rs=rs: statistics.fmean(r[key] for r in rs)  # noqa: E731
         ms = f"{mean('ms_per_step'):.0f}" if math.isfinite(mean("ms_per_step")) else "-"
-        rows.append([arm, spec, " / ".join(f"{f:.2f}" for f in fids), f"{statistics.fmean(fids):.2f}",
-                     f"{mean('steps'):.0f}", f"{mean('epochs'):.1f}", ms, f"{rs[0]['params'] / 1e6:.2f}M",
+        fid_mean = f"{statistics.fmean(fids):.2f}"
+        rows.append(["-" if budget is None else f"{budget:g} s", arm, spec, " / ".join(f"{f:.2f}" for f in fids),
+                     fid_mean, C.fmt_s(mean("train_s")), f"{mean('steps'):.0f}", f"{mean('epochs'):.1f}", ms,
+                     f"{rs[0]['params'] / 1e6:.2f}M",
                      f"{mean('sample_s'):.0f} s", ARMS.get(arm, ({}, {}, "a trained run folder"))[2]])
-    rows.sort(key=lambda r: float(r[3]))
+    rows.sort(key=lambda r: (r[0], float(r[4])))  # by budget, then mean FID
     print(f"\nFID-{record['rows'][0]['samples'] if record['rows'] else '?'} vs MNIST train (60,000) at equal training "
           f"time, {record['device']}, {record['threads']} threads")
-    print(C.table(rows, ["arm", "evaluation", "FID per seed", "mean", "steps", "epochs", "ms/step", "params",
-                         "sampling", "lever"]))
+    print(C.table(rows, ["budget", "arm", "evaluation", "FID per seed", "mean", "trained", "steps", "epochs",
+                         "ms/step", "params", "sampling", "lever"]))
 
 
 if __name__ == "__main__":

@@ -213,15 +213,15 @@ ABLATION_SET = [*TINY, "train_subset=64", "batch_size=16", "sample_steps=5", "sa
 def test_cpu_ablation_trains_each_arm_for_the_budget_then_resumes(tmp_path, data_dir):
     out = tmp_path / "a.json"
     args = [BENCH / "cpu_ablation.py", "--budget", "0.5", "--samples", "8", "--ref-count", "8", "--json", out,
-            "--arms", "base", "cosine", "minsnr5", "--seeds", "0", "--evals", "profile", "ddim3e0.5@0.9995",
+            "--arms", "base", "cosine", "minsnr5", "--seeds", "0", "--evals", "profile", "ddim3e0.5@raw",
             "--set", *ABLATION_SET]
     text = run_script(args, tmp_path)
     rows = json.loads(out.read_text())["rows"]
     assert [(r["arm"], r["eval"]) for r in rows] == [(a, e) for a in ("base", "cosine", "minsnr5")
-                                                     for e in ("profile", "ddim3e0.5@0.9995")]
+                                                     for e in ("profile", "ddim3e0.5@raw")]
     for r in rows:
         assert positive(r["fid"]) and positive(r["ms_per_step"]) and r["steps"] >= 1 and r["samples"] == 8
-        assert r["overrides"]["model_channels"] == 8 and r["ema"] in (0.999, 0.9995)
+        assert r["overrides"]["model_channels"] == 8 and r["ema"] in (0.999, "raw")
     assert rows[2]["extras"] == {"schedule": "cosine"} and rows[4]["extras"] == {"min_snr": 5.0}
     assert "| base" in text and "FID per seed" in text
     run_script(args, tmp_path)  # every (arm, seed, evaluation) is in the file: nothing is trained again
