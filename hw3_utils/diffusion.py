@@ -55,21 +55,6 @@ class DDPM(nn.Module):
     def from_config(cls, cfg) -> DDPM:
         return cls(cfg.timesteps, cfg.beta_start, cfg.beta_end, cfg.variance)
 
-    def snr(self, t: torch.Tensor) -> torch.Tensor:
-        """Signal-to-noise ratio of x_t: alpha-bar_t / (1 - alpha-bar_t). t: (B,) int64 -> (B,) float."""
-        ab = self.alpha_bars[t]
-        return ab / (1.0 - ab)
-
-    def min_snr_weights(self, t: torch.Tensor, gamma: float = 5.0) -> torch.Tensor:
-        """Min-SNR-gamma loss weights for eps-prediction (Hang et al. 2023, arXiv:2303.09556, sec. 3.4).
-
-        The x0-space loss weighted by min(SNR_t, gamma) equals the eps-space MSE times
-        min(SNR_t, gamma) / SNR_t: 1 where the image is mostly noise, smaller at the nearly clean
-        steps that L_simple over-weights. t: (B,) int64 -> (B,) float in (0, 1].
-        """
-        s = self.snr(t)
-        return s.clamp(max=gamma) / s
-
     @staticmethod
     def _at(buf: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """buf[t] shaped (B, 1, 1, 1) to broadcast over images."""
@@ -160,6 +145,22 @@ class DDPM(nn.Module):
             return (x_t - self._at(self.sqrt_alpha_bars, t) * x0) / self._at(self.sqrt_one_minus_alpha_bars, t)
 
         return eps_of_clipped_x0
+
+    # loss weighting (a lever measured by bench/cpu_ablation.py; no profile uses it) --------------
+    def snr(self, t: torch.Tensor) -> torch.Tensor:
+        """Signal-to-noise ratio of x_t: alpha-bar_t / (1 - alpha-bar_t). t: (B,) int64 -> (B,) float."""
+        ab = self.alpha_bars[t]
+        return ab / (1.0 - ab)
+
+    def min_snr_weights(self, t: torch.Tensor, gamma: float = 5.0) -> torch.Tensor:
+        """Min-SNR-gamma loss weights for eps-prediction (Hang et al. 2023, arXiv:2303.09556, sec. 3.4).
+
+        The x0-space loss weighted by min(SNR_t, gamma) equals the eps-space MSE times
+        min(SNR_t, gamma) / SNR_t: 1 where the image is mostly noise, smaller at the nearly clean
+        steps that L_simple over-weights. t: (B,) int64 -> (B,) float in (0, 1].
+        """
+        s = self.snr(t)
+        return s.clamp(max=gamma) / s
 
     # samplers ---------------------------------------------------------------------------------
     def respaced(self, model, steps: int):
