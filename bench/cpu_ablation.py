@@ -168,13 +168,17 @@ def evaluate_run(run: Path, args, record: dict, done: set, ref, path: Path) -> N
     ema = load_model(ckpt, "ema", device="cpu").eval()
     cfg = ema.config
     arm = f"run:{run.name}"
+    nets = {None: ema}
     for spec in args.evals:
         if (arm, cfg.seed, spec, None) in done:
             continue
-        if EVAL.match(spec).group(5) not in (None, "raw"):
+        which = EVAL.match(spec).group(5)
+        if which not in (None, "raw"):
             raise SystemExit(f"{spec}: a run folder holds one EMA ({cfg.ema_decay}); drop the @<decay>")
-        raw = EVAL.match(spec).group(5) == "raw"
-        net = load_model(ckpt, "model", device="cpu").eval() if raw else ema
+        raw = which == "raw"
+        if which not in nets:  # the raw weights, loaded once for all the evaluations that ask for them
+            nets[which] = load_model(ckpt, "model", device="cpu").eval()
+        net = nets[which]
         row = {"arm": arm, "seed": cfg.seed, "eval": spec, "ema": "raw" if raw else cfg.ema_decay,
                "checkpoint": str(ckpt), "params": count_parameters(net), "steps": int(ckpt.stem.split("_")[1]),
                "epochs": cfg.epochs, "train_s": float("nan"), "ms_per_step": float("nan"),

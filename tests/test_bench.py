@@ -236,9 +236,11 @@ def test_cpu_ablation_evaluates_samplers_on_a_trained_run(tmp_path, data_dir):
     train_model(cfg, run, device="cpu", progress=False)
     out = tmp_path / "a.json"
     run_script([BENCH / "cpu_ablation.py", "--from-run", run, "--samples", "8", "--ref-count", "8", "--json", out,
-                "--evals", "ddpm4", "ddim4"], tmp_path)
+                "--evals", "ddpm4", "ddim4", "ddpm4@raw"], tmp_path)
     rows = json.loads(out.read_text())["rows"]
-    assert [(r["arm"], r["eval"], r["steps"]) for r in rows] == [("run:run", "ddpm4", 2), ("run:run", "ddim4", 2)]
+    assert [(r["arm"], r["eval"], r["steps"]) for r in rows] == [("run:run", "ddpm4", 2), ("run:run", "ddim4", 2),
+                                                                 ("run:run", "ddpm4@raw", 2)]
+    assert [r["ema"] for r in rows] == [cfg.ema_decay, cfg.ema_decay, "raw"]
     assert all(positive(r["fid"]) and positive(r["sample_s"]) for r in rows)
 
 
