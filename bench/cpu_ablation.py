@@ -2,8 +2,8 @@
 
 Every arm starts from the `cpu` profile, changes one lever, and trains from scratch for --budget seconds
 of optimiser steps on this machine: a timed probe of a throwaway copy gives the seconds per step, and
-the run takes budget / that many steps, re-estimated from the run's own pace after 100 steps (inside the
-warm-up), so the lr warm-up and cosine decay end where the budget does. Training uses the kit's own
+the run takes budget / that many steps, re-estimated from the run's own recent pace at steps 100, 150 and
+195 (inside the warm-up), so the lr warm-up and cosine decay end where the budget does. Training uses the kit's own
 pieces (`build_model`, `DDPM.loss` through `TrainStep`, `lr_at`, train.py's EMA update, `load_tensor`,
 `epoch_permutation`). Several EMA copies ride along in every run (an EMA costs one lerp per step). Each
 evaluation draws --samples images with the kit's samplers (`DDPM.sample`, Algorithm 2 respaced, or
@@ -26,6 +26,9 @@ Levers, and where each comes from:
 - sampler steps (respacing, Nichol & Dhariwal 2021 sec. 4) and DDIM eta (Song et al. 2021,
   arXiv:2010.02502, eq. 16): evaluations `ddpm<K>`, `ddim<K>`, `ddim<K>e<eta>`;
 - x0-hat clipping (Ho et al.'s released code, clip_denoised): on in every evaluation, as in the profile.
+
+Each row also has `mean_err_T` (`mean_error`): how far the model is from following the mean of x_t near
+t = T, which is what turns a run with a good loss into samples with grey backgrounds and bright blobs.
 
 Writes --json after every evaluation, so an interrupted run keeps what it measured, and skips
 (arm, seed, evaluation) rows already in that file. Prints one table: each row, then the mean
@@ -55,6 +58,7 @@ from hw3_utils.data import epoch_permutation, load_mnist, load_tensor, subset
 from hw3_utils.diffusion import DDPM, cosine_betas
 from hw3_utils.train import _ema_update, build_model, load_model, lr_at
 from hw3_utils.unet import count_parameters
+from hw3_utils.viz import png_bytes
 
 # arm -> (config overrides on the cpu profile, extras the Config has no field for, what it tests)
 ARMS: dict[str, tuple[dict, dict, str]] = {
@@ -97,12 +101,15 @@ def seconds_per_step(cfg, extras: dict, data: torch.Tensor, steps: int = 20, war
     return (time.perf_counter() - t0) / steps
 
 
-RECALIBRATE_AT = 100  # steps: inside the profile's 200-step warm-up, where the lr does not depend on the total
+# steps at which the total is re-estimated from the run's own pace: inside the profile's 200-step warm-up,
+# where the lr does not depend on the total; several, so that a burst of load early on (which once halved
+# a run) is outweighed by the steps after it
+RECALIBRATE_AT = (100, 150, 195)
 
 
 def train_for(cfg, extras: dict, data: torch.Tensor, budget: float, total: int, decays: list[float]):
     """About `budget` seconds of the kit's training step: `total` steps from the probe, re-estimated from the
-    run's own pace after RECALIBRATE_AT steps (a probe alone missed by up to 15% when the machine's load
+    run's own pace at each of RECALIBRATE_AT (a probe alone missed by up to 15% when the machine's load
     changed). Returns (model, {decay: EMA copy}, losses, seconds)."""
     model = build_model(cfg, "cpu")
     emas = {d: copy.deepcopy(model).requires_grad_(False) for d in decays}
@@ -113,13 +120,18 @@ def train_for(cfg, extras: dict, data: torch.Tensor, budget: float, total: int, 
     B, n = cfg.batch_size, len(data)
     per_epoch = n // B  # full batches only: every step has the same cost and weight
     losses, step, t0 = [], 0, time.perf_counter()
+    mark = (0, t0)  # (step, time) of the last pace estimate
     ep = 0
     while step < total:
         order = epoch_permutation(n, cfg.seed, ep)
         ep += 1
         for i in range(min(per_epoch, total - step)):
-            if step == RECALIBRATE_AT and total > 2 * RECALIBRATE_AT:
-                total = max(step + 1, int(budget * step / (time.perf_counter() - t0)))
+            if step in RECALIBRATE_AT and total > 2 * RECALIBRATE_AT[-1]:
+                # the rest of the budget at the pace since the last estimate
+                now = time.perf_counter()
+                pace = (now - mark[1]) / (step - mark[0])
+                total = max(step + 1, step + int((budget - (now - t0)) / pace))
+                mark = (step, now)
             x0 = data[order[i * B:(i + 1) * B]]
             t = torch.randint(0, cfg.timesteps, (B,), generator=gen)
             noise = torch.randn(x0.shape, generator=gen)
@@ -134,6 +146,23 @@ def train_for(cfg, extras: dict, data: torch.Tensor, budget: float, total: int, 
             for d, ema in emas.items():
                 _ema_update(ema, model, step, d)
     return model, emas, losses, time.perf_counter() - t0
+
+
+@torch.no_grad()
+def mean_error(net, ddpm: DDPM, cfg, x0: torch.Tensor, t: int | None = None) -> float:
+    """RMS over images of the image-mean of eps_theta(x_t, t) - eps, at t = T-1 by default.
+
+    Near t = T, x_t is nearly pure noise and eps-hat should nearly equal x_t, its spatial mean included:
+    that mean is N(0, 1/(H W)) per image (std 1/28 = 0.036 here), and a model that does not follow it
+    errs by about that much. Sampling divides the error by sqrt(alpha-bar_t) (x0-hat, eq. 15), 156x at
+    t = T-1, so the samples' brightness drifts: grey backgrounds and bright blobs. A low-cost diagnosis
+    of a run whose FID is bad although its loss is not."""
+    t = cfg.timesteps - 1 if t is None else t
+    g = torch.Generator().manual_seed(0)
+    eps = torch.randn(x0.shape, generator=g)
+    tt = torch.full((x0.shape[0],), t)
+    err = net(ddpm.q_sample(x0, tt, eps), tt) - eps
+    return float(err.mean(dim=(1, 2, 3)).pow(2).mean().sqrt())
 
 
 @torch.no_grad()
@@ -152,14 +181,22 @@ def draw(model, ddpm: DDPM, cfg, spec: str, n: int, batch: int) -> torch.Tensor:
                             generator=g, progress=False, batch_size=batch, clip_denoised=cfg.clip_denoised)
 
 
-def evaluate(net, ddpm, cfg, spec, args, ref) -> dict:
-    """Draw args.samples images for one evaluation and score them: {fid, sample_s, score_s, samples}."""
+def evaluate(net, ddpm, cfg, spec, args, ref, name: str = "") -> dict:
+    """Draw args.samples images for one evaluation and score them: {fid, sample_s, score_s, samples}.
+    With --save, the first 64 images go to <save>/<name>_<spec>.png (a run's FID alone hides what went wrong)."""
     t0 = time.perf_counter()
     images = draw(net, ddpm, cfg, spec, args.samples, cfg.sample_batch_size)
     t_sample = time.perf_counter() - t0
+    if args.save:
+        Path(args.save, f"{name}_{spec}.png").write_bytes(png_bytes(images[:64], upscale=2))
     t0 = time.perf_counter()
     score = fid.frechet_distance(*fid.tensor_stats(images, batch_size=cfg.fid_batch_size), *ref)
     return {"fid": score, "sample_s": t_sample, "score_s": time.perf_counter() - t0, "samples": args.samples}
+
+
+def probe_images(cfg) -> torch.Tensor:
+    """1,024 MNIST training images as the run's config prepares them (for mean_error)."""
+    return load_tensor(subset(load_mnist(train=True, in_channels=cfg.in_channels), 1024), num_workers=0)
 
 
 def evaluate_run(run: Path, args, record: dict, done: set, ref, path: Path) -> None:
@@ -182,10 +219,12 @@ def evaluate_run(run: Path, args, record: dict, done: set, ref, path: Path) -> N
         row = {"arm": arm, "seed": cfg.seed, "eval": spec, "ema": "raw" if raw else cfg.ema_decay,
                "checkpoint": str(ckpt), "params": count_parameters(net), "steps": int(ckpt.stem.split("_")[1]),
                "epochs": cfg.epochs, "train_s": float("nan"), "ms_per_step": float("nan"),
-               **evaluate(net, DDPM.from_config(cfg), cfg, spec, args, ref)}
+               "mean_err_T": mean_error(net, DDPM.from_config(cfg), cfg, probe_images(cfg)),
+               **evaluate(net, DDPM.from_config(cfg), cfg, spec, args, ref, arm.replace(":", "_"))}
         record["rows"].append(row)
         C.write_json(path, record)
-        print(f"{arm} {spec}: FID {row['fid']:.2f}, sampling {row['sample_s']:.0f} s", flush=True)
+        print(f"{arm} {spec}: FID {row['fid']:.2f}, mean error at T {row['mean_err_T']:.4f}, "
+              f"sampling {row['sample_s']:.0f} s", flush=True)
 
 
 def main(argv=None) -> int:
@@ -206,7 +245,11 @@ def main(argv=None) -> int:
     p.add_argument("--from-run", default=None, metavar="DIR",
                    help="no training: evaluate --evals on the EMA weights of a trained run folder (arm 'run:<name>')")
     p.add_argument("--json", default="ablation.json", metavar="PATH")
+    p.add_argument("--save", default=None, metavar="DIR",
+                   help="keep each run's weights (<arm>_s<seed>_<budget>s.pt) and a 64-sample grid per evaluation")
     args = p.parse_args(argv)
+    if args.save:
+        Path(args.save).mkdir(parents=True, exist_ok=True)
     bad = [e for e in args.evals if not EVAL.match(e)]
     if bad:
         raise SystemExit(f"unknown evaluation(s) {bad}: use profile, ddpm<K>, ddim<K> or ddim<K>e<eta>, "
@@ -241,6 +284,11 @@ def main(argv=None) -> int:
             model, emas, losses, secs = train_for(cfg, extras, data, args.budget, total, decays)
             total = len(losses)
             ddpm = make_ddpm(cfg, extras)
+            name = f"{arm}_s{seed}_{args.budget:g}s"
+            if args.save:  # the weights, to look again without training again
+                torch.save({"config": cfg.to_dict(), "extras": extras, "model": model.state_dict(),
+                            "emas": {d: e.state_dict() for d, e in emas.items()}, "losses": losses},
+                           Path(args.save, f"{name}.pt"))
             for spec in todo:
                 which = EVAL.match(spec).group(5)
                 if which == "raw":  # the trained weights themselves, no EMA
@@ -249,15 +297,17 @@ def main(argv=None) -> int:
                 if decay not in emas:
                     raise SystemExit(f"{spec}: EMA {decay} was not kept; add it to --emas")
                 row = {"arm": arm, "seed": seed, "eval": spec, "ema": decay, "budget_s": args.budget,
+                       "mean_err_T": mean_error(emas[decay].eval(), ddpm, cfg, data[:1024]),
                        "train_s": secs, "steps": total, "epochs": total * cfg.batch_size / len(data),
                        "ms_per_step": 1e3 * secs / total, "params": count_parameters(model),
                        "final_loss": statistics.fmean(losses[-200:]),
                        "overrides": {k: list(v) if isinstance(v, tuple) else v
                                      for k, v in {**overrides, **sets}.items()},
-                       "extras": extras, **evaluate(emas[decay].eval(), ddpm, cfg, spec, args, ref)}
+                       "extras": extras, **evaluate(emas[decay].eval(), ddpm, cfg, spec, args, ref, name)}
                 record["rows"].append(row)
                 C.write_json(path, record)
-                print(f"{arm} seed {seed} {spec}: FID {row['fid']:.2f}, {total} steps in {secs:.0f} s, "
+                print(f"{arm} seed {seed} {spec}: FID {row['fid']:.2f}, mean error at T {row['mean_err_T']:.4f}, "
+                      f"{total} steps in {secs:.0f} s, "
                       f"sampling {row['sample_s']:.0f} s", flush=True)
     print_table(record)
     return 0
@@ -273,15 +323,17 @@ def print_table(record: dict) -> None:
         mean = lambda key, rs=rs: statistics.fmean(r[key] for r in rs)  # noqa: E731
         ms = f"{mean('ms_per_step'):.0f}" if math.isfinite(mean("ms_per_step")) else "-"
         fid_mean = f"{statistics.fmean(fids):.2f}"
+        errs = " / ".join(f"{r['mean_err_T']:.3f}" for r in rs if "mean_err_T" in r) or "-"
         rows.append(["-" if budget is None else f"{budget:g} s", arm, spec, " / ".join(f"{f:.2f}" for f in fids),
-                     fid_mean, C.fmt_s(mean("train_s")), f"{mean('steps'):.0f}", f"{mean('epochs'):.1f}", ms,
+                     fid_mean, errs, C.fmt_s(mean("train_s")), f"{mean('steps'):.0f}", f"{mean('epochs'):.1f}", ms,
                      f"{rs[0]['params'] / 1e6:.2f}M",
                      f"{mean('sample_s'):.0f} s", ARMS.get(arm, ({}, {}, "a trained run folder"))[2]])
     rows.sort(key=lambda r: (r[0], float(r[4])))  # by budget, then mean FID
     print(f"\nFID-{record['rows'][0]['samples'] if record['rows'] else '?'} vs MNIST train (60,000) at equal training "
           f"time, {record['device']}, {record['threads']} threads")
-    print(C.table(rows, ["budget", "arm", "evaluation", "FID per seed", "mean", "trained", "steps", "epochs",
-                         "ms/step", "params", "sampling", "lever"]))
+    print("mean error at T: RMS of the image-mean of eps-hat - eps at t = T-1 (mean_error; 0.036 = ignores it)")
+    print(C.table(rows, ["budget", "arm", "evaluation", "FID per seed", "mean", "mean error at T", "trained", "steps",
+                         "epochs", "ms/step", "params", "sampling", "lever"]))
 
 
 if __name__ == "__main__":

@@ -5,13 +5,8 @@ schedule, q_sample, loss, samplers) -> train (EMA, checkpoints, resume) -> fid (
 -> viz (grids, process grid, sliders). `python -m hw3_utils all` runs the pipeline headless.
 """
 
-import os
-
-# Before torch loads OpenMP: passive waiting threads. With the default spin-waiting, sampling on
-# a 2-core machine slowed about 100x whenever another process (a browser, a second kernel)
-# was busy: 870 ms vs 10.9 ms per step, measured here. An explicit setting is kept.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
+# First, before any module loads torch and with it OpenMP: how idle OpenMP threads wait (_openmp.py).
+from ._openmp import OMP_SPIN_COUNT
 from .config import PROFILES, Config, config_diff, get_config, resolve_profile, run_dir, runs_dir
 from .cuda_graphs import GraphedModel, TrainStep
 from .data import DataNotFoundError, load_mnist, load_tensor, make_loader, mnist_transform, subset
@@ -61,6 +56,7 @@ from .viz import (
 )
 
 __all__ = [
+    "OMP_SPIN_COUNT",
     "PROFILES",
     "Config",
     "config_diff",

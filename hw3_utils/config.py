@@ -202,9 +202,10 @@ PROFILES: dict[str, dict] = {
         # colour; PNGs for FID are still 28x28 RGB with identical channels (fid.to_uint8)
         in_channels=1,
         model_channels=16,  # widths 16/32/64, bottleneck 128: 0.64M parameters (the report's: 8.1M)
-        # 5 epochs of batch 64 (4,690 steps, about 13 minutes here): more, smaller steps than the
-        # report's batch of 128, a tenth of its images seen; a higher lr with warm-up and a cosine
-        # decay to 0 ends on good weights
+        # 5 epochs of batch 64 (4,690 steps, about 7 minutes on a 2-core Intel Xeon, up to twice that on
+        # slower CPUs): more, smaller steps than the report's batch of 128, a tenth of its images seen; a
+        # higher lr with warm-up and a cosine decay to 0 ends on good weights. Seed 0 scores FID-1k 22; seed 1
+        # 121, its network ignoring the noise's image mean near t = T (bench/README.md, "The cpu profile's levers")
         batch_size=64,
         epochs=5,
         lr=2e-3,

@@ -85,9 +85,9 @@ def kernel_env(runs_dir: Path, profile: str = "cpu-smoke") -> dict[str, str]:
     assert data, "set HW3_DATA_DIR to a folder holding MNIST/raw (see README, 'Offline use'); .ci/run does"
     env = {k: v for k, v in os.environ.items() if not k.startswith("HW3_") and k != "MPLBACKEND"}
     env.update(HW3_PROFILE=profile, HW3_DATA_DIR=str(Path(data).resolve()), HW3_RUNS_DIR=str(runs_dir))
-    # Chromium, the server and the kernel share the CPUs here; with libgomp's default spin-waiting
-    # the kernel's OpenMP threads then crawl (sampling ~100x slower on 2 cores). Passive waiting
-    # changes no result, only how idle threads wait.
+    # Chromium, the server and the kernel share the 2 CPUs here, Chromium busy while it renders: then
+    # passive waiting is the fastest (a preview's model call 2.6x faster than with the kit's 10,000
+    # spins, bench/omp_spin.py). It changes no result, only how idle OpenMP threads wait.
     env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     return env
 

@@ -214,9 +214,13 @@ def test_cpu_ablation_trains_each_arm_for_the_budget_then_resumes(tmp_path, data
     out = tmp_path / "a.json"
     args = [BENCH / "cpu_ablation.py", "--budget", "0.5", "--samples", "8", "--ref-count", "8", "--json", out,
             "--arms", "base", "cosine", "minsnr5", "--seeds", "0", "--evals", "profile", "ddim3e0.5@raw",
-            "--set", *ABLATION_SET]
+            "--save", tmp_path / "saved", "--set", *ABLATION_SET]
     text = run_script(args, tmp_path)
     rows = json.loads(out.read_text())["rows"]
+    saved = sorted(p.name for p in (tmp_path / "saved").iterdir())
+    assert saved == sorted(f"{a}_s0_0.5s{x}" for a in ("base", "cosine", "minsnr5")
+                           for x in (".pt", "_profile.png", "_ddim3e0.5@raw.png"))
+    assert all(positive(r["mean_err_T"]) for r in rows)
     assert [(r["arm"], r["eval"]) for r in rows] == [(a, e) for a in ("base", "cosine", "minsnr5")
                                                      for e in ("profile", "ddim3e0.5@raw")]
     for r in rows:
@@ -251,3 +255,35 @@ def test_inception_speed_folded_features_match_eager(tmp_path, data_dir):
     assert eager["max_rel_feature_diff"] == 0 and positive(eager["images_per_s"]) and positive(folded["images_per_s"])
     # the acceptance of issue 26: features within 1e-5 relative, FID within 0.01
     assert folded["max_rel_feature_diff"] < 1e-5 and abs(folded["fid_vs_train"] - eager["fid_vs_train"]) < 0.01
+
+
+def test_omp_spin_times_each_wait_setting_in_its_own_process(tmp_path):
+    out = run_script([BENCH / "omp_spin.py", "--settings", "passive", "kit", "--conditions", "alone", "busy",
+                      "--steps", "1", "--repeats", "1", "--json", tmp_path / "o.json"], tmp_path)
+    rows = json.loads((tmp_path / "o.json").read_text())["rows"]
+    assert [(r["condition"], r["setting"]) for r in rows] == [("alone", "passive"), ("alone", "kit"),
+                                                              ("busy", "passive"), ("busy", "kit")]
+    # each child got its own setting, and with none given, the kit's own spin count
+    assert [(r["OMP_WAIT_POLICY"], r["GOMP_SPINCOUNT"]) for r in rows[:2]] == [("PASSIVE", None), (None, "10000")]
+    assert all(positive(r[k]) for r in rows for k in ("train_ms", "preview_ms", "sample_ms"))
+    assert "| busy      | kit" in out and "(by hw3_utils)" in out
+
+
+def test_ablation_mean_error_closed_forms():
+    # a model that predicts zero noise misses the whole image-mean of eps: N(0, 1/784) per 28x28 image, so
+    # an RMS of 1/28 (1,024 images: the estimate's relative spread is about 1/sqrt(2048) = 2%); one that
+    # predicts eps exactly misses nothing
+    sys.path.insert(0, str(BENCH))
+    import cpu_ablation
+
+    cfg = Config(in_channels=1, profile="cpu")
+    ddpm = DDPM.from_config(cfg)
+    x0 = torch.rand(1024, 1, 28, 28) * 2 - 1
+    zero = lambda x, t: torch.zeros_like(x)  # noqa: E731
+    assert abs(cpu_ablation.mean_error(zero, ddpm, cfg, x0) - 1 / 28) < 0.1 / 28
+
+    def exact(x, t):  # eq. 4 solved for eps, with the x0 that x_t was made from
+        a, s = ddpm.sqrt_alpha_bars[t].view(-1, 1, 1, 1), ddpm.sqrt_one_minus_alpha_bars[t].view(-1, 1, 1, 1)
+        return (x - a * x0) / s
+
+    assert cpu_ablation.mean_error(exact, ddpm, cfg, x0) < 1e-5

@@ -191,3 +191,20 @@ def test_parse_overrides_reads_json_values():
         "epochs": 5, "cuda_graphs": None, "variance": "beta", "channel_mult": [1, 2, 2], "lr": 1e-4}
     with pytest.raises(ValueError, match="--set expects KEY=VALUE, got 'epochs'"):
         parse_overrides(["epochs"])
+
+
+@pytest.mark.parametrize("given, expected", [
+    ({}, ("10000", None)),  # nothing set: the kit's spin count (hw3_utils.OMP_SPIN_COUNT)
+    ({"OMP_WAIT_POLICY": "PASSIVE"}, (None, "PASSIVE")),  # the user's policy is kept, no spin count added
+    ({"GOMP_SPINCOUNT": "5"}, ("5", None)),
+])
+def test_openmp_wait_setting_is_set_on_import_unless_the_user_chose_one(given, expected):
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    code = "import os, hw3_utils; print(os.environ.get('GOMP_SPINCOUNT'), os.environ.get('OMP_WAIT_POLICY'))"
+    out = subprocess.run([sys.executable, "-c", code], env={**env, **given}, capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert tuple(None if v == "None" else v for v in out) == expected
