@@ -204,8 +204,8 @@ PROFILES: dict[str, dict] = {
         model_channels=16,  # widths 16/32/64, bottleneck 128: 0.64M parameters (the report's: 8.1M)
         # 5 epochs of batch 64 (4,690 steps, about 7 minutes on a 2-core Intel Xeon, up to twice that on
         # slower CPUs): more, smaller steps than the report's batch of 128, a tenth of its images seen; a
-        # higher lr with warm-up and a cosine decay to 0 ends on good weights. Seed 0 scores FID-1k 22; seed 1
-        # 121, its network ignoring the noise's image mean near t = T (bench/README.md, "The cpu profile's levers")
+        # higher lr with warm-up and a cosine decay to 0 ends on good weights. Seed 0 scores FID-1k 22; seeds 1
+        # to 3 score 97 to 148, their networks ignoring the noise's image mean near t = T (bench/README.md)
         batch_size=64,
         epochs=5,
         lr=2e-3,
