@@ -206,6 +206,7 @@ def evaluate_run(run: Path, args, record: dict, done: set, ref, path: Path) -> N
     cfg = ema.config
     arm = f"run:{run.name}"
     nets = {None: ema}
+    ddpm, probe = DDPM.from_config(cfg), probe_images(cfg)
     for spec in args.evals:
         if (arm, cfg.seed, spec, None) in done:
             continue
@@ -219,8 +220,8 @@ def evaluate_run(run: Path, args, record: dict, done: set, ref, path: Path) -> N
         row = {"arm": arm, "seed": cfg.seed, "eval": spec, "ema": "raw" if raw else cfg.ema_decay,
                "checkpoint": str(ckpt), "params": count_parameters(net), "steps": int(ckpt.stem.split("_")[1]),
                "epochs": cfg.epochs, "train_s": float("nan"), "ms_per_step": float("nan"),
-               "mean_err_T": mean_error(net, DDPM.from_config(cfg), cfg, probe_images(cfg)),
-               **evaluate(net, DDPM.from_config(cfg), cfg, spec, args, ref, arm.replace(":", "_"))}
+               "mean_err_T": mean_error(net, ddpm, cfg, probe),
+               **evaluate(net, ddpm, cfg, spec, args, ref, arm.replace(":", "_"))}
         record["rows"].append(row)
         C.write_json(path, record)
         print(f"{arm} {spec}: FID {row['fid']:.2f}, mean error at T {row['mean_err_T']:.4f}, "

@@ -26,7 +26,6 @@ import os
 import statistics
 import subprocess
 import sys
-import time
 
 import _common as C
 
@@ -68,17 +67,12 @@ def child(steps: int, repeats: int) -> dict:
         return fn
 
     def median_ms(fn, n):
-        for _ in range(3):
+        for _ in range(3):  # warm-up
             fn()
-        chunks = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            for _ in range(n):
-                fn()
-            chunks.append(1e3 * (time.perf_counter() - t0) / n)
-        return statistics.median(chunks)
+        return statistics.median(C.time_chunks(fn, n * repeats, repeats, torch.device("cpu")))
 
     return {"GOMP_SPINCOUNT": os.environ.get("GOMP_SPINCOUNT"), "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY"),
+            "torch_loaded_first": hw3_utils._openmp.TORCH_LOADED_FIRST,
             "train_ms": median_ms(train, steps), "preview_ms": median_ms(call(16), 2 * steps),
             "sample_ms": median_ms(call(cfg.sample_batch_size), max(1, steps // 4))}
 

@@ -1,6 +1,7 @@
 """How idle OpenMP threads wait: imported by hw3_utils before anything loads torch (libgomp reads it once)."""
 
 import os
+import sys
 
 # How long an idle thread spins before it sleeps. libgomp's own
 # 300,000 spins (about 3 ms) made a small model's calls up to 30x slower whenever another process
@@ -10,6 +11,7 @@ import os
 # README "The cpu profile").
 # A setting of either variable by the user is kept.
 OMP_SPIN_COUNT = "10000"
+# True when torch (and with it libgomp) was loaded before hw3_utils: then this setting comes too late
+TORCH_LOADED_FIRST = "torch" in sys.modules
 if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
     os.environ["GOMP_SPINCOUNT"] = OMP_SPIN_COUNT
-

@@ -265,6 +265,7 @@ def test_omp_spin_times_each_wait_setting_in_its_own_process(tmp_path):
                                                               ("busy", "passive"), ("busy", "kit")]
     # each child got its own setting, and with none given, the kit's own spin count
     assert [(r["OMP_WAIT_POLICY"], r["GOMP_SPINCOUNT"]) for r in rows[:2]] == [("PASSIVE", None), (None, "10000")]
+    assert not any(r["torch_loaded_first"] for r in rows)  # so libgomp read the setting when torch loaded it
     assert all(positive(r[k]) for r in rows for k in ("train_ms", "preview_ms", "sample_ms"))
     assert "| busy      | kit" in out and "(by hw3_utils)" in out
 

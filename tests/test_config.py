@@ -204,7 +204,9 @@ def test_openmp_wait_setting_is_set_on_import_unless_the_user_chose_one(given, e
     import sys
 
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
-    code = "import os, hw3_utils; print(os.environ.get('GOMP_SPINCOUNT'), os.environ.get('OMP_WAIT_POLICY'))"
+    code = ("import os, hw3_utils; print(os.environ.get('GOMP_SPINCOUNT'), os.environ.get('OMP_WAIT_POLICY'), "
+            "hw3_utils._openmp.TORCH_LOADED_FIRST)")
     out = subprocess.run([sys.executable, "-c", code], env={**env, **given}, capture_output=True, text=True,
                          check=True).stdout.split()
-    assert tuple(None if v == "None" else v for v in out) == expected
+    assert tuple(None if v == "None" else v for v in out[:2]) == expected
+    assert out[2] == "False"  # hw3_utils loads torch itself, after the setting
