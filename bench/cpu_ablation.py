@@ -21,13 +21,16 @@ Levers, and where each comes from:
   and `@raw` for the weights without EMA. train.py's EMA warm-up caps the decay at
   (1 + step) / (10 + step), which stays below 0.999 until step 8,991: in a run shorter than that,
   decays of 0.999 and above give the same weights, and only the warm-up's horizon counts;
+- GroupNorm groups (Wu & He 2018, arXiv:1803.08494; the report does not give a number): with 8 groups at
+  width 16, each group of 2 channels loses its mean, and most seeds' networks learn to ignore the image mean of
+  x_t (`mean_err_T`); one group (`groups=1`, normalising over all channels as LayerNorm does) keeps it;
 - the cosine alpha-bar schedule (Nichol & Dhariwal 2021, eq. 17; `diffusion.cosine_betas`);
 - Min-SNR-5 loss weighting (Hang et al. 2023, arXiv:2303.09556; `DDPM.min_snr_weights`);
 - sampler steps (respacing, Nichol & Dhariwal 2021 sec. 4) and DDIM eta (Song et al. 2021,
   arXiv:2010.02502, eq. 16): evaluations `ddpm<K>`, `ddim<K>`, `ddim<K>e<eta>`;
 - x0-hat clipping (Ho et al.'s released code, clip_denoised): on in every evaluation, as in the profile.
 
-Each row also has `mean_err_T` (`mean_error`): how far the model is from following the mean of x_t near
+Each row also has `mean_err_T` (`DDPM.mean_error`): how far the model is from following the mean of x_t near
 t = T, which is what turns a run with a good loss into samples with grey backgrounds and bright blobs.
 
 Writes --json after every evaluation, so an interrupted run keeps what it measured, and skips
@@ -63,6 +66,7 @@ from hw3_utils.viz import png_bytes
 # arm -> (config overrides on the cpu profile, extras the Config has no field for, what it tests)
 ARMS: dict[str, tuple[dict, dict, str]] = {
     "base": ({}, {}, "the cpu profile as it is"),
+    "g8": (dict(groups=8), {}, "GroupNorm in 8 groups (2 channels each at 28x28), the profile before groups=1"),
     "w8": (dict(model_channels=8), {}, "half width, about 2x the steps"),
     "w24": (dict(model_channels=24), {}, "1.5x width, fewer steps"),
     "bn4": (dict(bottleneck_mult=4), {}, "bottleneck 64 instead of 128 channels"),
@@ -107,10 +111,13 @@ def seconds_per_step(cfg, extras: dict, data: torch.Tensor, steps: int = 20, war
 RECALIBRATE_AT = (100, 150, 195)
 
 
-def train_for(cfg, extras: dict, data: torch.Tensor, budget: float, total: int, decays: list[float]):
+def train_for(cfg, extras: dict, data: torch.Tensor, budget: float | None, total: int, decays: list[float],
+              stop: int | None = None, on_step=None):
     """About `budget` seconds of the kit's training step: `total` steps from the probe, re-estimated from the
     run's own pace at each of RECALIBRATE_AT (a probe alone missed by up to 15% when the machine's load
-    changed). Returns (model, {decay: EMA copy}, losses, seconds)."""
+    changed). budget None: exactly `total` steps of schedule. `stop`: end after that many steps (the lr
+    schedule still spans `total`); `on_step(step, model, emas)` after every step.
+    Returns (model, {decay: EMA copy}, losses, seconds)."""
     model = build_model(cfg, "cpu")
     emas = {d: copy.deepcopy(model).requires_grad_(False) for d in decays}
     ddpm = make_ddpm(cfg, extras)
@@ -122,11 +129,12 @@ def train_for(cfg, extras: dict, data: torch.Tensor, budget: float, total: int, 
     losses, step, t0 = [], 0, time.perf_counter()
     mark = (0, t0)  # (step, time) of the last pace estimate
     ep = 0
-    while step < total:
+    end = lambda: min(total, stop or total)  # noqa: E731 (total changes as the pace is re-estimated)
+    while step < end():
         order = epoch_permutation(n, cfg.seed, ep)
         ep += 1
-        for i in range(min(per_epoch, total - step)):
-            if step in RECALIBRATE_AT and total > 2 * RECALIBRATE_AT[-1]:
+        for i in range(min(per_epoch, end() - step)):
+            if budget is not None and step in RECALIBRATE_AT and total > 2 * RECALIBRATE_AT[-1]:
                 # the rest of the budget at the pace since the last estimate
                 now = time.perf_counter()
                 pace = (now - mark[1]) / (step - mark[0])
@@ -145,24 +153,27 @@ def train_for(cfg, extras: dict, data: torch.Tensor, budget: float, total: int, 
             step += 1
             for d, ema in emas.items():
                 _ema_update(ema, model, step, d)
+            if on_step is not None:
+                on_step(step, model, emas)
     return model, emas, losses, time.perf_counter() - t0
 
 
-@torch.no_grad()
-def mean_error(net, ddpm: DDPM, cfg, x0: torch.Tensor, t: int | None = None) -> float:
-    """RMS over images of the image-mean of eps_theta(x_t, t) - eps, at t = T-1 by default.
+def mean_error(net, ddpm: DDPM, x0: torch.Tensor) -> float:
+    """`DDPM.mean_error` at t = T-1 with the bench's fixed noise (seed 0), the same for every run."""
+    return ddpm.mean_error(net, x0, generator=torch.Generator().manual_seed(0))
 
-    Near t = T, x_t is nearly pure noise and eps-hat should nearly equal x_t, its spatial mean included:
-    that mean is N(0, 1/(H W)) per image (std 1/28 = 0.036 here), and a model that does not follow it
-    errs by about that much. Sampling divides the error by sqrt(alpha-bar_t) (x0-hat, eq. 15), 156x at
-    t = T-1, so the samples' brightness drifts: grey backgrounds and bright blobs. A low-cost diagnosis
-    of a run whose FID is bad although its loss is not."""
-    t = cfg.timesteps - 1 if t is None else t
-    g = torch.Generator().manual_seed(0)
-    eps = torch.randn(x0.shape, generator=g)
-    tt = torch.full((x0.shape[0],), t)
-    err = net(ddpm.q_sample(x0, tt, eps), tt) - eps
-    return float(err.mean(dim=(1, 2, 3)).pow(2).mean().sqrt())
+
+@torch.no_grad()
+def mean_slope(net, ddpm: DDPM, x0: torch.Tensor) -> float:
+    """Least-squares slope of the image mean of eps_theta(x_t, t) on the image mean of x_t, at t = T-1.
+
+    1 for a model that follows x_t's mean (eps-hat = x_t there, up to sqrt(alpha-bar_T) x0), 0 for one
+    blind to it; the bench's fixed noise (seed 0). x0: (B, C, H, W) in [-1, 1]."""
+    t = torch.full((x0.shape[0],), ddpm.timesteps - 1)
+    x_t = ddpm.q_sample(x0, t, torch.randn(x0.shape, generator=torch.Generator().manual_seed(0)))
+    mx, me = x_t.mean(dim=(1, 2, 3)), net(x_t, t).float().mean(dim=(1, 2, 3))
+    mx, me = mx - mx.mean(), me - me.mean()
+    return float((mx * me).sum() / (mx * mx).sum())
 
 
 @torch.no_grad()
@@ -220,7 +231,7 @@ def evaluate_run(run: Path, args, record: dict, done: set, ref, path: Path) -> N
         row = {"arm": arm, "seed": cfg.seed, "eval": spec, "ema": "raw" if raw else cfg.ema_decay,
                "checkpoint": str(ckpt), "params": count_parameters(net), "steps": int(ckpt.stem.split("_")[1]),
                "epochs": cfg.epochs, "train_s": float("nan"), "ms_per_step": float("nan"),
-               "mean_err_T": mean_error(net, ddpm, cfg, probe),
+               "mean_err_T": mean_error(net, ddpm, probe),
                **evaluate(net, ddpm, cfg, spec, args, ref, arm.replace(":", "_"))}
         record["rows"].append(row)
         C.write_json(path, record)
@@ -298,7 +309,7 @@ def main(argv=None) -> int:
                 if decay not in emas:
                     raise SystemExit(f"{spec}: EMA {decay} was not kept; add it to --emas")
                 row = {"arm": arm, "seed": seed, "eval": spec, "ema": decay, "budget_s": args.budget,
-                       "mean_err_T": mean_error(emas[decay].eval(), ddpm, cfg, data[:1024]),
+                       "mean_err_T": mean_error(emas[decay].eval(), ddpm, data[:1024]),
                        "train_s": secs, "steps": total, "epochs": total * cfg.batch_size / len(data),
                        "ms_per_step": 1e3 * secs / total, "params": count_parameters(model),
                        "final_loss": statistics.fmean(losses[-200:]),

@@ -194,7 +194,7 @@ def _validate(cfg: Config) -> None:
 
 PROFILES: dict[str, dict] = {
     "full": {},
-    # What a 2-core CPU can do in about 15 minutes of training (README, "The cpu profile"; each
+    # What a 2-core CPU can do in about ten minutes of training (README, "The cpu profile"; each
     # choice measured by bench/cpu_quality.py and bench/cpu_speed.py):
     "cpu": dict(
         # one grey channel: the report's 3 channels are identical copies, so the network learns
@@ -202,10 +202,14 @@ PROFILES: dict[str, dict] = {
         # colour; PNGs for FID are still 28x28 RGB with identical channels (fid.to_uint8)
         in_channels=1,
         model_channels=16,  # widths 16/32/64, bottleneck 128: 0.64M parameters (the report's: 8.1M)
-        # 5 epochs of batch 64 (4,690 steps, about 7 minutes on a 2-core Intel Xeon, up to twice that on
-        # slower CPUs): more, smaller steps than the report's batch of 128, a tenth of its images seen; a
-        # higher lr with warm-up and a cosine decay to 0 ends on good weights. Seed 0 scores FID-1k 22; seeds 1
-        # to 3 score 97 to 148, their networks ignoring the noise's image mean near t = T (bench/README.md)
+        # GroupNorm over all of a block's channels, as LayerNorm does. With 8 groups (the full profile's),
+        # each group of 2 channels at width 16 loses its mean, and three seeds in four learned to ignore
+        # the image mean of x_t near t = T: grey backgrounds, bright blobs, FID-1k 97 to 148 (README,
+        # "The cpu profile")
+        groups=1,
+        # 5 epochs of batch 64 (4,690 steps, about 7 minutes on a 2-core Intel Xeon, 9 on an AMD EPYC):
+        # more, smaller steps than the report's batch of 128, a tenth of its images seen; a higher lr
+        # with warm-up and a cosine decay to 0 ends on good weights
         batch_size=64,
         epochs=5,
         lr=2e-3,

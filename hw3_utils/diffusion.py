@@ -162,6 +162,25 @@ class DDPM(nn.Module):
         s = self.snr(t)
         return s.clamp(max=gamma) / s
 
+    # diagnosis --------------------------------------------------------------------------------
+    @torch.no_grad()
+    def mean_error(self, model, x0: torch.Tensor, t: int | None = None,
+                   generator: torch.Generator | None = None) -> float:
+        """RMS over images of the image mean of eps_theta(x_t, t) - eps, at t = T-1 unless given.
+
+        x0: (B, C, H, W) float in [-1, 1] on the model's device; the noise comes from `generator`.
+        Near t = T, x_t is nearly pure noise, so eps-hat should nearly equal x_t, its mean over the
+        image included. That mean is N(0, 1/(C H W)) per image (RMS 1/28 = 0.036 for one 28x28
+        channel): a model that ignores it errs by about that much; a good one by a fraction of it.
+        Sampling divides the error by sqrt(alpha-bar_t) when it forms x0-hat (eq. 15; 156x at t = T-1
+        with the linear schedule), so the samples' brightness drifts: grey backgrounds, bright blobs.
+        """
+        t = self.timesteps - 1 if t is None else t
+        tt = self._timesteps(t, x0.shape[0], x0.device)
+        eps = torch.randn(x0.shape, device=x0.device, dtype=x0.dtype, generator=generator)
+        err = model(self.q_sample(x0, tt, eps), tt).float() - eps
+        return float(err.mean(dim=(1, 2, 3)).pow(2).mean().sqrt())
+
     # samplers ---------------------------------------------------------------------------------
     def respaced(self, model, steps: int):
         """(DDPM, model) of the same process on `steps` of the T timesteps, for Algorithm 2 in fewer steps.

@@ -270,21 +270,26 @@ def test_omp_spin_times_each_wait_setting_in_its_own_process(tmp_path):
     assert "| busy      | kit" in out and "(by hw3_utils)" in out
 
 
-def test_ablation_mean_error_closed_forms():
-    # a model that predicts zero noise misses the whole image-mean of eps: N(0, 1/784) per 28x28 image, so
-    # an RMS of 1/28 (1,024 images: the estimate's relative spread is about 1/sqrt(2048) = 2%); one that
-    # predicts eps exactly misses nothing
+def test_mean_slope_closed_forms():
+    # eps-hat = x_t follows x_t's mean exactly (slope 1), a zero or constant prediction is blind to it (slope 0)
     sys.path.insert(0, str(BENCH))
     import cpu_ablation
 
-    cfg = Config(in_channels=1, profile="cpu")
-    ddpm = DDPM.from_config(cfg)
-    x0 = torch.rand(1024, 1, 28, 28) * 2 - 1
-    zero = lambda x, t: torch.zeros_like(x)  # noqa: E731
-    assert abs(cpu_ablation.mean_error(zero, ddpm, cfg, x0) - 1 / 28) < 0.1 / 28
+    ddpm, x0 = DDPM(), torch.rand(256, 1, 28, 28) * 2 - 1
+    assert cpu_ablation.mean_slope(lambda x, t: x, ddpm, x0) == pytest.approx(1.0, abs=1e-5)
+    assert cpu_ablation.mean_slope(lambda x, t: torch.full_like(x, 0.3), ddpm, x0) == pytest.approx(0.0, abs=1e-5)
+    assert cpu_ablation.mean_slope(lambda x, t: 0.5 * x, ddpm, x0) == pytest.approx(0.5, abs=1e-5)
 
-    def exact(x, t):  # eq. 4 solved for eps, with the x0 that x_t was made from
-        a, s = ddpm.sqrt_alpha_bars[t].view(-1, 1, 1, 1), ddpm.sqrt_one_minus_alpha_bars[t].view(-1, 1, 1, 1)
-        return (x - a * x0) / s
 
-    assert cpu_ablation.mean_error(exact, ddpm, cfg, x0) < 1e-5
+def test_mean_screen_tracks_each_setting_and_stops_early(tmp_path, data_dir):
+    out = tmp_path / "s.json"
+    text = run_script([BENCH / "mean_screen.py", "--sets", "groups=8,model_channels=8,train_subset=256",
+                       "groups=1,model_channels=8,train_subset=256", "--seeds", "0", "--stop", "3",
+                       "--track", "1", "3", "--json", out], tmp_path)
+    record = json.loads(out.read_text())
+    assert [(r["setting"].split(",")[0], r["step"]) for r in record["rows"]] == [
+        ("groups=8", 1), ("groups=8", 3), ("groups=1", 1), ("groups=1", 3)]
+    assert all(math.isfinite(r["slope"]) and positive(r["mean_err_T"]) for r in record["rows"])
+    # stopped after 3 steps of a schedule that spans the profile's 5 epochs of 256 images (4 full batches each)
+    assert [r["steps"] for r in record["runs"]] == [3, 3] and all(positive(r["train_s"]) for r in record["runs"])
+    assert "| groups=1,model_channels=8,train_subset=256 | 0 | 3 |" in text

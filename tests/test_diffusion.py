@@ -256,3 +256,25 @@ def test_min_snr_weights_turn_eps_loss_into_clamped_x0_loss():
     torch.testing.assert_close(x0_err * snr.clamp(max=5), eps_err * d.min_snr_weights(t, 5.0))
     w = d.min_snr_weights(t, 5.0)
     assert w[0] < 1e-3 and (w[3:] == 1).all()  # nearly clean steps down-weighted, noisy ones untouched
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_mean_error_closed_forms(channels):
+    # a model that predicts zero noise misses the whole image mean of eps, N(0, 1/(C*784)) per image, so an
+    # RMS of 1/sqrt(C*784) (1,024 images: the estimate's relative spread is about 1/sqrt(2048) = 2%); one that
+    # returns x_t misses only sqrt(alpha-bar_T) times x0's mean (x0 uniform: an RMS 0.0064 x 0.021 = 1e-4);
+    # one that predicts eps exactly misses nothing
+    d = DDPM()
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.rand(1024, channels, 28, 28, generator=g) * 2 - 1
+    ignores = 1 / math.sqrt(channels * 784)
+    zero = lambda x, t: torch.zeros_like(x)  # noqa: E731
+    assert abs(d.mean_error(zero, x0, generator=g) - ignores) < 0.1 * ignores
+    assert d.mean_error(lambda x, t: x, x0, generator=g) < 0.01 * ignores
+
+    def exact(x, t):  # eq. 4 solved for eps, with the x0 that x_t was made from
+        return (x - d._at(d.sqrt_alpha_bars, t) * x0) / d._at(d.sqrt_one_minus_alpha_bars, t)
+
+    assert d.mean_error(exact, x0, generator=g) < 1e-5
+    # at t = 0 the identity is far off: eps-hat = x_t carries x0's mean, and eps's is missed
+    assert d.mean_error(lambda x, t: x, x0, t=0, generator=g) > 0.5 * ignores
