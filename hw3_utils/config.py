@@ -207,7 +207,7 @@ PROFILES: dict[str, dict] = {
         # the image mean of x_t near t = T: grey backgrounds, bright blobs, FID-1k 97 to 148 (README,
         # "The cpu profile")
         groups=1,
-        # 5 epochs of batch 64 (4,690 steps, about 7 minutes on a 2-core Intel Xeon, 9 on an AMD EPYC):
+        # 5 epochs of batch 64 (4,690 steps, 5 to 9 minutes on a 2-core AMD EPYC, about 7 on an Intel Xeon):
         # more, smaller steps than the report's batch of 128, a tenth of its images seen; a higher lr
         # with warm-up and a cosine decay to 0 ends on good weights
         batch_size=64,
