@@ -28,6 +28,8 @@ Levers, and where each comes from:
 - Min-SNR-5 loss weighting (Hang et al. 2023, arXiv:2303.09556; `DDPM.min_snr_weights`);
 - sampler steps (respacing, Nichol & Dhariwal 2021 sec. 4) and DDIM eta (Song et al. 2021,
   arXiv:2010.02502, eq. 16): evaluations `ddpm<K>`, `ddim<K>`, `ddim<K>e<eta>`;
+  the sampler's variance, sigma_t^2 = beta-tilde_t (the profile's) or beta_t (Ho et al. 2020, sec. 3.2: both
+  gave similar results at T = 1000; `ddpm<K>b`);
 - x0-hat clipping (Ho et al.'s released code, clip_denoised): on in every evaluation, as in the profile.
 
 Each row also has `mean_err_T` (`DDPM.mean_error`): how far the model is from following the mean of x_t near
@@ -81,7 +83,7 @@ ARMS: dict[str, tuple[dict, dict, str]] = {
     "cosine": ({}, dict(schedule="cosine"), "cosine alpha-bar schedule (train and sample)"),
     "minsnr5": ({}, dict(min_snr=5.0), "Min-SNR-5 loss weights"),
 }
-EVAL = re.compile(r"^(profile|ddpm(\d+)|ddim(\d+)(?:e([0-9.]+))?)(?:@([0-9.]+|raw))?$")
+EVAL = re.compile(r"^(profile|ddpm(\d+)(b?)|ddim(\d+)(?:e([0-9.]+))?)(?:@([0-9.]+|raw))?$")
 
 
 def make_ddpm(cfg, extras: dict) -> DDPM:
@@ -186,9 +188,11 @@ def draw(model, ddpm: DDPM, cfg, spec: str, n: int, batch: int) -> torch.Tensor:
         kind = f"{cfg.sampler}{cfg.sample_steps or cfg.timesteps}"
         m = EVAL.match(kind)
     if kind.startswith("ddpm"):
+        if m.group(3):  # ddpm<K>b: sigma_t^2 = beta_t instead of the posterior's beta-tilde_t
+            ddpm = DDPM(variance="beta", dtype=ddpm.betas.dtype, betas=ddpm.betas)
         return ddpm.sample(model, n, cfg.image_shape, generator=g, progress=False, batch_size=batch,
                            clip_denoised=cfg.clip_denoised, steps=int(m.group(2)))
-    return ddpm.ddim_sample(model, n, steps=int(m.group(3)), eta=float(m.group(4) or 0), shape=cfg.image_shape,
+    return ddpm.ddim_sample(model, n, steps=int(m.group(4)), eta=float(m.group(5) or 0), shape=cfg.image_shape,
                             generator=g, progress=False, batch_size=batch, clip_denoised=cfg.clip_denoised)
 
 
@@ -221,7 +225,7 @@ def evaluate_run(run: Path, args, record: dict, done: set, ref, path: Path) -> N
     for spec in args.evals:
         if (arm, cfg.seed, spec, None) in done:
             continue
-        which = EVAL.match(spec).group(5)
+        which = EVAL.match(spec).group(6)
         if which not in (None, "raw"):
             raise SystemExit(f"{spec}: a run folder holds one EMA ({cfg.ema_decay}); drop the @<decay>")
         raw = which == "raw"
@@ -247,7 +251,7 @@ def main(argv=None) -> int:
     p.add_argument("--emas", nargs="*", type=float, default=[0.999, 0.9995, 0.9999],
                    help="EMA decays kept in every run (the profile's is always among them); @raw needs none")
     p.add_argument("--evals", nargs="*", default=["profile"],
-                   help="per run: 'profile' (the profile's sampler and EMA), ddpm<K>, ddim<K>[e<eta>], "
+                   help="per run: 'profile' (the profile's sampler and EMA), ddpm<K>[b], ddim<K>[e<eta>], "
                         "each optionally @<ema decay> or @raw, e.g. ddpm50 ddim50e0.5@0.9995 ddpm50@raw")
     p.add_argument("--samples", type=int, default=1000, help="images per FID (default 1,000)")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
@@ -264,7 +268,7 @@ def main(argv=None) -> int:
         Path(args.save).mkdir(parents=True, exist_ok=True)
     bad = [e for e in args.evals if not EVAL.match(e)]
     if bad:
-        raise SystemExit(f"unknown evaluation(s) {bad}: use profile, ddpm<K>, ddim<K> or ddim<K>e<eta>, "
+        raise SystemExit(f"unknown evaluation(s) {bad}: use profile, ddpm<K>, ddpm<K>b, ddim<K> or ddim<K>e<eta>, "
                          "then @<decay> or @raw")
     path = Path(args.json)
     record = json.loads(path.read_text()) if path.exists() else {
@@ -302,7 +306,7 @@ def main(argv=None) -> int:
                             "emas": {d: e.state_dict() for d, e in emas.items()}, "losses": losses},
                            Path(args.save, f"{name}.pt"))
             for spec in todo:
-                which = EVAL.match(spec).group(5)
+                which = EVAL.match(spec).group(6)
                 if which == "raw":  # the trained weights themselves, no EMA
                     emas["raw"] = model
                 decay = which if which == "raw" else float(which or cfg.ema_decay)

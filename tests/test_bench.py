@@ -281,6 +281,27 @@ def test_mean_slope_closed_forms():
     assert cpu_ablation.mean_slope(lambda x, t: 0.5 * x, ddpm, x0) == pytest.approx(0.5, abs=1e-5)
 
 
+def test_cpu_ablation_draw_b_suffix_samples_with_sigma_squared_beta():
+    # ddpm<K>b is Algorithm 2 on K respaced steps with sigma_t^2 = beta_t: the same draws as the kit's sampler on
+    # a DDPM built with variance="beta", and not the posterior's (whose last step adds no noise either way)
+    sys.path.insert(0, str(BENCH))
+    import cpu_ablation
+
+    from hw3_utils import get_config
+
+    cfg = get_config("cpu-smoke", verbose=False, timesteps=20, sample_steps=4)
+    net = lambda x, t: 0.1 * x  # noqa: E731 (any eps-predictor will do: the test is about the sampler's variance)
+    ddpm = DDPM.from_config(cfg)
+    got = cpu_ablation.draw(net, ddpm, cfg, "ddpm4b", 6, 3)
+    want = DDPM(cfg.timesteps, cfg.beta_start, cfg.beta_end, "beta").sample(
+        net, 6, cfg.image_shape, generator=torch.Generator().manual_seed(10_000 + cfg.seed), progress=False,
+        batch_size=3, clip_denoised=cfg.clip_denoised, steps=4)
+    assert torch.equal(got, want)
+    posterior = cpu_ablation.draw(net, ddpm, cfg, "ddpm4", 6, 3)
+    assert (got - posterior).abs().max() > 1e-3
+    assert ddpm.variance == "posterior"  # the run's own DDPM is left as it was
+
+
 def test_mean_screen_tracks_each_setting_and_stops_early(tmp_path, data_dir):
     out = tmp_path / "s.json"
     text = run_script([BENCH / "mean_screen.py", "--sets", "groups=8,model_channels=8,train_subset=256",
