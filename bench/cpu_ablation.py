@@ -209,6 +209,15 @@ def evaluate(net, ddpm, cfg, spec, args, ref, name: str = "") -> dict:
     return {"fid": score, "sample_s": t_sample, "score_s": time.perf_counter() - t0, "samples": args.samples}
 
 
+def training_data(cfg, cache: dict) -> torch.Tensor:
+    """The run's training images as one tensor, loaded once per (channels, subset) into `cache`."""
+    key = (cfg.in_channels, cfg.train_subset)
+    if key not in cache:
+        cache[key] = load_tensor(subset(load_mnist(train=True, in_channels=cfg.in_channels), cfg.train_subset),
+                                 num_workers=cfg.num_workers)
+    return cache[key]
+
+
 def probe_images(cfg) -> torch.Tensor:
     """1,024 MNIST training images as the run's config prepares them (for mean_error)."""
     return load_tensor(subset(load_mnist(train=True, in_channels=cfg.in_channels), 1024), num_workers=0)
@@ -289,11 +298,7 @@ def main(argv=None) -> int:
             if not todo:
                 continue
             cfg = get_config("cpu", verbose=False, **{**overrides, **sets, "seed": seed})
-            key = (cfg.in_channels, cfg.train_subset)
-            if key not in datasets:
-                datasets[key] = load_tensor(subset(load_mnist(train=True, in_channels=cfg.in_channels),
-                                                   cfg.train_subset), num_workers=cfg.num_workers)
-            data = datasets[key]
+            data = training_data(cfg, datasets)
             sps = seconds_per_step(cfg, extras, data)
             total = max(1, int(args.budget / sps))
             decays = sorted({*args.emas, cfg.ema_decay})

@@ -23,7 +23,6 @@ import cpu_ablation as A
 import torch
 
 from hw3_utils import get_config
-from hw3_utils.data import load_mnist, load_tensor, subset
 
 
 def main(argv=None) -> int:
@@ -39,16 +38,12 @@ def main(argv=None) -> int:
               "rows": [], "runs": []}
     print("| setting | seed | step | slope | mean_err_T |")
     print("| --- | --- | --- | --- | --- |")
-    datasets: dict[tuple, torch.Tensor] = {}  # loaded once per (channels, subset), as cpu_ablation does
+    datasets: dict[tuple, torch.Tensor] = {}  # A.training_data's cache
     for setting in args.sets:
         overrides = C.parse_sets(setting.split(","))
         for seed in args.seeds:
             cfg = get_config("cpu", verbose=False, **{**overrides, "seed": seed})
-            key = (cfg.in_channels, cfg.train_subset)
-            if key not in datasets:
-                datasets[key] = load_tensor(subset(load_mnist(train=True, in_channels=cfg.in_channels),
-                                                   cfg.train_subset), num_workers=0)
-            data = datasets[key]
+            data = A.training_data(cfg, datasets)
             ddpm, probe = A.make_ddpm(cfg, {}), data[:512]
             total = cfg.epochs * (len(data) // cfg.batch_size)  # the profile's schedule, full batches
 
