@@ -3,10 +3,11 @@
 Every arm starts from the `cpu` profile, changes one lever, and trains from scratch for --budget seconds
 of optimiser steps on this machine: a timed probe of a throwaway copy gives the seconds per step, and
 the run takes budget / that many steps, re-estimated from the run's own recent pace at steps 100, 150 and
-195 (inside the warm-up), so the lr warm-up and cosine decay end where the budget does. Training uses the kit's own
-pieces (`build_model`, `DDPM.loss` through `TrainStep`, `lr_at`, train.py's EMA update, `load_tensor`,
-`epoch_permutation`). Several EMA copies ride along in every run (an EMA costs one lerp per step). Each
-evaluation draws --samples images with the kit's samplers (`DDPM.sample`, Algorithm 2 respaced, or
+195 (inside the warm-up), so the lr warm-up and cosine decay end where the budget does. With --epochs
+instead, each arm trains exactly that many epochs of its own batch size, as a student's run does.
+Training uses the kit's own pieces (`build_model`, `DDPM.loss` through `TrainStep`, `lr_at`, train.py's EMA
+update, `load_tensor`, `epoch_permutation`). Several EMA copies ride along in every run (an EMA costs one
+lerp per step). Each evaluation draws --samples images with the kit's samplers (`DDPM.sample`, Algorithm 2 respaced, or
 `DDPM.ddim_sample`) from a fixed noise seed and scores their FID against the cached MNIST training
 statistics (all 60,000 images), quantised exactly as the kit's PNGs (`fid.tensor_stats`).
 
@@ -41,6 +42,7 @@ over seeds per arm and evaluation.
 
     python bench/cpu_ablation.py --budget 600 --seeds 0 1 --json bench/ablation.json   # the issue's setting
     python bench/cpu_ablation.py --budget 150 --arms base cosine --evals profile ddpm50 --seeds 0
+    python bench/cpu_ablation.py --epochs 5 --arms base b16 --seeds 0 --evals ddpm50   # at a student's run length
 """
 
 from __future__ import annotations
@@ -75,11 +77,14 @@ ARMS: dict[str, tuple[dict, dict, str]] = {
     "m122": (dict(channel_mult=(1, 2, 2), bottleneck_mult=4), {}, "narrower 7x7 level and bottleneck"),
     "w24-m112": (dict(model_channels=24, channel_mult=(1, 1, 2), bottleneck_mult=4), {},
                  "wider 28x28 level, flat below it"),
+    "b16": (dict(batch_size=16, lr=7e-4), {}, "batch 16, lr 7e-4 (1e-3 / sqrt 2)"),
     "b32": (dict(batch_size=32, lr=1e-3), {}, "batch 32, lr 1e-3"),
+    "b64": (dict(batch_size=64, lr=2e-3), {}, "batch 64, lr 2e-3 (the profile before batch 32)"),
     "b128": (dict(batch_size=128), {}, "batch 128"),
     "lr1e-3": (dict(lr=1e-3), {}, "half the learning rate"),
     "lr4e-3": (dict(lr=4e-3), {}, "twice the learning rate"),
     "warm0": (dict(lr_warmup_steps=0), {}, "no warm-up"),
+    "beta2-0.99": (dict(adam_betas=(0.9, 0.99)), {}, "Adam beta2 0.99 (second moments over ~100 steps)"),
     "cosine": ({}, dict(schedule="cosine"), "cosine alpha-bar schedule (train and sample)"),
     "minsnr5": ({}, dict(min_snr=5.0), "Min-SNR-5 loss weights"),
 }
@@ -232,7 +237,7 @@ def evaluate_run(run: Path, args, record: dict, done: set, ref, path: Path) -> N
     nets = {None: ema}
     ddpm, probe = DDPM.from_config(cfg), probe_images(cfg)
     for spec in args.evals:
-        if (arm, cfg.seed, spec, None) in done:
+        if (arm, cfg.seed, spec, None, None) in done:
             continue
         which = EVAL.match(spec).group(6)
         if which not in (None, "raw"):
@@ -255,6 +260,9 @@ def evaluate_run(run: Path, args, record: dict, done: set, ref, path: Path) -> N
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--budget", type=float, default=600.0, help="training seconds per run (default 600)")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="instead of --budget: exactly this many epochs of each arm's own batch size, as a student's "
+                        "run trains (the profile's is 5); rows then have budget_s null and fixed_epochs set")
     p.add_argument("--arms", nargs="*", default=list(ARMS), choices=list(ARMS))
     p.add_argument("--seeds", nargs="*", type=int, default=[0, 1])
     p.add_argument("--emas", nargs="*", type=float, default=[0.999, 0.9995, 0.9999],
@@ -271,7 +279,8 @@ def main(argv=None) -> int:
                    help="no training: evaluate --evals on the EMA weights of a trained run folder (arm 'run:<name>')")
     p.add_argument("--json", default="ablation.json", metavar="PATH")
     p.add_argument("--save", default=None, metavar="DIR",
-                   help="keep each run's weights (<arm>_s<seed>_<budget>s.pt) and a 64-sample grid per evaluation")
+                   help="keep each run's weights (<arm>_s<seed>_<budget>s.pt or _<epochs>ep.pt) and a 64-sample "
+                        "grid per evaluation")
     args = p.parse_args(argv)
     if args.save:
         Path(args.save).mkdir(parents=True, exist_ok=True)
@@ -282,7 +291,8 @@ def main(argv=None) -> int:
     path = Path(args.json)
     record = json.loads(path.read_text()) if path.exists() else {
         "bench": "cpu_ablation", **C.environment(torch.device("cpu")), "threads": torch.get_num_threads(), "rows": []}
-    done = {(r["arm"], r["seed"], r["eval"], r.get("budget_s")) for r in record["rows"]}
+    done = {(r["arm"], r["seed"], r["eval"], r.get("budget_s"), r.get("fixed_epochs")) for r in record["rows"]}
+    budget = None if args.epochs else args.budget
     sets = C.parse_sets(args.set)
     ref_cfg = get_config("full", verbose=False, fid_ref_count=args.ref_count)
     ref = fid.load_stats(fid.reference_stats(ref_cfg, progress=False)[1])
@@ -294,18 +304,20 @@ def main(argv=None) -> int:
     for arm in args.arms:
         overrides, extras, _ = ARMS[arm]
         for seed in args.seeds:
-            todo = [e for e in args.evals if (arm, seed, e, args.budget) not in done]
+            todo = [e for e in args.evals if (arm, seed, e, budget, args.epochs) not in done]
             if not todo:
                 continue
             cfg = get_config("cpu", verbose=False, **{**overrides, **sets, "seed": seed})
             data = training_data(cfg, datasets)
-            sps = seconds_per_step(cfg, extras, data)
-            total = max(1, int(args.budget / sps))
+            if args.epochs:
+                total = args.epochs * (len(data) // cfg.batch_size)
+            else:
+                total = max(1, int(budget / seconds_per_step(cfg, extras, data)))
             decays = sorted({*args.emas, cfg.ema_decay})
-            model, emas, losses, secs = train_for(cfg, extras, data, args.budget, total, decays)
+            model, emas, losses, secs = train_for(cfg, extras, data, budget, total, decays)
             total = len(losses)
             ddpm = make_ddpm(cfg, extras)
-            name = f"{arm}_s{seed}_{args.budget:g}s"
+            name = f"{arm}_s{seed}_" + (f"{args.epochs}ep" if args.epochs else f"{budget:g}s")
             if args.save:  # the weights, to look again without training again
                 torch.save({"config": cfg.to_dict(), "extras": extras, "model": model.state_dict(),
                             "emas": {d: e.state_dict() for d, e in emas.items()}, "losses": losses},
@@ -317,7 +329,8 @@ def main(argv=None) -> int:
                 decay = which if which == "raw" else float(which or cfg.ema_decay)
                 if decay not in emas:
                     raise SystemExit(f"{spec}: EMA {decay} was not kept; add it to --emas")
-                row = {"arm": arm, "seed": seed, "eval": spec, "ema": decay, "budget_s": args.budget,
+                row = {"arm": arm, "seed": seed, "eval": spec, "ema": decay, "budget_s": budget,
+                       "fixed_epochs": args.epochs,
                        "mean_err_T": mean_error(emas[decay].eval(), ddpm, data[:1024]),
                        "train_s": secs, "steps": total, "epochs": total * cfg.batch_size / len(data),
                        "ms_per_step": 1e3 * secs / total, "params": count_parameters(model),
@@ -337,21 +350,22 @@ def main(argv=None) -> int:
 def print_table(record: dict) -> None:
     groups: dict[tuple, list] = {}
     for r in record["rows"]:
-        groups.setdefault((r.get("budget_s"), r["arm"], r["eval"]), []).append(r)
+        groups.setdefault((r.get("budget_s"), r.get("fixed_epochs"), r["arm"], r["eval"]), []).append(r)
     rows = []
-    for (budget, arm, spec), rs in groups.items():
+    for (budget, fixed, arm, spec), rs in groups.items():
         fids = [r["fid"] for r in rs]
         mean = lambda key, rs=rs: statistics.fmean(r[key] for r in rs)  # noqa: E731
         ms = f"{mean('ms_per_step'):.0f}" if math.isfinite(mean("ms_per_step")) else "-"
         fid_mean = f"{statistics.fmean(fids):.2f}"
         errs = " / ".join(f"{r['mean_err_T']:.3f}" for r in rs if "mean_err_T" in r) or "-"
-        rows.append(["-" if budget is None else f"{budget:g} s", arm, spec, " / ".join(f"{f:.2f}" for f in fids),
+        plan = f"{budget:g} s" if budget is not None else f"{fixed} epochs" if fixed else "-"
+        rows.append([plan, arm, spec, " / ".join(f"{f:.2f}" for f in fids),
                      fid_mean, errs, C.fmt_s(mean("train_s")), f"{mean('steps'):.0f}", f"{mean('epochs'):.1f}", ms,
                      f"{rs[0]['params'] / 1e6:.2f}M",
                      f"{mean('sample_s'):.0f} s", ARMS.get(arm, ({}, {}, "a trained run folder"))[2]])
     rows.sort(key=lambda r: (r[0], float(r[4])))  # by budget, then mean FID
     print(f"\nFID-{record['rows'][0]['samples'] if record['rows'] else '?'} vs MNIST train (60,000) at equal training "
-          f"time, {record['device']}, {record['threads']} threads")
+          f"time or epochs, {record['device']}, {record['threads']} threads")
     print("mean error at T: RMS of the image-mean of eps-hat - eps at t = T-1 (mean_error; 0.036 = ignores it)")
     print(C.table(rows, ["budget", "arm", "evaluation", "FID per seed", "mean", "mean error at T", "trained", "steps",
                          "epochs", "ms/step", "params", "sampling", "lever"]))

@@ -110,7 +110,7 @@ def main(argv=None) -> int:
         feats[variant] = f
         ref = feats.get("eager", f)
         rel = float(np.abs(f - ref).max() / np.abs(ref).max())
-        score = fid.frechet_distance(*fid._stats(f), mu_ref, sigma_ref)
+        score = fid.frechet_distance(*fid.activation_stats(f), mu_ref, sigma_ref)
         row = {"variant": variant, "images_per_s": args.images / best, "seconds": best, "setup_s": setup,
                "max_rel_feature_diff": rel, "fid_vs_train": score}
         record["rows"].append(row)

@@ -229,7 +229,8 @@ def _workers() -> int:
     return min(8, os.cpu_count() or 1) if forking_is_safe() else 0
 
 
-def _stats(act: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def activation_stats(act: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(mu, sigma) of features (N, D): mu (D,), sigma (D, D), as pytorch-fid's statistics (unbiased covariance)."""
     return np.mean(act, axis=0), np.cov(act, rowvar=False)
 
 
@@ -260,7 +261,7 @@ def folder_stats(folder, device=None, batch_size: int = 50, expected: int | None
     """(mu, sigma) of pytorch-fid's pool3 features over a folder of PNGs: mu (2048,), sigma (2048, 2048) float64."""
     files = check_folder(folder, expected)
     model = inception(device)
-    return _stats(folder_activations(files, model, min(batch_size, len(files)), progress=progress))
+    return activation_stats(folder_activations(files, model, min(batch_size, len(files)), progress=progress))
 
 
 @torch.no_grad()
@@ -274,7 +275,7 @@ def tensor_stats(images: torch.Tensor, device=None, batch_size: int = 50):
     for s in range(0, images.shape[0], batch_size):
         x = to_uint8(images[s:s + batch_size]).permute(0, 3, 1, 2).float().div(255)  # as ToTensor
         acts.append(_pool3(model, x.to(dev)).cpu().double().numpy())
-    return _stats(np.concatenate(acts))
+    return activation_stats(np.concatenate(acts))
 
 
 def load_stats(path) -> tuple[np.ndarray, np.ndarray]:

@@ -314,3 +314,47 @@ def test_mean_screen_tracks_each_setting_and_stops_early(tmp_path, data_dir):
     # stopped after 3 steps of a schedule that spans the profile's 5 epochs of 256 images (4 full batches each)
     assert [r["steps"] for r in record["runs"]] == [3, 3] and all(positive(r["train_s"]) for r in record["runs"])
     assert "| groups=1,model_channels=8,train_subset=256 | 0 | 3 |" in text
+
+
+@pytest.mark.slow
+def test_fid_sample_count_first_block_is_notebook_05s_fid_and_resumes(tmp_path, data_dir):
+    from hw3_utils import generate_samples, get_config, load_model, make_sampler, train_model
+    from hw3_utils.pipeline import fid_table, samples_folder
+
+    run = tmp_path / "run"
+    cfg = get_config("cpu-smoke", verbose=False, model_channels=8, train_subset=32, epochs=1, batch_size=16,
+                     num_samples=8, sample_batch_size=4, fid_ref_count=8, fid_batch_size=8, sample_steps=4)
+    train_model(cfg, run, device="cpu", progress=False)
+    # notebook 05's samples and FID table (pipeline.run_all's calls)
+    generate_samples(make_sampler(load_model(run, "ema", "cpu"), cfg, progress=False), samples_folder(run),
+                     cfg.num_samples, cfg.sample_batch_size, seed=cfg.seed, device="cpu", progress=False)
+    table = fid_table(run, cfg, "cpu")
+    args = [BENCH / "fid_sample_count.py", "--run", run, "--samples", "16", "--device", "cpu", "--no-progress",
+            "--json", tmp_path / "c.json"]
+    out = run_script(args, tmp_path)
+    rec = json.loads((tmp_path / "c.json").read_text())
+    assert rec["block"] == 8 and len(rec["model_fid_blocks"]) == 2 and not rec["cached"]
+    # the first block is the notebook's 8 samples (same seeds and batches), so the same FID; the real row is its floor
+    assert rec["model_fid_blocks"][0] == pytest.approx(table["fid_vs_mnist_train"], rel=1e-6)
+    assert rec["real_fid_block"] == pytest.approx(table["fid_floor_test_vs_train"], rel=1e-6)
+    assert all(positive(x) for x in (*rec["model_fid_blocks"], rec["model_fid_all"], rec["real_fid_all_test"]))
+    assert "estimate" in out and "| this run (cpu-smoke)" in out
+    run_script(args, tmp_path)  # the features are kept: no sampling or Inception again, the same numbers
+    again = json.loads((tmp_path / "c.json").read_text())
+    assert again["cached"] and again["model_fid_all"] == rec["model_fid_all"]
+
+
+@pytest.mark.slow
+def test_cpu_ablation_epochs_trains_exactly_the_arms_epochs(tmp_path, data_dir):
+    out = tmp_path / "e.json"
+    own_batch = [s for s in ABLATION_SET if not s.startswith("batch_size=")]  # each arm keeps its own batch size
+    args = [BENCH / "cpu_ablation.py", "--epochs", "2", "--samples", "8", "--ref-count", "8", "--json", out,
+            "--arms", "base", "b16", "--seeds", "0", "--evals", "ddpm5", "--set", *own_batch]
+    text = run_script(args, tmp_path)
+    rows = json.loads(out.read_text())["rows"]
+    # 64 images: 2 epochs of 2 batches of 32 (the profile's batch), of 4 batches of 16 (b16's)
+    assert [(r["arm"], r["steps"], r["budget_s"], r["fixed_epochs"]) for r in rows] == [("base", 4, None, 2),
+                                                                                      ("b16", 8, None, 2)]
+    assert all(r["epochs"] == 2 and positive(r["fid"]) for r in rows) and "| 2 epochs" in text
+    run_script(args, tmp_path)  # resumes: nothing trained again
+    assert len(json.loads(out.read_text())["rows"]) == 2

@@ -119,7 +119,7 @@ def test_frechet_distance_equals_pytorch_fid_on_full_rank_image_statistics(data_
     x = load_tensor(subset(load_mnist(data_dir), 400))
     noisy = (x[200:] + 0.3 * torch.randn(200, 3, 28, 28, generator=torch.Generator().manual_seed(1))).clamp(-1, 1)
     a, b = _block_features(x[:200], 64), _block_features(noisy, 64)
-    (m1, s1), (m2, s2) = fidlib._stats(a), fidlib._stats(b)
+    (m1, s1), (m2, s2) = fidlib.activation_stats(a), fidlib.activation_stats(b)
     assert np.linalg.matrix_rank(s1) == 64 and np.linalg.matrix_rank(s2) == 64  # full rank
     ours, theirs = fidlib.frechet_distance(m1, s1, m2, s2), calculate_frechet_distance(m1, s1, m2, s2)
     assert ours > 0.1
