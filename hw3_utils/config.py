@@ -207,7 +207,7 @@ PROFILES: dict[str, dict] = {
         # the image mean of x_t near t = T: grey backgrounds, bright blobs, FID-1k 97 to 148 (README,
         # "The cpu profile")
         groups=1,
-        # 5 epochs of batch 32 (9,375 steps, 7 to 9 minutes on a 2-core AMD EPYC): at equal images seen,
+        # 5 epochs of batch 32 (9,375 steps, 6 to 9 minutes on a 2-core AMD EPYC): at equal images seen,
         # smaller batches learn more (FID-1k 19.0 and 20.2 for seeds 0 and 1 against 21.5 and 23.5 with
         # batch 64, and a step of 32 costs 0.87x the time per image of one of 64; bench/README.md); a tenth
         # of the report's images seen; a higher lr with warm-up and a cosine decay to 0 ends on good weights
