@@ -85,6 +85,7 @@ ARMS: dict[str, tuple[dict, dict, str]] = {
     "lr4e-3": (dict(lr=4e-3), {}, "twice the learning rate"),
     "warm0": (dict(lr_warmup_steps=0), {}, "no warm-up"),
     "beta2-0.99": (dict(adam_betas=(0.9, 0.99)), {}, "Adam beta2 0.99 (second moments over ~100 steps)"),
+    "beta2-0.95": (dict(adam_betas=(0.9, 0.95)), {}, "Adam beta2 0.95 (second moments over ~20 steps)"),
     "cosine": ({}, dict(schedule="cosine"), "cosine alpha-bar schedule (train and sample)"),
     "minsnr5": ({}, dict(min_snr=5.0), "Min-SNR-5 loss weights"),
 }
