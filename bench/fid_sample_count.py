@@ -69,10 +69,11 @@ def main(argv=None) -> dict:
     if not 2 <= block <= args.samples or block > fidlib.MNIST_SIZES["test"]:
         raise SystemExit(f"--block {block} must be in [2, --samples] and at most 10,000 (MNIST test)")
     device = C.device_from_args(args)
+    weights = samples_folder(run).name  # samples_<newest checkpoint>, notebook 05's folder name
     # named after the weights that drew them (as notebook 05's folder is), so more training never reuses them
-    folder = Path(args.out) if args.out else run / "eval" / f"{samples_folder(run).name}_count_{args.samples}"
+    folder = Path(args.out) if args.out else run / "eval" / f"{weights}_count_{args.samples}"
     folder.mkdir(parents=True, exist_ok=True)
-    print(f"fid_sample_count on {C.device_name(device)}: {args.samples} samples of {samples_folder(run).name} "
+    print(f"fid_sample_count on {C.device_name(device)}: {args.samples} samples of {weights} "
           f"({cfg.profile} profile), blocks of {block}")
 
     act, times = features(run, cfg, args.samples, folder, device, progress)
@@ -94,7 +95,7 @@ def main(argv=None) -> dict:
     low, high = sorted((report + gap_real, report + gap_model))
     rec = {
         "bench": "fid_sample_count", "environment": C.environment(device), "run": str(run), "profile": cfg.profile,
-        "checkpoint": samples_folder(run).name.removeprefix("samples_"), "samples": args.samples, "block": block,
+        "checkpoint": weights.removeprefix("samples_"), "samples": args.samples, "block": block,
         **times, "model_fid_all": model_all, "model_fid_blocks": blocks,
         "real_fid_block": real[block], "real_fid_all_test": real[n_test], "test_images": n_test,
         "report_fid_10k": report, "report_at_block_if_real_gap": report + gap_real,
