@@ -11,7 +11,7 @@ Variants (--variants; default: all of DEFAULT, in this order, most informative f
   ema_bf16 (opt-in) EMA weights, DDPM, posterior, bf16 autocast (CUDA graph path only)
 
 Training resumes from the run folder's checkpoints (an already trained run is just loaded) and every
-sample folder resumes too (hw3_utils.generate_samples), so a killed run continues where it stopped.
+sample folder resumes too (hw3_utils.draw_samples), so a killed run continues where it stopped.
 The default sampler's folder is <run>/samples_<newest checkpoint>, the one notebook 05 fills
 (same seeds and batches), so the notebook reuses it; the others go to <run>/eval/samples_<variant>.
 After every row eval.json and eval.md are rewritten, so a run stopped by a time limit keeps its rows.
@@ -37,8 +37,8 @@ import torch
 from hw3_utils import (
     REPORT_FID,
     compute_fid,
+    draw_samples,
     folder_stats,
-    generate_samples,
     load_model,
     load_pngs,
     make_sampler,
@@ -219,8 +219,7 @@ def main(argv=None) -> dict:
                                    steps=v["steps"], eta=0.0, variance=v["variance"],
                                    clip_denoised=v.get("clip", False), progress=False)
             t0 = time.perf_counter()
-            generate_samples(sampler, folder, cfg.num_samples, cfg.sample_batch_size, seed=cfg.seed,
-                             device=device, progress=progress)
+            draw_samples(sampler, cfg, folder, device=device, progress=progress)
             row["sample_s"] = time.perf_counter() - t0
             if missing:
                 rate = row["sample_s"] / (missing * v["steps"])

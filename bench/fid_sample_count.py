@@ -27,7 +27,7 @@ from pathlib import Path
 import _common as C
 import numpy as np
 
-from hw3_utils import REPORT_FID, Config, generate_samples, load_model, make_sampler
+from hw3_utils import REPORT_FID, Config, draw_samples, load_model, make_sampler
 from hw3_utils import fid as fidlib
 from hw3_utils.pipeline import samples_folder
 
@@ -39,8 +39,7 @@ def features(run: Path, cfg: Config, n: int, folder: Path, device, progress: boo
         return np.load(cache), {"sample_s": 0.0, "inception_s": 0.0, "cached": True}
     model = load_model(run, "ema", device)
     t0 = time.perf_counter()
-    generate_samples(make_sampler(model, cfg, progress=False), folder, n, cfg.sample_batch_size, seed=cfg.seed,
-                     device=device, progress=progress)
+    draw_samples(make_sampler(model, cfg, progress=False), cfg, folder, n, device=device, progress=progress)
     t1 = time.perf_counter()
     files = fidlib.check_folder(folder, n)[:n]
     act = fidlib.folder_activations(files, fidlib.inception(device), cfg.fid_batch_size, progress=progress)

@@ -27,7 +27,7 @@ from .fid import (
     save_stats,
     tensor_stats,
 )
-from .pipeline import REPORT_FID, make_sampler, run_all
+from .pipeline import REPORT_FID, draw_samples, make_sampler, run_all
 from .train import (
     CheckpointError,
     NonFiniteLossError,
@@ -89,6 +89,7 @@ __all__ = [
     "tensor_stats",
     "REPORT_FID",
     "make_sampler",
+    "draw_samples",
     "run_all",
     "CheckpointError",
     "NonFiniteLossError",

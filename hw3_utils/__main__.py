@@ -17,7 +17,7 @@ import sys
 from . import fid as fidlib
 from .config import ConfigError, get_config, parse_overrides, run_dir
 from .data import DataNotFoundError
-from .pipeline import fid_table, make_sampler, print_fid_table, run_all, samples_folder, save_previews
+from .pipeline import draw_samples, fid_table, make_sampler, print_fid_table, run_all, samples_folder, save_previews
 from .runfolder import FIGURES, write_fid_json
 from .train import CheckpointError, NonFiniteLossError, load_model, pick_device, train_model
 
@@ -57,8 +57,8 @@ def run(args) -> int:
         print(f"trained to epoch {len(result.history)}, final mean loss {result.history[-1]:.4f}")
     elif args.command == "sample":
         model = load_model(out, "ema", device)
-        folder = fidlib.generate_samples(make_sampler(model, cfg, progress=False), samples_folder(out),
-                                         cfg.num_samples, cfg.sample_batch_size, cfg.seed, device, progress)
+        folder = draw_samples(make_sampler(model, cfg, progress=False), cfg, samples_folder(out), device=device,
+                              progress=progress)
         print(f"{cfg.num_samples} samples in {folder}")
     elif args.command == "fid":
         table = fid_table(out, cfg, device)

@@ -27,8 +27,8 @@ from .runfolder import (
 )
 from .train import CheckpointError, load_model, newest_checkpoint_info, pick_device, train_model
 
-__all__ = ["make_sampler", "preview_samples", "save_previews", "samples_folder", "score_run", "fid_table",
-           "print_fid_table", "run_all",
+__all__ = ["make_sampler", "draw_samples", "preview_samples", "save_previews", "samples_folder", "score_run",
+           "fid_table", "print_fid_table", "run_all",
            "environment", "sampler_name"]  # the last two live in runfolder
 from .viz import plot_loss, process_grid, save_figure, show_images
 
@@ -66,6 +66,19 @@ def make_sampler(model, cfg: Config, method: str | None = None, steps: int | Non
                                 progress=progress, device=device, clip_denoised=clip)
 
     return sampler
+
+
+def draw_samples(sampler, cfg: Config, folder, n: int | None = None, device=None, progress: bool = True) -> Path:
+    """A run's samples as notebook 05 draws them: n PNGs (default cfg.num_samples) of `sampler` in `folder`.
+
+    Batches of cfg.sample_batch_size, batch b drawn from a generator seeded by (cfg.seed, b)
+    (`fid.generate_samples`, which also resumes a killed draw). So the first k images of a larger draw are the
+    same images as a draw of k (k a multiple of the batch size): `bench/fid_sample_count.py` relies on that.
+    sampler: `make_sampler(model, cfg)`, or any (n, generator) -> (n, C, H, W) in [-1, 1]; device: the
+    generators' (the model's).
+    """
+    return fidlib.generate_samples(sampler, folder, cfg.num_samples if n is None else n, cfg.sample_batch_size,
+                                   seed=cfg.seed, device=device, progress=progress)
 
 
 PREVIEW_SAMPLES, PREVIEW_STEPS = 16, 30  # a few seconds on a laptop CPU at the cpu profile's width
@@ -181,9 +194,8 @@ def run_all(cfg: Config, out, device=None, data_root=None, progress: bool = True
     save_figure(process_grid(frames, labels), figure_path(out, "process_grid"))
 
     t1 = time.perf_counter()
-    folder = fidlib.generate_samples(make_sampler(model, cfg, progress=False), samples_folder(out),
-                                     cfg.num_samples, cfg.sample_batch_size, seed=cfg.seed,
-                                     device=device, progress=progress)
+    folder = draw_samples(make_sampler(model, cfg, progress=False), cfg, samples_folder(out), device=device,
+                          progress=progress)
     t_sample = time.perf_counter() - t1
     grid = show_images(fidlib.load_pngs(folder, 64), nrow=8, title="Generated digits (EMA weights)")
     save_figure(grid, figure_path(out, "samples_grid"))

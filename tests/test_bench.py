@@ -318,7 +318,7 @@ def test_mean_screen_tracks_each_setting_and_stops_early(tmp_path, data_dir):
 
 @pytest.mark.slow
 def test_fid_sample_count_first_block_is_notebook_05s_fid_and_resumes(tmp_path, data_dir):
-    from hw3_utils import generate_samples, get_config, load_model, make_sampler, train_model
+    from hw3_utils import draw_samples, get_config, load_model, make_sampler, train_model
     from hw3_utils.pipeline import fid_table, samples_folder
 
     run = tmp_path / "run"
@@ -326,8 +326,8 @@ def test_fid_sample_count_first_block_is_notebook_05s_fid_and_resumes(tmp_path, 
                      num_samples=8, sample_batch_size=4, fid_ref_count=8, fid_batch_size=8, sample_steps=4)
     train_model(cfg, run, device="cpu", progress=False)
     # notebook 05's samples and FID table (pipeline.run_all's calls)
-    generate_samples(make_sampler(load_model(run, "ema", "cpu"), cfg, progress=False), samples_folder(run),
-                     cfg.num_samples, cfg.sample_batch_size, seed=cfg.seed, device="cpu", progress=False)
+    draw_samples(make_sampler(load_model(run, "ema", "cpu"), cfg, progress=False), cfg, samples_folder(run),
+                 device="cpu", progress=False)
     table = fid_table(run, cfg, "cpu")
     args = [BENCH / "fid_sample_count.py", "--run", run, "--samples", "16", "--device", "cpu", "--no-progress",
             "--json", tmp_path / "c.json"]

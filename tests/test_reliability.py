@@ -168,6 +168,27 @@ def test_sample_pngs_resume_without_redoing_finished_files(tmp_path):
     assert len(check_folder(tmp_path / "resumed", expected=10)) == 10
 
 
+def test_draw_samples_takes_count_batches_and_seeds_from_the_config(tmp_path):
+    from hw3_utils import draw_samples, get_config
+
+    cfg = get_config("cpu-smoke", verbose=False, num_samples=6, sample_batch_size=3, seed=2)
+    calls = []
+    draw_samples(fake_sampler(calls), cfg, tmp_path / "run", progress=False)
+    assert calls == [3, 3]
+    same = tmp_path / "direct"
+    generate_samples(fake_sampler([]), same, 6, 3, seed=2, progress=False)
+    # a draw of 12 (fid_sample_count's) begins with the 6 a run draws (notebook 05's): same batches, same seeds
+    draw_samples(fake_sampler([]), cfg, tmp_path / "more", 12, progress=False)
+    files = [sorted(f.iterdir()) for f in (tmp_path / "run", same, tmp_path / "more")]
+    assert [len(f) for f in files] == [6, 6, 12]
+    for a, b, c in zip(*files):
+        assert a.read_bytes() == b.read_bytes() == c.read_bytes()
+    other = tmp_path / "seed3"
+    draw_samples(fake_sampler([]), get_config("cpu-smoke", verbose=False, num_samples=6, sample_batch_size=3, seed=3),
+                 other, progress=False)
+    assert (other / "00000.png").read_bytes() != files[0][0].read_bytes()
+
+
 def test_fid_refuses_a_corrupt_png(tmp_path):
     generate_samples(fake_sampler([]), tmp_path / "s", 4, 4, progress=False)
     (tmp_path / "s" / "00002.png").write_bytes((tmp_path / "s" / "00002.png").read_bytes()[:40])
