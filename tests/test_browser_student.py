@@ -78,7 +78,14 @@ def test_student_fixes_task_3_in_the_editor_and_the_check_passes(tmp_path):
         # then select the stub in the editor, type the answer, save
         lines = editor.locator(".jp-FileEditor .cm-line")
         todo = editor.locator(".jp-FileEditor .cm-line", has_text="# TODO Task 3 ")
-        todo.first.wait_for(timeout=60_000)
+        lines.first.wait_for(timeout=60_000)
+        # CodeMirror draws only the lines near its viewport: page down, as a student scrolls, until the stub's is drawn
+        lines.first.click()
+        for _ in range(len(before)):
+            if todo.count():
+                break
+            editor.keyboard.press("PageDown")
+            editor.wait_for_timeout(150)  # CodeMirror redraws on the next frame
         todo.first.scroll_into_view_if_needed()
         todo.first.click()
         editor.keyboard.press("End")
