@@ -82,8 +82,9 @@ ARMS: dict[str, tuple[dict, dict, str]] = {
     "b32": (dict(batch_size=32, lr=1e-3), {}, "batch 32, lr 1e-3"),
     "b64": (dict(batch_size=64, lr=2e-3), {}, "batch 64, lr 2e-3 (the profile before batch 32)"),
     "b128": (dict(batch_size=128), {}, "batch 128"),
-    "lr1e-3": (dict(lr=1e-3), {}, "half the learning rate"),
-    "lr4e-3": (dict(lr=4e-3), {}, "twice the learning rate"),
+    # lr1e-3 and lr4e-3 halved and doubled the batch-64 profile's 2e-3; 1e-3 is the profile's own since batch 32
+    "lr1e-3": (dict(lr=1e-3), {}, "lr 1e-3 (half the batch-64 profile's 2e-3)"),
+    "lr4e-3": (dict(lr=4e-3), {}, "lr 4e-3 (twice the batch-64 profile's 2e-3)"),
     "lr2e-3": (dict(lr=2e-3), {}, "lr 2e-3 at batch 32 (twice the profile's)"),
     "lr5e-4": (dict(lr=5e-4), {}, "lr 5e-4 at batch 32 (half the profile's)"),
     "warm0": (dict(lr_warmup_steps=0), {}, "no warm-up"),
