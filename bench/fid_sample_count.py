@@ -41,7 +41,7 @@ def features(run: Path, cfg: Config, n: int, folder: Path, device, progress: boo
     t0 = time.perf_counter()
     draw_samples(make_sampler(model, cfg, progress=False), cfg, folder, n, device=device, progress=progress)
     t1 = time.perf_counter()
-    files = fidlib.check_folder(folder, n)[:n]
+    files = fidlib.check_folder(folder, n)  # exactly n PNGs, or an error saying what is wrong
     act = fidlib.folder_activations(files, fidlib.inception(device), cfg.fid_batch_size, progress=progress)
     t2 = time.perf_counter()
     np.save(cache, act)
