@@ -63,7 +63,7 @@ from hw3_utils import fid, get_config
 from hw3_utils.cuda_graphs import TrainStep
 from hw3_utils.data import epoch_permutation, load_mnist, load_tensor, subset
 from hw3_utils.diffusion import DDPM, cosine_betas
-from hw3_utils.train import _ema_update, build_model, load_model, lr_at
+from hw3_utils.train import _ema_update, build_model, load_model, lr_at, make_optimizer
 from hw3_utils.unet import count_parameters
 from hw3_utils.viz import png_bytes
 
@@ -106,7 +106,7 @@ def make_ddpm(cfg, extras: dict) -> DDPM:
 def seconds_per_step(cfg, extras: dict, data: torch.Tensor, steps: int = 20, warmup: int = 5) -> float:
     """Wall seconds of one optimiser step of this arm, timed on a throwaway model."""
     model = build_model(cfg, "cpu")
-    step = TrainStep(model, make_ddpm(cfg, extras), torch.optim.Adam(model.parameters(), lr=cfg.lr))
+    step = TrainStep(model, make_ddpm(cfg, extras), make_optimizer(model, cfg))
     g = torch.Generator().manual_seed(12345)
     x0 = data[:cfg.batch_size]
     t0 = 0.0
@@ -134,7 +134,7 @@ def train_for(cfg, extras: dict, data: torch.Tensor, budget: float | None, total
     model = build_model(cfg, "cpu")
     emas = {d: copy.deepcopy(model).requires_grad_(False) for d in decays}
     ddpm = make_ddpm(cfg, extras)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=cfg.adam_betas)
+    opt = make_optimizer(model, cfg)
     step_fn = TrainStep(model, ddpm, opt)
     gen = torch.Generator().manual_seed(cfg.seed)
     B, n = cfg.batch_size, len(data)

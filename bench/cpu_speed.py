@@ -11,16 +11,23 @@ cfg.batch_size images, after --warmup steps, timed over --steps steps (median of
   bf16 autocast   channels_last under CPU bf16 autocast (slow without AVX512-BF16 / AMX)
   torch.compile   channels_last, the model compiled (inductor); its compile time is printed apart
 
-and the sampling side: one model call on cfg.sample_batch_size images, NCHW vs channels_last.
+then the kit's own step (`TrainStep`, the EMA update; tensor data), four ways in alternating chunks within one
+process, so that the machine's changing pace falls on all alike: NCHW with torch's Adam as a CPU runs it by
+default (one parameter at a time: `foreach` is a CUDA default only), with `foreach=True`, with `fused=True`
+(`train.make_optimizer`), and channels_last with fused Adam, the cpu profile (`--no-kit-step` skips them,
+`--only-kit-step` runs them alone); and the sampling side: one model call on cfg.sample_batch_size images,
+NCHW and channels_last alternating.
 A benchmark: prints a table (and --json), asserts nothing.
 
   python bench/cpu_speed.py                      # the cpu profile on this machine
   python bench/cpu_speed.py --steps 3 --warmup 1 --repeats 1 --no-compile   # a quick look
+  python bench/cpu_speed.py --only-kit-step --steps 20 --repeats 10 --warmup 5   # the kit's step, 4 ways
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import statistics
 import time
@@ -29,7 +36,9 @@ import _common as C
 import torch
 
 from hw3_utils import DDPM, build_model, load_mnist, load_tensor, make_loader, subset
+from hw3_utils.cuda_graphs import TrainStep
 from hw3_utils.data import epoch_permutation
+from hw3_utils.train import _ema_update, make_optimizer
 
 
 def _model(cfg, channels_last: bool):
@@ -41,7 +50,7 @@ def time_steps(cfg, batches, channels_last=True, bf16=False, compile_model=False
     """(median ms per step, compile seconds) of `steps` optimiser steps drawn from the iterator `batches`."""
     model = _model(cfg, channels_last)
     ddpm = DDPM.from_config(cfg)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    opt = make_optimizer(model, cfg)  # the kit's (fused); the Adam rows below compare it with the others
     net = model
     compile_s = 0.0
     if compile_model:
@@ -71,6 +80,60 @@ def time_steps(cfg, batches, channels_last=True, bf16=False, compile_model=False
     return statistics.median(chunks), compile_s
 
 
+# the kit's own step, several ways: name -> (channels_last, Adam keyword arguments); the last is the cpu profile's
+KIT_STEPS = {
+    "NCHW, Adam default (per parameter)": (False, {}),
+    "NCHW, Adam foreach": (False, dict(foreach=True)),
+    "NCHW, Adam fused": (False, dict(fused=True)),
+    "channels_last, Adam fused (the cpu profile)": (True, dict(fused=True)),
+}
+
+
+def time_kit_steps(cfg, data, warmup=3, steps=10, repeats=3) -> dict[str, tuple[float, float]]:
+    """{KIT_STEPS name: (median ms of the kit's whole step, median ms of the optimiser step alone)}.
+
+    The whole step: TrainStep + EMA update, each way on its own copy of one model, chunks of `steps` steps
+    alternating between the ways `repeats` times, so that the machine's changing pace falls on all alike.
+    The optimiser alone: `opt.step()` on fixed gradients, 20 calls a chunk, 3 x `repeats` chunks alternating
+    (less noisy than the whole step, whose difference it explains)."""
+    g = torch.Generator().manual_seed(0)
+    ddpm = DDPM.from_config(cfg)
+    runs = {}
+    for name, (channels_last, kw) in KIT_STEPS.items():
+        model = _model(cfg, channels_last)
+        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=cfg.adam_betas, **kw)
+        runs[name] = (model, copy.deepcopy(model).requires_grad_(False), TrainStep(model, ddpm, opt), opt)
+    batches = tensor_batches(data, cfg)
+    counter = {name: 0 for name in KIT_STEPS}
+
+    def chunk(name, n):
+        model, ema, step, _ = runs[name]
+        for _ in range(n):
+            t = torch.randint(0, cfg.timesteps, (cfg.batch_size,), generator=g)
+            x0 = next(batches)
+            step(x0, t, torch.randn(x0.shape, generator=g), None)
+            counter[name] += 1
+            _ema_update(ema, model, counter[name], cfg.ema_decay)
+
+    for name in KIT_STEPS:
+        chunk(name, warmup)
+    whole = {name: [] for name in KIT_STEPS}
+    for _ in range(repeats):
+        for name in KIT_STEPS:
+            t0 = time.perf_counter()
+            chunk(name, steps)
+            whole[name].append((time.perf_counter() - t0) / steps * 1000)
+    alone = {name: [] for name in KIT_STEPS}
+    for _ in range(3 * repeats):
+        for name in KIT_STEPS:
+            opt = runs[name][3]
+            t0 = time.perf_counter()
+            for _ in range(20):
+                opt.step()  # on the gradients of the last step, which TrainStep leaves in .grad
+            alone[name].append((time.perf_counter() - t0) / 20 * 1000)
+    return {name: (statistics.median(whole[name]), statistics.median(alone[name])) for name in KIT_STEPS}
+
+
 def tensor_batches(data, cfg):
     while True:
         order = epoch_permutation(len(data), cfg.seed, 0)
@@ -85,18 +148,21 @@ def loader_batches(dataset, cfg):
                 yield x0
 
 
-def time_sampling_call(cfg, channels_last: bool, repeats: int) -> float:
-    model = _model(cfg, channels_last).eval()
+def time_sampling_calls(cfg, repeats: int) -> dict[bool, float]:
+    """{channels_last: median ms of one model call on cfg.sample_batch_size images}, the two layouts alternating."""
+    models = {cl: _model(cfg, cl).eval() for cl in (False, True)}
     x = torch.randn(cfg.sample_batch_size, *cfg.image_shape)
     t = torch.full((cfg.sample_batch_size,), 500)
+    times = {cl: [] for cl in models}
     with torch.no_grad():
-        model(x, t)
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
+        for model in models.values():
             model(x, t)
-            times.append((time.perf_counter() - t0) * 1000)
-    return statistics.median(times)
+        for _ in range(repeats):
+            for cl, model in models.items():
+                t0 = time.perf_counter()
+                model(x, t)
+                times[cl].append((time.perf_counter() - t0) * 1000)
+    return {cl: statistics.median(v) for cl, v in times.items()}
 
 
 def main(argv=None) -> int:
@@ -106,6 +172,8 @@ def main(argv=None) -> int:
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile row (its compile takes minutes)")
+    p.add_argument("--no-kit-step", action="store_true", help="skip the kit's-step rows (layouts and Adams)")
+    p.add_argument("--only-kit-step", action="store_true", help="only the kit's-step rows (and the sampling rows)")
     args = p.parse_args(argv)
     cfg = C.config_from_args(args)
     threads = torch.get_num_threads()
@@ -119,22 +187,31 @@ def main(argv=None) -> int:
         rows.append([name, f"{ms:.0f}", f"{per_epoch:.0f}", extra])
         print(f"{name}: {ms:.0f} ms/step {extra}", flush=True)
 
-    row("dataloader (PIL workers), NCHW", time_steps(cfg, loader_batches(dataset, cfg), channels_last=False, **kw)[0])
-    row("tensor data, NCHW", time_steps(cfg, tensor_batches(data, cfg), channels_last=False, **kw)[0])
-    row("tensor data, channels_last", time_steps(cfg, tensor_batches(data, cfg), channels_last=True, **kw)[0])
-    torch.set_num_threads(1)
-    row("tensor data, channels_last, 1 thread", time_steps(cfg, tensor_batches(data, cfg), **kw)[0])
-    torch.set_num_threads(threads)
-    row("tensor data, channels_last, bf16 autocast", time_steps(cfg, tensor_batches(data, cfg), bf16=True, **kw)[0])
-    if not args.no_compile:
+    if not args.only_kit_step:
+        row("dataloader (PIL workers), NCHW",
+            time_steps(cfg, loader_batches(dataset, cfg), channels_last=False, **kw)[0])
+        row("tensor data, NCHW", time_steps(cfg, tensor_batches(data, cfg), channels_last=False, **kw)[0])
+        row("tensor data, channels_last", time_steps(cfg, tensor_batches(data, cfg), channels_last=True, **kw)[0])
+        torch.set_num_threads(1)
+        row("tensor data, channels_last, 1 thread", time_steps(cfg, tensor_batches(data, cfg), **kw)[0])
+        torch.set_num_threads(threads)
+        row("tensor data, channels_last, bf16 autocast",
+            time_steps(cfg, tensor_batches(data, cfg), bf16=True, **kw)[0])
+    if not args.no_kit_step:
+        kit = time_kit_steps(cfg, data, **kw)
+        ref = next(iter(kit.values()))[0]
+        for name, (ms, opt_ms) in kit.items():
+            row(f"kit's step (TrainStep + EMA), {name}", ms,
+                f"({ms / ref:.2f}x the first; opt.step() alone {opt_ms:.1f} ms)")
+    if not (args.no_compile or args.only_kit_step):
         ms, comp = time_steps(cfg, tensor_batches(data, cfg), compile_model=True, **kw)
         row("tensor data, channels_last, torch.compile", ms, f"(+ {comp:.0f} s to compile)")
     steps = cfg.sample_steps or cfg.timesteps
-    for cl in (False, True):
-        ms = time_sampling_call(cfg, cl, args.repeats)
+    calls = time_sampling_calls(cfg, max(args.repeats, 3))
+    for cl, ms in calls.items():
         rows.append([f"sampling: one model call on {cfg.sample_batch_size} images, {'channels_last' if cl else 'NCHW'}",
                      f"{ms:.0f}", "", f"{ms * steps / 1000 * cfg.num_samples / cfg.sample_batch_size:.0f} s "
-                     f"for {cfg.num_samples} samples x {steps} steps"])
+                     f"for {cfg.num_samples} samples x {steps} steps ({ms / calls[False]:.2f}x NCHW)"])
         print(rows[-1], flush=True)
     env = C.environment(torch.device("cpu"))
     print(f"\n{env['device']}, torch {env['torch']}, profile {cfg.profile}: width {cfg.model_channels}, "

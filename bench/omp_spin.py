@@ -47,10 +47,11 @@ def child(steps: int, repeats: int) -> dict:
     import torch  # after hw3_utils, as a notebook imports them
 
     from hw3_utils import DDPM, TrainStep, build_model, get_config
+    from hw3_utils.train import make_optimizer
 
     cfg = get_config("cpu", verbose=False)
     model = build_model(cfg, "cpu")
-    step = TrainStep(model, DDPM.from_config(cfg), torch.optim.Adam(model.parameters(), lr=cfg.lr))
+    step = TrainStep(model, DDPM.from_config(cfg), make_optimizer(model, cfg))
     g = torch.Generator().manual_seed(0)
     x0 = torch.rand((cfg.batch_size, *cfg.image_shape), generator=g) * 2 - 1
 

@@ -5,7 +5,7 @@
       DDPM.loss; no EMA.
   (b) kit default: what hw3_utils.train does with tensor_data and cuda_graphs (default on CUDA): the (sub)set held on
       the device (load_tensor), fixed-shape padded batches from epoch_permutation, TrainStep
-      (CUDA graph on CUDA), fused capturable Adam on CUDA, EMA update after every step.
+      (CUDA graph on CUDA), fused Adam (`make_optimizer`; capturable on CUDA), EMA update after every step.
   (c) as (b) with bf16 autocast (--bf16; default on CUDA only).
   (d)/(e) (b)/(c) with channels_last weights and batches and cudnn.benchmark on (--extras; default
       on CUDA only): candidate speed-ups, not what train does.
@@ -35,7 +35,7 @@ from torch.utils.data import DataLoader
 
 from hw3_utils import DDPM, TrainStep, build_model, load_mnist, load_tensor, subset, train_model
 from hw3_utils.data import epoch_permutation, worker_count
-from hw3_utils.train import _ema_update, _first_bad
+from hw3_utils.train import _ema_update, _first_bad, make_optimizer
 
 
 def endless(loader):
@@ -81,8 +81,7 @@ def kit_path(cfg, dataset, device, amp_bf16: bool, channels_last: bool = False):
         model = model.to(memory_format=torch.channels_last)
     ema = copy.deepcopy(model).requires_grad_(False)
     ddpm = DDPM.from_config(cfg).to(device)
-    opt_kwargs = dict(fused=True, capturable=True) if cuda else {}
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=cfg.adam_betas, **opt_kwargs)
+    optimizer = make_optimizer(model, cfg, graphs=cuda)
     step_fn = TrainStep(model, ddpm, optimizer, graphs=cuda, amp_bf16=amp_bf16)
     gen = torch.Generator(device).manual_seed(cfg.seed)
     data = load_tensor(dataset, device)

@@ -193,6 +193,11 @@ def test_cpu_speed_prints_every_path(tmp_path):
     names = [r[0] for r in rec["rows"]]
     assert names[:5] == ["dataloader (PIL workers), NCHW", "tensor data, NCHW", "tensor data, channels_last",
                          "tensor data, channels_last, 1 thread", "tensor data, channels_last, bf16 autocast"]
+    kit = [r[0].split("), ", 1)[1] for r in rec["rows"][5:9]]
+    assert kit == ["NCHW, Adam default (per parameter)", "NCHW, Adam foreach", "NCHW, Adam fused",
+                   "channels_last, Adam fused (the cpu profile)"]
+    assert rec["rows"][5][3].startswith("(1.00x the first; opt.step() alone ")
+    assert [r[0].rsplit(", ", 1)[1] for r in rec["rows"][-2:]] == ["NCHW", "channels_last"]
     assert all(float(r[1]) > 0 for r in rec["rows"]) and "s/epoch" in out
 
 

@@ -6,7 +6,7 @@ from conftest import tiny_config
 
 from hw3_utils import CheckpointError, build_model, load_model, load_newest_checkpoint, train_model
 from hw3_utils.pipeline import save_previews
-from hw3_utils.train import checkpoint_paths
+from hw3_utils.train import checkpoint_paths, make_optimizer
 
 
 def params_equal(a, b):
@@ -105,6 +105,34 @@ def test_resume_keeps_this_runs_optimizer_flags(tmp_path, data_dir):
     resumed = train_model(tiny_config(epochs=2), run, progress=False)
     straight = train_model(tiny_config(epochs=2), tmp_path / "straight", progress=False)
     assert params_equal(resumed.model, straight.model)
+
+
+def test_training_uses_fused_adam_which_updates_as_the_default_adam_does(tmp_path, data_dir):
+    cfg = tiny_config(lr=1e-3, adam_betas=(0.9, 0.99))
+    train_model(cfg, tmp_path / "run", progress=False)
+    _, ckpt = load_newest_checkpoint(tmp_path / "run")
+    assert all(group["fused"] for group in ckpt["optimizer"]["param_groups"])
+    # 20 steps from the same weights with the same gradients: fused and per-parameter Adam agree to rounding.
+    # (Given gradients, not a backward pass: a bias whose gradient is only rounding noise, such as a conv's
+    # before a GroupNorm that removes it, would random-walk by lr a step in either.) Each step moves a
+    # weight by at most about lr = 1e-3, so 1e-5 is 1% of one step.
+    torch.manual_seed(0)
+    fused = build_model(cfg)
+    plain = build_model(cfg)
+    plain.load_state_dict(fused.state_dict())
+    start = [p.detach().clone() for p in fused.parameters()]
+    opt_f, opt_p = make_optimizer(fused, cfg), torch.optim.Adam(plain.parameters(), lr=cfg.lr, betas=cfg.adam_betas)
+    assert opt_f.defaults["fused"] and not opt_p.defaults["fused"]
+    g = torch.Generator().manual_seed(1)
+    for _ in range(20):
+        for p, q in zip(fused.parameters(), plain.parameters()):
+            p.grad = torch.randn(p.shape, generator=g) * 10 ** torch.randint(-3, 2, (), generator=g)
+            q.grad = p.grad.clone()
+        opt_f.step()
+        opt_p.step()
+    assert max(float((p - s).abs().max()) for p, s in zip(fused.parameters(), start)) > 1e-2  # they did move
+    for p, q in zip(fused.parameters(), plain.parameters()):
+        torch.testing.assert_close(p, q, rtol=0, atol=1e-5)
 
 
 def test_bf16_autocast_applies_on_the_plain_path_too(tmp_path, data_dir):

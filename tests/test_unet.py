@@ -52,6 +52,27 @@ def _mean_response(cfg) -> float:
         return abs(float((model(x + 0.1, t) - model(x, t)).mean() / 0.1))
 
 
+def test_channels_last_weights_give_the_same_outputs_and_gradients():
+    # the cpu profile keeps its weights (and so its activations) in NHWC: a layout, not another network
+    cfg = get_config("cpu-smoke", verbose=False)
+    assert cfg.channels_last
+    nhwc = build_model(cfg)
+    nchw = build_model(Config.from_dict({**cfg.to_dict(), "channels_last": False}))
+    assert nhwc.down1.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    assert not nchw.down2.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(6, *cfg.image_shape, generator=g)
+    t = torch.randint(0, cfg.timesteps, (6,), generator=g)
+    out_nhwc, out_nchw = nhwc(x, t), nchw(x, t)
+    # float32 convolutions summed in another order: outputs of order 1 agree to about 1e-6
+    torch.testing.assert_close(out_nhwc, out_nchw, rtol=1e-4, atol=1e-5)
+    out_nhwc.square().mean().backward()
+    out_nchw.square().mean().backward()
+    for (name, p), q in zip(nhwc.named_parameters(), nchw.parameters()):
+        scale = float(q.grad.abs().max()) + 1e-12
+        torch.testing.assert_close(p.grad / scale, q.grad / scale, rtol=0, atol=1e-4, msg=name)
+
+
 def test_cpu_profile_unet_sees_the_mean_of_its_input():
     """The cpu profile normalises each block over all its channels (groups=1): a shift of the input's mean
     reaches the output. With 8 groups of 2 channels at width 16, GroupNorm removes it almost entirely, and
