@@ -252,6 +252,21 @@ def make_optimizer(model: UNet, cfg: Config, graphs: bool = False) -> torch.opti
     return torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=cfg.adam_betas, **kwargs)
 
 
+def _match_state_layout(optimizer: torch.optim.Optimizer) -> None:
+    """Put each of the optimiser's per-parameter tensors (Adam's moments) in its parameter's memory layout.
+
+    Fused Adam walks a parameter and its moments as flat arrays in the same order, so moments saved in
+    another layout (a run trained in NCHW, resumed with channels_last weights) would update the wrong
+    elements without an error (tests/test_train.py).
+    """
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            state = optimizer.state.get(p, {})
+            for key, value in state.items():
+                if torch.is_tensor(value) and value.shape == p.shape and value.stride() != p.stride():
+                    state[key] = torch.empty_like(p, requires_grad=False).copy_(value)
+
+
 def _first_bad(losses: torch.Tensor, start: int, end: int):
     window = losses[start:end]
     bad = (~torch.isfinite(window)).nonzero()
@@ -300,6 +315,7 @@ def train_model(cfg: Config, run_dir=None, device=None, resume: bool = True, pro
             for group in saved["param_groups"]:
                 group.update({k: optimizer.defaults[k] for k in ("fused", "capturable", "foreach")})
             optimizer.load_state_dict(saved)
+            _match_state_layout(optimizer)
             gen.set_state(ckpt["rng"]["train"])
             torch.set_rng_state(ckpt["rng"]["torch"])
             epoch, step, history = ckpt["epoch"], ckpt["step"], list(ckpt["history"])

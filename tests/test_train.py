@@ -135,6 +135,20 @@ def test_training_uses_fused_adam_which_updates_as_the_default_adam_does(tmp_pat
         torch.testing.assert_close(p, q, rtol=0, atol=1e-5)
 
 
+def test_a_run_trained_in_nchw_resumes_with_channels_last_weights(tmp_path, data_dir):
+    # a cpu run trained before the profile kept its weights in channels_last resumes under it: Adam's moments
+    # follow the weights' new layout (fused Adam would otherwise pair each weight with another's moments)
+    cfg = dict(groups=1, lr=1e-3)  # one group: no bias whose gradient is only rounding noise, as in the cpu profile
+    run = tmp_path / "run"
+    train_model(tiny_config(epochs=1, channels_last=False, **cfg), run, progress=False)
+    resumed = train_model(tiny_config(epochs=2, channels_last=True, **cfg), run, progress=False)
+    straight = train_model(tiny_config(epochs=2, channels_last=False, **cfg), tmp_path / "straight", progress=False)
+    for p, q in zip(resumed.model.parameters(), straight.model.parameters()):
+        assert p.is_contiguous(memory_format=torch.channels_last) or p.ndim != 4
+        # 8 steps of at most about lr = 1e-3 each; the layouts differ only in float rounding
+        torch.testing.assert_close(p, q, rtol=0, atol=1e-5)
+
+
 def test_bf16_autocast_applies_on_the_plain_path_too(tmp_path, data_dir):
     fp32 = train_model(tiny_config(epochs=1), tmp_path / "a", progress=False)
     bf16 = train_model(tiny_config(epochs=1, amp_bf16=True), tmp_path / "b", progress=False)
