@@ -27,10 +27,11 @@ from hw3_utils.pipeline import run_all
 
 # 1.5 x the FID vs MNIST train that this benchmark measured when the cpu profile landed (README,
 # "The cpu profile"): a run above it has stopped learning what it learned then.
-# measured: this bench alone with batch 32, lr 1e-3, Adam betas (0.9, 0.99), GroupNorm in one group, 2-core AMD
-# EPYC, 2026-12-02, 1,000 samples (50 steps) vs 60,000, floor 8.89; seed 1 of the same profile scored 18.13 in
-# bench/cpu_ablation.py (bench/README.md)
-LANDED_FID = 16.66
+# measured: this bench in CI's rehearsal with batch 32, lr 1e-3, Adam betas (0.9, 0.99), GroupNorm in one group,
+# weights in channels_last and fused Adam, 2-core AMD EPYC, 2026-12-03, 1,000 samples (50 steps) vs 60,000, floor
+# 8.89; the same recipe in NCHW scored 16.66 (2026-12-02), seeds 0 and 1 17.18 and 18.13 in bench/cpu_ablation.py
+# (bench/README.md): the layout changes only float rounding, and so which of those nearby values a run lands on
+LANDED_FID = 17.39
 MAX_FID = 1.5 * LANDED_FID
 
 
