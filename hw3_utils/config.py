@@ -235,8 +235,8 @@ PROFILES: dict[str, dict] = {
         sample_batch_size=500,
         num_workers=0,
         # NHWC weights (and so activations): the same values, and with one GroupNorm group at batch 32 a
-        # training step takes 0.84x the time and a sampling call 0.73x (bench/cpu_speed.py, README "Where a
-        # CPU step goes"; with 8 groups at batch 64 it had been no faster)
+        # training step takes 0.82x the time and a sampling call 0.56x on a 2-core AMD EPYC (bench/cpu_speed.py
+        # --only-kit-step, README "Where a CPU step goes"; with 8 groups at batch 64 it had been no faster)
         channels_last=True,
     ),
 }
