@@ -80,12 +80,13 @@ def time_steps(cfg, batches, channels_last=True, bf16=False, compile_model=False
     return statistics.median(chunks), compile_s
 
 
-# the kit's own step, several ways: name -> (channels_last, Adam keyword arguments); the last is the cpu profile's
+# the kit's own step, several ways: name -> (channels_last, Adam keyword arguments, or None for the kit's own
+# `make_optimizer`); the last is the cpu profile's
 KIT_STEPS = {
     "NCHW, Adam default (per parameter)": (False, {}),
     "NCHW, Adam foreach": (False, dict(foreach=True)),
     "NCHW, Adam fused": (False, dict(fused=True)),
-    "channels_last, Adam fused (the cpu profile)": (True, dict(fused=True)),
+    "channels_last, Adam fused (the cpu profile)": (True, None),
 }
 
 
@@ -101,7 +102,10 @@ def time_kit_steps(cfg, data, warmup=3, steps=10, repeats=3) -> dict[str, tuple[
     runs = {}
     for name, (channels_last, kw) in KIT_STEPS.items():
         model = _model(cfg, channels_last)
-        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=cfg.adam_betas, **kw)
+        if kw is None:
+            opt = make_optimizer(model, cfg)
+        else:
+            opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=cfg.adam_betas, **kw)
         runs[name] = (model, copy.deepcopy(model).requires_grad_(False), TrainStep(model, ddpm, opt), opt)
     batches = tensor_batches(data, cfg)
     counter = {name: 0 for name in KIT_STEPS}

@@ -57,7 +57,7 @@ def test_channels_last_weights_give_the_same_outputs_and_gradients():
     cfg = get_config("cpu-smoke", verbose=False)
     assert cfg.channels_last
     nhwc = build_model(cfg)
-    nchw = build_model(Config.from_dict({**cfg.to_dict(), "channels_last": False}))
+    nchw = build_model(get_config("cpu-smoke", verbose=False, channels_last=False))
     assert nhwc.down1.conv1.weight.is_contiguous(memory_format=torch.channels_last)
     assert not nchw.down2.conv1.weight.is_contiguous(memory_format=torch.channels_last)
     g = torch.Generator().manual_seed(0)
