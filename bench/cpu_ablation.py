@@ -76,6 +76,7 @@ ARMS: dict[str, tuple[dict, dict, str]] = {
     "w24": (dict(model_channels=24), {}, "1.5x width, fewer steps"),
     "bn4": (dict(bottleneck_mult=4), {}, "bottleneck 64 instead of 128 channels"),
     "m122": (dict(channel_mult=(1, 2, 2), bottleneck_mult=4), {}, "narrower 7x7 level and bottleneck"),
+    "bn16": (dict(bottleneck_mult=16), {}, "bottleneck 256 instead of 128 channels (2x the parameters)"),
     "w24-m112": (dict(model_channels=24, channel_mult=(1, 1, 2), bottleneck_mult=4), {},
                  "wider 28x28 level, flat below it"),
     "b16": (dict(batch_size=16, lr=7e-4), {}, "batch 16, lr 7e-4 (1e-3 / sqrt 2)"),

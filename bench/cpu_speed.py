@@ -15,7 +15,8 @@ then the kit's own step (`TrainStep`, the EMA update; tensor data), four ways in
 process, so that the machine's changing pace falls on all alike: NCHW with torch's Adam as a CPU runs it by
 default (one parameter at a time: `foreach` is a CUDA default only), with `foreach=True`, with `fused=True`
 (`train.make_optimizer`), and channels_last with fused Adam, the cpu profile (`--no-kit-step` skips them,
-`--only-kit-step` runs them alone); and the sampling side: one model call on cfg.sample_batch_size images,
+`--only-kit-step` runs them alone; `--kit-compile` adds the profile's step with the model under torch.compile,
+its compile time printed apart); and the sampling side: one model call on cfg.sample_batch_size images,
 NCHW and channels_last alternating.
 A benchmark: prints a table (and --json), asserts nothing.
 
@@ -88,27 +89,32 @@ KIT_STEPS = {
     "NCHW, Adam fused": (False, dict(fused=True)),
     "channels_last, Adam fused (the cpu profile)": (True, None),
 }
+# with --kit-compile, a fifth way: the cpu profile's step with the model under torch.compile (inductor)
+KIT_COMPILED = "channels_last, Adam fused, torch.compile (not the kit's)"
 
 
-def time_kit_steps(cfg, data, warmup=3, steps=10, repeats=3) -> dict[str, tuple[float, float]]:
+def time_kit_steps(cfg, data, warmup=3, steps=10, repeats=3, compiled=False) -> dict[str, tuple[float, float]]:
     """{KIT_STEPS name: (median ms of the kit's whole step, median ms of the optimiser step alone)}.
 
     The whole step: TrainStep + EMA update, each way on its own copy of one model, chunks of `steps` steps
     alternating between the ways `repeats` times, so that the machine's changing pace falls on all alike.
     The optimiser alone: `opt.step()` on fixed gradients, 20 calls a chunk, 3 x `repeats` chunks alternating
-    (less noisy than the whole step, whose difference it explains)."""
+    (less noisy than the whole step, whose difference it explains). With `compiled`, also KIT_COMPILED, whose
+    compile time (its first call, before the warm-up) is returned under the key "compile s" as (seconds, 0)."""
     g = torch.Generator().manual_seed(0)
     ddpm = DDPM.from_config(cfg)
+    ways = {**KIT_STEPS, **({KIT_COMPILED: (True, None)} if compiled else {})}
     runs = {}
-    for name, (channels_last, kw) in KIT_STEPS.items():
+    for name, (channels_last, kw) in ways.items():
         model = _model(cfg, channels_last)
         if kw is None:
             opt = make_optimizer(model, cfg)
         else:
             opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=cfg.adam_betas, **kw)
-        runs[name] = (model, copy.deepcopy(model).requires_grad_(False), TrainStep(model, ddpm, opt), opt)
+        net = torch.compile(model) if name == KIT_COMPILED else model
+        runs[name] = (model, copy.deepcopy(model).requires_grad_(False), TrainStep(net, ddpm, opt), opt)
     batches = tensor_batches(data, cfg)
-    counter = {name: 0 for name in KIT_STEPS}
+    counter = {name: 0 for name in ways}
 
     def chunk(name, n):
         model, ema, step, _ = runs[name]
@@ -119,23 +125,28 @@ def time_kit_steps(cfg, data, warmup=3, steps=10, repeats=3) -> dict[str, tuple[
             counter[name] += 1
             _ema_update(ema, model, counter[name], cfg.ema_decay)
 
-    for name in KIT_STEPS:
+    compile_s = {}
+    if compiled:
+        t0 = time.perf_counter()
+        chunk(KIT_COMPILED, 1)  # inductor compiles the forward and backward graphs here
+        compile_s = {"compile s": (time.perf_counter() - t0, 0.0)}
+    for name in ways:
         chunk(name, warmup)
-    whole = {name: [] for name in KIT_STEPS}
+    whole = {name: [] for name in ways}
     for _ in range(repeats):
-        for name in KIT_STEPS:
+        for name in ways:
             t0 = time.perf_counter()
             chunk(name, steps)
             whole[name].append((time.perf_counter() - t0) / steps * 1000)
-    alone = {name: [] for name in KIT_STEPS}
+    alone = {name: [] for name in ways}
     for _ in range(3 * repeats):
-        for name in KIT_STEPS:
+        for name in ways:
             opt = runs[name][3]
             t0 = time.perf_counter()
             for _ in range(20):
                 opt.step()  # on the gradients of the last step, which TrainStep leaves in .grad
             alone[name].append((time.perf_counter() - t0) / 20 * 1000)
-    return {name: (statistics.median(whole[name]), statistics.median(alone[name])) for name in KIT_STEPS}
+    return {**{name: (statistics.median(whole[name]), statistics.median(alone[name])) for name in ways}, **compile_s}
 
 
 def tensor_batches(data, cfg):
@@ -178,6 +189,8 @@ def main(argv=None) -> int:
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile row (its compile takes minutes)")
     p.add_argument("--no-kit-step", action="store_true", help="skip the kit's-step rows (layouts and Adams)")
     p.add_argument("--only-kit-step", action="store_true", help="only the kit's-step rows (and the sampling rows)")
+    p.add_argument("--kit-compile", action="store_true",
+                   help="add a fifth kit's-step way: the cpu profile's step with the model under torch.compile")
     args = p.parse_args(argv)
     cfg = C.config_from_args(args)
     threads = torch.get_num_threads()
@@ -202,11 +215,13 @@ def main(argv=None) -> int:
         row("tensor data, channels_last, bf16 autocast",
             time_steps(cfg, tensor_batches(data, cfg), bf16=True, **kw)[0])
     if not args.no_kit_step:
-        kit = time_kit_steps(cfg, data, **kw)
+        kit = time_kit_steps(cfg, data, compiled=args.kit_compile, **kw)
+        compile_s = kit.pop("compile s", (None,))[0]
         ref = next(iter(kit.values()))[0]
         for name, (ms, opt_ms) in kit.items():
             row(f"kit's step (TrainStep + EMA), {name}", ms,
-                f"({ms / ref:.2f}x the first; opt.step() alone {opt_ms:.1f} ms)")
+                f"({ms / ref:.2f}x the first; opt.step() alone {opt_ms:.1f} ms"
+                + (f"; + {compile_s:.0f} s to compile)" if name == KIT_COMPILED else ")"))
     if not (args.no_compile or args.only_kit_step):
         ms, comp = time_steps(cfg, tensor_batches(data, cfg), compile_model=True, **kw)
         row("tensor data, channels_last, torch.compile", ms, f"(+ {comp:.0f} s to compile)")

@@ -102,14 +102,8 @@ def cpu_name() -> str:
     return "CPU"
 
 
-def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--count", type=int, default=300)
-    p.add_argument("--jobs", type=int, nargs="+", default=[1, default_jobs()])
-    p.add_argument("--json", default=None)
-    p.add_argument("--repeats", type=int, default=3, help="runs per fixed cost (the median is shown)")
-    args = p.parse_args()
-    root = Path(tempfile.mkdtemp(prefix="hw3-grade-speed-"))
+def measure(root: Path, args) -> dict:
+    """Fixed costs and batch times of grading args.count generated submissions, everything under `root`."""
     release = make_release(root / "release", quiet=True, repo_url="none")
     subs = root / "subs"
     subs.mkdir()
@@ -126,6 +120,19 @@ def main() -> int:
         wall = time.perf_counter() - t0
         res["batches"].append({"jobs": jobs, "seconds": wall, "per_submission": wall / len(graded),
                                "projected_300_min": 300 * wall / len(graded) / 60})
+    return res
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--count", type=int, default=300)
+    p.add_argument("--jobs", type=int, nargs="+", default=[1, default_jobs()])
+    p.add_argument("--json", default=None)
+    p.add_argument("--repeats", type=int, default=3, help="runs per fixed cost (the median is shown)")
+    args = p.parse_args()
+    # the release, the generated submissions and the graded outputs (a few MB) go when the bench ends
+    with tempfile.TemporaryDirectory(prefix="hw3-grade-speed-", ignore_cleanup_errors=True) as tmp:
+        res = measure(Path(tmp), args)
     n, limit = TARGET
     print(f"grading speed, {res['count']} generated submissions, sandbox {res['mode']}, {res['cores']} cores")
     print("| fixed cost inside one run | seconds |\n|---|---|")

@@ -21,10 +21,11 @@ BENCH = REPO / "bench"
 TINY = ["model_channels=8"]
 
 
-def run_script(args, tmp_path, timeout=240, prelude=None):
-    """Run a bench script with this interpreter from the repo root; return its stdout (fail with its output)."""
+def run_script(args, tmp_path, timeout=240, prelude=None, env=None):
+    """Run a bench script with this interpreter from the repo root; return its stdout (fail with its output).
+    `env`: variables to set on top of this process's."""
     cmd = [sys.executable, *(["-c", prelude] if prelude else []), *map(str, args)]
-    env = {**os.environ, "MPLBACKEND": "Agg", "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "MPLBACKEND": "Agg", "PYTHONUNBUFFERED": "1", **(env or {})}
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, f"{cmd} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return proc.stdout
@@ -187,23 +188,28 @@ def test_cpu_quality_reports_times_fids_and_floor_and_fails_above_the_bound(tmp_
 
 def test_cpu_speed_prints_every_path(tmp_path):
     out = run_script([BENCH / "cpu_speed.py", "--steps", "1", "--warmup", "0", "--repeats", "1", "--no-compile",
-                      "--json", tmp_path / "s.json", "--set", *TINY, "train_subset=256", "sample_batch_size=16"],
-                     tmp_path)
+                      "--kit-compile", "--json", tmp_path / "s.json",
+                      "--set", *TINY, "train_subset=256", "sample_batch_size=16"], tmp_path)
     rec = json.loads((tmp_path / "s.json").read_text())
     names = [r[0] for r in rec["rows"]]
     assert names[:5] == ["dataloader (PIL workers), NCHW", "tensor data, NCHW", "tensor data, channels_last",
                          "tensor data, channels_last, 1 thread", "tensor data, channels_last, bf16 autocast"]
-    kit = [r[0].split("), ", 1)[1] for r in rec["rows"][5:9]]
+    kit = [r[0].split("), ", 1)[1] for r in rec["rows"][5:10]]
     assert kit == ["NCHW, Adam default (per parameter)", "NCHW, Adam foreach", "NCHW, Adam fused",
-                   "channels_last, Adam fused (the cpu profile)"]
+                   "channels_last, Adam fused (the cpu profile)",
+                   "channels_last, Adam fused, torch.compile (not the kit's)"]
     assert rec["rows"][5][3].startswith("(1.00x the first; opt.step() alone ")
+    assert rec["rows"][9][3].endswith(" s to compile)") and "compile" not in rec["rows"][8][3]
     assert [r[0].rsplit(", ", 1)[1] for r in rec["rows"][-2:]] == ["NCHW", "channels_last"]
     assert all(float(r[1]) > 0 for r in rec["rows"]) and "s/epoch" in out
 
 
 def test_grade_speed_prints_both_ways(tmp_path):
+    scratch = tmp_path / "scratch"  # the bench's temporary files, which it must remove
+    scratch.mkdir()
     out = run_script([BENCH / "grade_speed.py", "--count", "3", "--jobs", "1", "2", "--repeats", "1",
-                      "--json", tmp_path / "g.json"], tmp_path)
+                      "--json", tmp_path / "g.json"], tmp_path, env={"TMPDIR": str(scratch)})
+    assert not list(scratch.iterdir())
     rec = json.loads((tmp_path / "g.json").read_text())
     assert [b["jobs"] for b in rec["batches"]] == [1, 2] and rec["count"] == 3 and rec["cpu"]
     assert all(b["per_submission"] > 0 for b in rec["batches"])
