@@ -132,6 +132,23 @@ def test_resume_with_a_different_config_lists_the_differences(tmp_path, data_dir
         train_model(tiny_config(epochs=2, lr=1e-3), tmp_path / "run", progress=False)
 
 
+def test_raising_epochs_continues_a_finished_run_on_the_longer_schedule(tmp_path, data_dir):
+    """What notebook 04 tells a student who wants sharper digits: setup(epochs=10) after a finished run of 5."""
+    schedule = dict(lr_warmup_steps=1, lr_decay="cosine", tensor_data=True)  # the cpu profile's kind of schedule
+    first = train_model(tiny_config(epochs=1, **schedule), tmp_path / "run", progress=False)
+    before = final_state(tmp_path / "run")
+    # at its last step the 1-epoch schedule has decayed to 0; the 2-epoch one resumes part-way down its cosine
+    assert tr.lr_at(tiny_config(epochs=1, **schedule), first.step, first.step) == 0.0
+    cfg2 = tiny_config(epochs=2, **schedule)
+    assert tr.lr_at(cfg2, first.step + 1, 2 * first.step) > 0.25 * cfg2.lr
+    longer = train_model(cfg2, tmp_path / "run", progress=False)
+    after = final_state(tmp_path / "run")
+    assert len(longer.history) == 2 and longer.history[0] == first.history[0]
+    assert after["epoch"] == 2 and after["step"] == 2 * before["step"]
+    moved = [n for n, w in after["model"].items() if not torch.equal(w, before["model"][n])]
+    assert len(moved) == len(after["model"]), "the continued epoch must train every weight (lr > 0)"
+
+
 def fake_sampler(calls):
     def sampler(n, generator):
         calls.append(n)
