@@ -93,14 +93,15 @@ KIT_STEPS = {
 KIT_COMPILED = "channels_last, Adam fused, torch.compile (not the kit's)"
 
 
-def time_kit_steps(cfg, data, warmup=3, steps=10, repeats=3, compiled=False) -> dict[str, tuple[float, float]]:
-    """{KIT_STEPS name: (median ms of the kit's whole step, median ms of the optimiser step alone)}.
+def time_kit_steps(cfg, data, warmup=3, steps=10, repeats=3,
+                   compiled=False) -> tuple[dict[str, tuple[float, float]], float | None]:
+    """({way: (median ms of the kit's whole step, median ms of the optimiser step alone)}, compile seconds).
 
     The whole step: TrainStep + EMA update, each way on its own copy of one model, chunks of `steps` steps
     alternating between the ways `repeats` times, so that the machine's changing pace falls on all alike.
     The optimiser alone: `opt.step()` on fixed gradients, 20 calls a chunk, 3 x `repeats` chunks alternating
-    (less noisy than the whole step, whose difference it explains). With `compiled`, also KIT_COMPILED, whose
-    compile time (its first call, before the warm-up) is returned under the key "compile s" as (seconds, 0)."""
+    (less noisy than the whole step, whose difference it explains). The ways are KIT_STEPS and, with `compiled`,
+    KIT_COMPILED, whose compile time (its first call, before the warm-up) is the second value (else None)."""
     g = torch.Generator().manual_seed(0)
     ddpm = DDPM.from_config(cfg)
     ways = {**KIT_STEPS, **({KIT_COMPILED: (True, None)} if compiled else {})}
@@ -125,11 +126,11 @@ def time_kit_steps(cfg, data, warmup=3, steps=10, repeats=3, compiled=False) -> 
             counter[name] += 1
             _ema_update(ema, model, counter[name], cfg.ema_decay)
 
-    compile_s = {}
+    compile_s = None
     if compiled:
         t0 = time.perf_counter()
         chunk(KIT_COMPILED, 1)  # inductor compiles the forward and backward graphs here
-        compile_s = {"compile s": (time.perf_counter() - t0, 0.0)}
+        compile_s = time.perf_counter() - t0
     for name in ways:
         chunk(name, warmup)
     whole = {name: [] for name in ways}
@@ -146,7 +147,7 @@ def time_kit_steps(cfg, data, warmup=3, steps=10, repeats=3, compiled=False) -> 
             for _ in range(20):
                 opt.step()  # on the gradients of the last step, which TrainStep leaves in .grad
             alone[name].append((time.perf_counter() - t0) / 20 * 1000)
-    return {**{name: (statistics.median(whole[name]), statistics.median(alone[name])) for name in ways}, **compile_s}
+    return {name: (statistics.median(whole[name]), statistics.median(alone[name])) for name in ways}, compile_s
 
 
 def tensor_batches(data, cfg):
@@ -215,8 +216,7 @@ def main(argv=None) -> int:
         row("tensor data, channels_last, bf16 autocast",
             time_steps(cfg, tensor_batches(data, cfg), bf16=True, **kw)[0])
     if not args.no_kit_step:
-        kit = time_kit_steps(cfg, data, compiled=args.kit_compile, **kw)
-        compile_s = kit.pop("compile s", (None,))[0]
+        kit, compile_s = time_kit_steps(cfg, data, compiled=args.kit_compile, **kw)
         ref = next(iter(kit.values()))[0]
         for name, (ms, opt_ms) in kit.items():
             row(f"kit's step (TrainStep + EMA), {name}", ms,

@@ -134,7 +134,7 @@ def test_resume_with_a_different_config_lists_the_differences(tmp_path, data_dir
 
 def test_raising_epochs_continues_a_finished_run_on_the_longer_schedule(tmp_path, data_dir):
     """What notebook 04 tells a student who wants sharper digits: setup(epochs=10) after a finished run of 5."""
-    schedule = dict(lr_warmup_steps=1, lr_decay="cosine", tensor_data=True)  # the cpu profile's kind of schedule
+    schedule = dict(lr_warmup_steps=1, lr_decay="cosine", tensor_data=True)  # the cpu profile's kind of run
     first = train_model(tiny_config(epochs=1, **schedule), tmp_path / "run", progress=False)
     before = final_state(tmp_path / "run")
     # at its last step the 1-epoch schedule has decayed to 0; the 2-epoch one resumes part-way down its cosine
