@@ -5,11 +5,11 @@ of optimiser steps on this machine: a timed probe of a throwaway copy gives the 
 the run takes budget / that many steps, re-estimated from the run's own recent pace at steps 100, 150 and
 195 (inside the warm-up), so the lr warm-up and cosine decay end where the budget does. With --epochs
 instead, each arm trains exactly that many epochs of its own batch size, as a student's run does.
-Training uses the kit's own pieces (`build_model`, `DDPM.loss` through `TrainStep`, `lr_at`, train.py's EMA
-update, `load_tensor`, `epoch_permutation`). Several EMA copies ride along in every run (an EMA costs one
-lerp per step). Each evaluation draws --samples images with the kit's samplers (`DDPM.sample`, Algorithm 2 respaced, or
-`DDPM.ddim_sample`) from a fixed noise seed and scores their FID against the cached MNIST training
-statistics (all 60,000 images), quantised exactly as the kit's PNGs (`fid.tensor_stats`).
+Training is train.py's own parts (`new_state`, `tensor_batches`, `train_epoch`: the CLI's step through `TrainStep`,
+lr schedule, EMA update and data order, the short last batch padded). Several EMA copies ride along in every run
+(an EMA costs one lerp per step). Each evaluation draws --samples images with the kit's samplers (`DDPM.sample`,
+Algorithm 2 respaced, or `DDPM.ddim_sample`) from a fixed noise seed and scores their FID against the cached MNIST
+training statistics (all 60,000 images), quantised exactly as the kit's PNGs (`fid.tensor_stats`).
 
 Levers, and where each comes from:
 - width (`model_channels`), channel multipliers and the bottleneck width: where the FLOPs go, the
@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import itertools
 import json
 import math
 import re
@@ -59,11 +60,11 @@ from pathlib import Path
 import _common as C
 import torch
 
-from hw3_utils import fid, get_config
+from hw3_utils import fid, get_config, train
 from hw3_utils.cuda_graphs import TrainStep
-from hw3_utils.data import epoch_permutation, load_mnist, load_tensor, subset
+from hw3_utils.data import load_mnist, load_tensor, subset
 from hw3_utils.diffusion import DDPM, cosine_betas
-from hw3_utils.train import _ema_update, build_model, load_model, lr_at, make_optimizer
+from hw3_utils.train import build_model, load_model, make_optimizer
 from hw3_utils.unet import count_parameters
 from hw3_utils.viz import png_bytes
 
@@ -127,49 +128,47 @@ RECALIBRATE_AT = (100, 150, 195)
 
 def train_for(cfg, extras: dict, data: torch.Tensor, budget: float | None, total: int, decays: list[float],
               stop: int | None = None, on_step=None):
-    """About `budget` seconds of the kit's training step: `total` steps from the probe, re-estimated from the
-    run's own pace at each of RECALIBRATE_AT (a probe alone missed by up to 15% when the machine's load
-    changed). budget None: exactly `total` steps of schedule. `stop`: end after that many steps (the lr
-    schedule still spans `total`); `on_step(step, model, emas)` after every step.
+    """About `budget` seconds of the kit's training (train.py's parts: `train_epoch` on `tensor_batches`, the short
+    last batch padded, as `train_model` trains): `total` steps from the probe, re-estimated from the run's own pace
+    at each of RECALIBRATE_AT (a probe alone misses when the machine's load changes). budget None: exactly
+    `total` steps of schedule. `stop`: end after that many steps (the lr schedule still spans `total`);
+    `on_step(step, model, emas)` after every step.
     Returns (model, {decay: EMA copy}, losses, seconds)."""
-    model = build_model(cfg, "cpu")
-    emas = {d: copy.deepcopy(model).requires_grad_(False) for d in decays}
+    state = train.new_state(cfg, "cpu")
+    state.total_steps = total
+    emas = {d: state.ema if d == cfg.ema_decay else copy.deepcopy(state.model).requires_grad_(False) for d in decays}
     ddpm = make_ddpm(cfg, extras)
-    opt = make_optimizer(model, cfg)
-    step_fn = TrainStep(model, ddpm, opt)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    B, n = cfg.batch_size, len(data)
-    per_epoch = n // B  # full batches only: every step has the same cost and weight
-    losses, step, t0 = [], 0, time.perf_counter()
+    step_fn = TrainStep(state.model, ddpm, state.optimizer)
+    if extras.get("min_snr"):
+        plain = step_fn
+
+        def step_fn(x0, t, noise, weights):  # Min-SNR weights on top of the batch's per-image weights
+            return plain(x0, t, noise, weights * ddpm.min_snr_weights(t, extras["min_snr"]))
+
+    losses, t0 = [], time.perf_counter()
     mark = (0, t0)  # (step, time) of the last pace estimate
-    ep = 0
-    end = lambda: min(total, stop or total)  # noqa: E731 (total changes as the pace is re-estimated)
-    while step < end():
-        order = epoch_permutation(n, cfg.seed, ep)
-        ep += 1
-        for i in range(min(per_epoch, end() - step)):
-            if budget is not None and step in RECALIBRATE_AT and total > 2 * RECALIBRATE_AT[-1]:
-                # the rest of the budget at the pace since the last estimate
-                now = time.perf_counter()
-                pace = (now - mark[1]) / (step - mark[0])
-                total = max(step + 1, step + int((budget - (now - t0)) / pace))
-                mark = (step, now)
-            x0 = data[order[i * B:(i + 1) * B]]
-            t = torch.randint(0, cfg.timesteps, (B,), generator=gen)
-            noise = torch.randn(x0.shape, generator=gen)
-            weights = None
-            if extras.get("min_snr"):
-                w = ddpm.min_snr_weights(t, extras["min_snr"])
-                weights = w / B  # per-image weights of DDPM.loss's weighted sum
-            for group in opt.param_groups:
-                group["lr"] = lr_at(cfg, step + 1, total)
-            losses.append(float(step_fn(x0, t, noise, weights)))
-            step += 1
-            for d, ema in emas.items():
-                _ema_update(ema, model, step, d)
-            if on_step is not None:
-                on_step(step, model, emas)
-    return model, emas, losses, time.perf_counter() - t0
+
+    def after_step(state):
+        nonlocal mark
+        for d, ema in emas.items():
+            if ema is not state.ema:  # train_step updated the run's own
+                train.ema_update(ema, state.model, state.step, d)
+        if on_step is not None:
+            on_step(state.step, state.model, emas)
+        if budget is not None and state.step in RECALIBRATE_AT and state.total_steps > 2 * RECALIBRATE_AT[-1]:
+            # the rest of the budget at the pace since the last estimate
+            now = time.perf_counter()
+            pace = (now - mark[1]) / (state.step - mark[0])
+            state.total_steps = max(state.step + 1, state.step + int((budget - (now - t0)) / pace))
+            mark = (state.step, now)
+
+    end = lambda: min(state.total_steps, stop or state.total_steps)  # noqa: E731 (the total is re-estimated)
+    while state.step < end():
+        n = min(train.steps_per_epoch(len(data), cfg), end() - state.step)
+        batches = itertools.islice(train.tensor_batches(data, cfg, state.epoch), n)
+        losses += train.train_epoch(state, cfg, step_fn, batches, n, progress=False, on_step=after_step).tolist()
+        state.epoch += 1
+    return state.model, emas, losses, time.perf_counter() - t0
 
 
 def mean_error(net, ddpm: DDPM, x0: torch.Tensor) -> float:
@@ -317,7 +316,7 @@ def main(argv=None) -> int:
             cfg = get_config("cpu", verbose=False, **{**overrides, **sets, "seed": seed})
             data = training_data(cfg, datasets)
             if args.epochs:
-                total = args.epochs * (len(data) // cfg.batch_size)
+                total = args.epochs * train.steps_per_epoch(len(data), cfg)
             else:
                 total = max(1, int(budget / seconds_per_step(cfg, extras, data)))
             decays = sorted({*args.emas, cfg.ema_decay})

@@ -39,7 +39,7 @@ import torch
 from hw3_utils import DDPM, build_model, load_mnist, load_tensor, make_loader, subset
 from hw3_utils.cuda_graphs import TrainStep
 from hw3_utils.data import epoch_permutation
-from hw3_utils.train import _ema_update, make_optimizer
+from hw3_utils.train import ema_update, make_optimizer
 
 
 def _model(cfg, channels_last: bool):
@@ -124,7 +124,7 @@ def time_kit_steps(cfg, data, warmup=3, steps=10, repeats=3,
             x0 = next(batches)
             step(x0, t, torch.randn(x0.shape, generator=g), None)
             counter[name] += 1
-            _ema_update(ema, model, counter[name], cfg.ema_decay)
+            ema_update(ema, model, counter[name], cfg.ema_decay)
 
     compile_s = None
     if compiled:

@@ -35,7 +35,7 @@ from torch.utils.data import DataLoader
 
 from hw3_utils import DDPM, TrainStep, build_model, load_mnist, load_tensor, subset, train_model
 from hw3_utils.data import epoch_permutation, worker_count
-from hw3_utils.train import _ema_update, _first_bad, make_optimizer
+from hw3_utils.train import ema_update, first_non_finite, make_optimizer
 
 
 def endless(loader):
@@ -111,9 +111,9 @@ def kit_path(cfg, dataset, device, amp_bf16: bool, channels_last: bool = False):
         loss = step_fn(x0, t, noise, weights)
         state["losses"][i] = loss
         state["step"] += 1
-        _ema_update(ema, model, state["step"], cfg.ema_decay)
+        ema_update(ema, model, state["step"], cfg.ema_decay)
         if (i + 1) % cfg.log_every == 0 or i + 1 == steps_per_epoch:  # train's periodic host sync
-            _first_bad(state["losses"], state["checked"], i + 1)
+            first_non_finite(state["losses"], state["checked"], i + 1)
             state["checked"] = i + 1
         state["i"] = i + 1
         last["loss"] = loss

@@ -38,6 +38,11 @@ PREVIEWS = "previews"
 FID_KEYS = ("fid_vs_mnist_train", "fid_vs_mnist_test", "fid_floor_test_vs_train")
 
 
+def config_path(run) -> Path:
+    """<run>/config.json: the Config of the run's newest training session."""
+    return Path(run) / CONFIG_JSON
+
+
 def checkpoint_dir(run) -> Path:
     return Path(run) / CHECKPOINTS
 

@@ -25,7 +25,7 @@ from .config import MODEL_FIELDS, Config, config_diff
 from .cuda_graphs import TrainStep
 from .data import epoch_permutation, load_mnist, load_tensor, make_loader, subset
 from .diffusion import DDPM
-from .runfolder import CONFIG_JSON, checkpoint_dir, checkpoint_path, checkpoint_paths
+from .runfolder import checkpoint_dir, checkpoint_path, checkpoint_paths, config_path
 from .unet import UNet
 
 KEEP_CHECKPOINTS = 2
@@ -78,7 +78,7 @@ def lr_at(cfg: Config, step: int, total_steps: int) -> float:
     return cfg.lr
 
 
-def uses_tensor_data(cfg: Config, device: torch.device) -> bool:
+def uses_tensor_data(cfg: Config) -> bool:
     """Hold the training set as one tensor (default) instead of the report's PIL DataLoader.
 
     On by default everywhere: on a GPU it feeds the CUDA graph, and on a CPU the DataLoader's
@@ -90,7 +90,7 @@ def uses_tensor_data(cfg: Config, device: torch.device) -> bool:
 def uses_cuda_graphs(cfg: Config, device: torch.device) -> bool:
     """Replay the training step as a CUDA graph: on CUDA with tensor data and a constant learning
     rate (a captured step bakes its learning rate in), unless cfg.cuda_graphs says otherwise."""
-    if device.type != "cuda" or not uses_tensor_data(cfg, device):
+    if device.type != "cuda" or not uses_tensor_data(cfg):
         return False
     constant_lr = cfg.lr_warmup_steps == 0 and cfg.lr_decay == "none"
     return constant_lr if cfg.cuda_graphs is None else (cfg.cuda_graphs and constant_lr)
@@ -225,13 +225,38 @@ def load_model(source, which: str = "ema", device=None, cfg: Config | None = Non
 
 
 # training ----------------------------------------------------------------------------------
-def _rng_state(gen: torch.Generator) -> dict:
-    return {"train": gen.get_state(), "torch": torch.get_rng_state()}
+@dataclass
+class TrainState:
+    """What training carries from one step to the next, and what a checkpoint saves with the config.
+
+    total_steps: the length of the lr schedule (`lr_at`), set by whoever drives the epochs.
+    """
+
+    model: UNet
+    ema: UNet
+    optimizer: torch.optim.Optimizer
+    gen: torch.Generator
+    epoch: int = 0
+    step: int = 0
+    history: list[float] = field(default_factory=list)
+    loss_log: list[tuple[int, float]] = field(default_factory=list)
+    total_steps: int = 0
 
 
-def _ema_update(ema: UNet, model: UNet, step: int, decay: float) -> None:
-    # Warm-up (as in many DDPM codebases): early on the EMA follows the weights closely,
-    # so short runs (the cpu profile and the smoke twins) still get a meaningful EMA.
+def new_state(cfg: Config, device=None, graphs: bool = False) -> TrainState:
+    """A fresh run's state: the seeded UNet, its EMA copy, the run's Adam and a generator seeded by cfg.seed."""
+    device = pick_device(device)
+    model = build_model(cfg, device)
+    ema = copy.deepcopy(model).requires_grad_(False)
+    return TrainState(model, ema, make_optimizer(model, cfg, graphs), torch.Generator(device).manual_seed(cfg.seed))
+
+
+def ema_update(ema: UNet, model: UNet, step: int, decay: float) -> None:
+    """ema <- d * ema + (1 - d) * model after optimiser step `step` (1-based), d = min(decay, (1 + step) / (10 + step)).
+
+    The warm-up (as in many DDPM codebases) lets the EMA follow the weights closely early on, so short
+    runs (the cpu profile, the smoke twins) still get a meaningful EMA.
+    """
     d = min(decay, (1 + step) / (10 + step))
     with torch.no_grad():
         torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1.0 - d)
@@ -241,8 +266,7 @@ def make_optimizer(model: UNet, cfg: Config, graphs: bool = False) -> torch.opti
     """The run's Adam (cfg.lr, cfg.adam_betas) over `model`'s parameters, in torch's fused form where it has one.
 
     Fused Adam updates every parameter in one kernel: the same update as the default, to float rounding
-    (tests/test_train.py). On a 2-core CPU, where the default updates one parameter at a time, the cpu
-    profile's optimiser step takes 5.7 against 8.1 ms, a gain within the noise of its ~70 ms whole step
+    (tests/test_train.py), and on a CPU no slower than the default's one parameter at a time
     (bench/cpu_speed.py --only-kit-step). graphs: capturable too, so that the step count stays on the GPU
     and the whole step can live in a CUDA graph.
     """
@@ -268,13 +292,176 @@ def _match_state_layout(optimizer: torch.optim.Optimizer) -> None:
                     state[key] = torch.empty_like(p, requires_grad=False).copy_(value)
 
 
-def _first_bad(losses: torch.Tensor, start: int, end: int):
-    window = losses[start:end]
-    bad = (~torch.isfinite(window)).nonzero()
+def restore(state: TrainState, cfg: Config, run_dir) -> Path | None:
+    """Load the newest readable checkpoint of `run_dir` into `state`; returns its path (None: nothing to resume).
+
+    Weights, EMA, Adam, both generators, epoch, step and the logs come back as saved, so the run goes on
+    exactly as if it had never stopped. CheckpointError when the checkpoint trained another way (TRAIN_FIELDS).
+    """
+    found = load_newest_checkpoint(run_dir)
+    if found is None:
+        return None
+    path, ckpt = found
+    _check_compatible(Config.from_dict(ckpt["config"]), cfg, TRAIN_FIELDS, path)
+    state.model.load_state_dict(ckpt["model"])
+    state.ema.load_state_dict(ckpt["ema"])
+    saved = ckpt["optimizer"]
+    # load_state_dict would also restore the saving run's fused/capturable flags: keep this
+    # run's, so a run started on the CPU can resume on a GPU with its CUDA-graph step
+    for group in saved["param_groups"]:
+        group.update({k: state.optimizer.defaults[k] for k in ("fused", "capturable", "foreach")})
+    state.optimizer.load_state_dict(saved)
+    _match_state_layout(state.optimizer)
+    state.gen.set_state(ckpt["rng"]["train"])
+    torch.set_rng_state(ckpt["rng"]["torch"])
+    state.epoch, state.step, state.history = ckpt["epoch"], ckpt["step"], list(ckpt["history"])
+    # a checkpoint without a step log resumes with an empty one
+    state.loss_log = [(int(s), float(v)) for s, v in ckpt.get("loss_log", [])]
+    return path
+
+
+def save_checkpoint(state: TrainState, cfg: Config, run_dir) -> Path:
+    """Write the state as the run's checkpoint of its step (atomically), then keep only the KEEP_CHECKPOINTS newest."""
+    ckpt = {
+        "model": state.model.state_dict(), "ema": state.ema.state_dict(),
+        "optimizer": state.optimizer.state_dict(), "epoch": state.epoch, "step": state.step,
+        "rng": {"train": state.gen.get_state(), "torch": torch.get_rng_state()},
+        "config": cfg.to_dict(), "history": state.history, "loss_log": state.loss_log,
+    }
+    path = checkpoint_path(run_dir, state.step)
+    atomic_save(ckpt, path)
+    for old in checkpoint_paths(run_dir)[KEEP_CHECKPOINTS:]:
+        old.unlink()
+    return path
+
+
+def training_data(cfg: Config, device, data_root=None, tensor_data: bool = True):
+    """(dataset, data): the training (sub)set, and with tensor_data all of it as one tensor on `device` (else None).
+
+    ValueError when the data transform (task 1) gives images of another shape than the profile trains on.
+    """
+    dataset = subset(load_mnist(data_root, train=True, in_channels=cfg.in_channels), cfg.train_subset)
+    data = load_tensor(dataset, device, cfg.num_workers) if tensor_data else None
+    first = data[:1] if tensor_data else dataset[0][0].unsqueeze(0)
+    if tuple(first.shape[1:]) != cfg.image_shape:
+        raise ValueError(f"the data transform (Task 1, mnist_transform) gives images of shape "
+                         f"{tuple(first.shape[1:])}, but the '{cfg.profile}' profile trains on {cfg.image_shape}: "
+                         f"build cfg.in_channels={cfg.in_channels} channel(s) from the grey image")
+    return dataset, data
+
+
+def tensor_batches(data: torch.Tensor, cfg: Config, epoch: int):
+    """One epoch of (x0, weights) from the training set held as one tensor, in `epoch_permutation` order.
+
+    x0: (B, C, H, W) with B = cfg.batch_size for every batch (a fixed shape for the CUDA graph): the short
+    last batch is padded with copies of its first image. weights: (B,) float, 1/real on the real images and
+    0 on the padding, so every batch's loss is the mean over its real images.
+    """
+    B, n, device = cfg.batch_size, len(data), data.device
+    order = epoch_permutation(n, cfg.seed, epoch).to(device)
+    full = torch.full((B,), 1.0 / B, device=device)
+    for start in range(0, n, B):
+        idx = order[start:start + B]
+        real = idx.shape[0]
+        if real == B:
+            yield data[idx], full
+        else:
+            idx = torch.cat([idx, idx[:1].expand(B - real)])
+            yield data[idx], (torch.arange(B, device=device) < real).float() / real
+
+
+def loader_batches(dataset, cfg: Config, epoch: int, device):
+    """One epoch of (x0, None) from the report's DataLoader (`make_loader`), x0 moved to `device`;
+    None weights: the report's plain mean loss."""
+    for x0, _ in make_loader(cfg, dataset, epoch, device=device):
+        yield x0.to(device, non_blocking=True), None
+
+
+def epoch_batches(cfg: Config, epoch: int, dataset, data: torch.Tensor | None, device):
+    """The epoch's (x0, weights): `tensor_batches` when the set is held as one tensor (data), else `loader_batches`."""
+    return tensor_batches(data, cfg, epoch) if data is not None else loader_batches(dataset, cfg, epoch, device)
+
+
+def steps_per_epoch(n: int, cfg: Config) -> int:
+    """Optimiser steps in one epoch of n images: the short last batch is a step too."""
+    return math.ceil(n / cfg.batch_size)
+
+
+def train_step(state: TrainState, cfg: Config, step_fn, x0: torch.Tensor, weights) -> torch.Tensor:
+    """One step of Algorithm 1 on the batch x0: draw t and eps from the run's generator, set the step's
+    learning rate, take the optimiser step (`step_fn`, a TrainStep), then update the EMA.
+
+    Returns the loss as a 0-d device tensor (no host sync).
+    """
+    device = x0.device
+    t = torch.randint(0, cfg.timesteps, (x0.shape[0],), device=device, generator=state.gen)
+    noise = torch.randn(x0.shape, device=device, generator=state.gen)
+    if cfg.lr_warmup_steps > 0 or cfg.lr_decay != "none":  # a CUDA graph's step needs a constant lr
+        for group in state.optimizer.param_groups:
+            group["lr"] = lr_at(cfg, state.step + 1, state.total_steps)
+    loss = step_fn(x0, t, noise, weights)
+    state.step += 1
+    ema_update(state.ema, state.model, state.step, cfg.ema_decay)
+    return loss
+
+
+def first_non_finite(losses: torch.Tensor, start: int, end: int) -> tuple[int, float] | None:
+    """(index, value) of the first NaN or infinite loss in losses[start:end], else None (one host sync)."""
+    bad = (~torch.isfinite(losses[start:end])).nonzero()
     if len(bad) == 0:
         return None
     i = start + int(bad[0])
     return i, float(losses[i])
+
+
+def _non_finite_error(state: TrainState, cfg: Config, i: int, j: int, value: float, run_dir) -> NonFiniteLossError:
+    return NonFiniteLossError(
+        f"loss became {value} at step {state.step - (i - j)} (epoch {state.epoch + 1}, batch {j + 1}). "
+        f"Training stopped; the last good checkpoint in {run_dir and checkpoint_dir(run_dir)} is kept. "
+        f"Try a lower learning rate (lr={cfg.lr}) or turn bf16 autocast off "
+        f"(amp_bf16={cfg.amp_bf16}); check the input data is in [-1, 1]."
+    )
+
+
+def train_epoch(state: TrainState, cfg: Config, step_fn, batches, n_batches: int, progress: bool = True,
+                on_step=None, on_log=None, run_dir=None) -> torch.Tensor:
+    """Train on `batches` ((x0, weights) pairs, n_batches of them): epoch number state.epoch, which the
+    caller advances. Returns the losses (n_batches,) on the training device.
+
+    Every cfg.log_every steps and at the end: checks the losses for NaN/inf (NonFiniteLossError naming the
+    step), appends (step, mean loss since the last entry) to state.loss_log and calls
+    on_log(state.loss_log, state.history). on_step(state) runs after every step.
+    """
+    state.model.train()
+    losses = torch.zeros(n_batches, device=next(state.model.parameters()).device)
+    bar = tqdm(batches, total=n_batches, desc=f"epoch {state.epoch + 1}/{cfg.epochs}",
+               disable=not progress, leave=state.epoch + 1 == cfg.epochs)
+    checked = 0
+    for i, (x0, weights) in enumerate(bar):
+        losses[i] = train_step(state, cfg, step_fn, x0, weights)
+        if on_step is not None:
+            on_step(state)
+        if (i + 1) % cfg.log_every == 0 or i + 1 == n_batches:
+            bad = first_non_finite(losses, checked, i + 1)
+            if bad is not None:
+                raise _non_finite_error(state, cfg, i, *bad, run_dir)
+            state.loss_log.append((state.step, float(losses[checked:i + 1].mean())))
+            checked = i + 1
+            bar.set_postfix(loss=f"{state.loss_log[-1][1]:.4f}")
+            if on_log is not None:
+                on_log(state.loss_log, state.history)
+    return losses
+
+
+def _open_run(state: TrainState, cfg: Config, run_dir: Path, resume: bool) -> None:
+    """Create the run folder, drop writes a kill left half done, resume from it, record the config."""
+    checkpoint_dir(run_dir).mkdir(parents=True, exist_ok=True)
+    for stale in checkpoint_dir(run_dir).glob("*.tmp"):
+        stale.unlink()
+    path = restore(state, cfg, run_dir) if resume else None
+    if path is not None:
+        print(f"hw3_utils: resumed from {path} (epoch {state.epoch}/{cfg.epochs}, step {state.step})")
+    cfg.save(config_path(run_dir))
 
 
 def train_model(cfg: Config, run_dir=None, device=None, resume: bool = True, progress: bool = True,
@@ -290,124 +477,30 @@ def train_model(cfg: Config, run_dir=None, device=None, resume: bool = True, pro
     Raises NonFiniteLossError (keeping the last good checkpoint) if the loss becomes NaN/inf.
     """
     device = pick_device(device)
-    tensor_data = uses_tensor_data(cfg, device)
     graphs = uses_cuda_graphs(cfg, device)
-    model = build_model(cfg, device)
-    ema = copy.deepcopy(model).requires_grad_(False)
+    state = new_state(cfg, device, graphs)
     ddpm = DDPM.from_config(cfg).to(device)
-    optimizer = make_optimizer(model, cfg, graphs)
-    gen = torch.Generator(device).manual_seed(cfg.seed)
-    epoch, step, history, loss_log = 0, 0, [], []
-
     run_dir = Path(run_dir) if run_dir is not None else None
     if run_dir is not None:
-        checkpoint_dir(run_dir).mkdir(parents=True, exist_ok=True)
-        for stale in checkpoint_dir(run_dir).glob("*.tmp"):  # left by a kill during a write
-            stale.unlink()
-        found = load_newest_checkpoint(run_dir) if resume else None
-        if found is not None:
-            path, ckpt = found
-            _check_compatible(Config.from_dict(ckpt["config"]), cfg, TRAIN_FIELDS, path)
-            model.load_state_dict(ckpt["model"])
-            ema.load_state_dict(ckpt["ema"])
-            saved = ckpt["optimizer"]
-            # load_state_dict would also restore the saving run's fused/capturable flags: keep this
-            # run's, so a run started on the CPU can resume on a GPU with its CUDA-graph step
-            for group in saved["param_groups"]:
-                group.update({k: optimizer.defaults[k] for k in ("fused", "capturable", "foreach")})
-            optimizer.load_state_dict(saved)
-            _match_state_layout(optimizer)
-            gen.set_state(ckpt["rng"]["train"])
-            torch.set_rng_state(ckpt["rng"]["torch"])
-            epoch, step, history = ckpt["epoch"], ckpt["step"], list(ckpt["history"])
-            # checkpoints written before the step log existed resume with an empty one
-            loss_log = [(int(s), float(v)) for s, v in ckpt.get("loss_log", [])]
-            print(f"hw3_utils: resumed from {path} (epoch {epoch}/{cfg.epochs}, step {step})")
-        cfg.save(run_dir / CONFIG_JSON)
-
-    if epoch >= cfg.epochs:  # already trained: nothing to load
-        return TrainResult(model.eval(), ema.eval(), ddpm, cfg, history, run_dir, step, 0.0, loss_log)
-    dataset = subset(load_mnist(data_root, train=True, in_channels=cfg.in_channels), cfg.train_subset)
-    n = len(dataset)
-    steps_per_epoch = math.ceil(n / cfg.batch_size)
-    data = load_tensor(dataset, device, cfg.num_workers) if tensor_data else None
-    first = data[:1] if tensor_data else dataset[0][0].unsqueeze(0)
-    if tuple(first.shape[1:]) != cfg.image_shape:
-        raise ValueError(f"the data transform (Task 1, mnist_transform) gives images of shape "
-                         f"{tuple(first.shape[1:])}, but the '{cfg.profile}' profile trains on {cfg.image_shape}: "
-                         f"build cfg.in_channels={cfg.in_channels} channel(s) from the grey image")
-    step_fn = TrainStep(model, ddpm, optimizer, graphs=graphs, amp_bf16=cfg.amp_bf16)
-    total_steps = cfg.epochs * steps_per_epoch
-    scheduled = cfg.lr_warmup_steps > 0 or cfg.lr_decay != "none"
-    B = cfg.batch_size
-    full_weights = torch.full((B,), 1.0 / B, device=device)
+        _open_run(state, cfg, run_dir, resume)
+    if state.epoch >= cfg.epochs:  # already trained: nothing to load
+        return TrainResult(state.model.eval(), state.ema.eval(), ddpm, cfg, state.history, run_dir, state.step,
+                           0.0, state.loss_log)
+    dataset, data = training_data(cfg, device, data_root, uses_tensor_data(cfg))
+    n_batches = steps_per_epoch(len(dataset), cfg)
+    state.total_steps = cfg.epochs * n_batches
+    step_fn = TrainStep(state.model, ddpm, state.optimizer, graphs=graphs, amp_bf16=cfg.amp_bf16)
     t0 = time.perf_counter()
-
-    for ep in range(epoch, cfg.epochs):
-        model.train()
-        losses = torch.zeros(steps_per_epoch, device=device)
-        order = epoch_permutation(n, cfg.seed, ep)
-        if tensor_data:
-            # fixed-shape batches for the CUDA graph: the short last batch is padded with
-            # zero-weight images, so its loss is still the mean over its real images
-            order_dev = order.to(device)
-            batches = range(steps_per_epoch)
-        else:
-            batches = make_loader(cfg, dataset, ep, device=device)
-        bar = tqdm(batches, total=steps_per_epoch, desc=f"epoch {ep + 1}/{cfg.epochs}",
-                   disable=not progress, leave=ep + 1 == cfg.epochs)
-        checked = 0
-        for i, batch in enumerate(bar):
-            if tensor_data:
-                idx = order_dev[i * B:(i + 1) * B]
-                real = idx.shape[0]
-                if real < B:
-                    idx = torch.cat([idx, idx[:1].expand(B - real)])
-                x0 = data[idx]
-                weights = full_weights if real == B else (torch.arange(B, device=device) < real).float() / real
-            else:
-                x0 = batch[0].to(device, non_blocking=True)
-                weights = None
-            t = torch.randint(0, cfg.timesteps, (x0.shape[0],), device=device, generator=gen)
-            noise = torch.randn(x0.shape, device=device, generator=gen)
-            if scheduled:
-                for group in optimizer.param_groups:
-                    group["lr"] = lr_at(cfg, step + 1, total_steps)
-            loss = step_fn(x0, t, noise, weights)  # weights None: the report's plain F.mse_loss
-            losses[i] = loss
-            step += 1
-            _ema_update(ema, model, step, cfg.ema_decay)
-            if (i + 1) % cfg.log_every == 0 or i + 1 == steps_per_epoch:
-                bad = _first_bad(losses, checked, i + 1)
-                if bad is not None:
-                    j, value = bad
-                    raise NonFiniteLossError(
-                        f"loss became {value} at step {step - (i - j)} (epoch {ep + 1}, batch {j + 1}). "
-                        f"Training stopped; the last good checkpoint in {run_dir and checkpoint_dir(run_dir)} is kept. "
-                        f"Try a lower learning rate (lr={cfg.lr}) or turn bf16 autocast off "
-                        f"(amp_bf16={cfg.amp_bf16}); check the input data is in [-1, 1]."
-                    )
-                loss_log.append((step, float(losses[checked:i + 1].mean())))
-                checked = i + 1
-                bar.set_postfix(loss=f"{loss_log[-1][1]:.4f}")
-                if on_log is not None:
-                    on_log(loss_log, history)
-        history.append(float(losses.mean()))
+    while state.epoch < cfg.epochs:
+        batches = epoch_batches(cfg, state.epoch, dataset, data, device)
+        losses = train_epoch(state, cfg, step_fn, batches, n_batches, progress, on_log=on_log, run_dir=run_dir)
+        state.history.append(float(losses.mean()))
+        state.epoch += 1
         if run_dir is not None:
-            ckpt = {
-                "model": model.state_dict(), "ema": ema.state_dict(),
-                "optimizer": optimizer.state_dict(), "epoch": ep + 1, "step": step,
-                "rng": _rng_state(gen), "config": cfg.to_dict(), "history": history,
-                "loss_log": loss_log,
-            }
-            atomic_save(ckpt, checkpoint_path(run_dir, step))
-            for old in checkpoint_paths(run_dir)[KEEP_CHECKPOINTS:]:
-                old.unlink()
+            save_checkpoint(state, cfg, run_dir)
         if callback is not None:
-            callback(ep + 1, history)
+            callback(state.epoch, state.history)
         if on_epoch is not None:
-            on_epoch(ep + 1, ema)
-
-    model.eval()
-    ema.eval()
-    return TrainResult(model, ema, ddpm, cfg, history, run_dir, step, time.perf_counter() - t0, loss_log)
+            on_epoch(state.epoch, state.ema)
+    return TrainResult(state.model.eval(), state.ema.eval(), ddpm, cfg, state.history, run_dir, state.step,
+                       time.perf_counter() - t0, state.loss_log)

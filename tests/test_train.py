@@ -230,3 +230,58 @@ def test_scheduled_run_resumes_on_the_same_schedule(tmp_path, data_dir):
     assert resumed.history == straight.history
     for a, b in zip(straight.model.parameters(), resumed.model.parameters()):
         assert torch.equal(a, b)
+
+
+def test_ema_update_follows_its_warm_up_then_the_decay(tiny_cfg):
+    from hw3_utils.train import ema_update
+
+    model, ema = build_model(tiny_cfg), build_model(tiny_cfg).requires_grad_(False)
+    with torch.no_grad():
+        for p, e in zip(model.parameters(), ema.parameters()):
+            p.fill_(1.0)
+            e.zero_()
+    ema_update(ema, model, step=1, decay=0.999)  # warm-up: d = (1 + 1) / (10 + 1)
+    assert all(torch.allclose(e, torch.full_like(e, 1 - 2 / 11)) for e in ema.parameters())
+    ema_update(ema, model, step=100_000, decay=0.999)  # past the warm-up: d = decay
+    want = 0.999 * (1 - 2 / 11) + 0.001
+    assert all(torch.allclose(e, torch.full_like(e, want)) for e in ema.parameters())
+
+
+def test_tensor_batches_pad_the_short_last_batch_with_zero_weights():
+    from hw3_utils.data import epoch_permutation
+    from hw3_utils.train import steps_per_epoch, tensor_batches
+
+    cfg = tiny_config(batch_size=4)
+    data = torch.arange(10.0).view(10, 1, 1, 1)  # 10 = 4 + 4 + 2
+    got = list(tensor_batches(data, cfg, epoch=3))
+    assert len(got) == steps_per_epoch(10, cfg) == 3
+    assert all(x.shape == (4, 1, 1, 1) and w.shape == (4,) for x, w in got)
+    assert all(float(w.sum()) == pytest.approx(1.0) for _, w in got)
+    assert got[-1][1].tolist() == [0.5, 0.5, 0.0, 0.0]
+    real = torch.cat([x[w > 0] for x, w in got]).flatten()
+    assert torch.equal(real, data[epoch_permutation(10, cfg.seed, 3)].flatten())  # each image once, in order
+
+
+def test_train_epoch_driven_step_by_step_trains_as_train_model(data_dir):
+    """How bench/cpu_ablation.py trains: new_state, tensor_batches, train_epoch with an on_step hook and an lr
+    schedule set on the state; the same weights, EMA and losses as train_model on the same config."""
+    from hw3_utils.cuda_graphs import TrainStep
+    from hw3_utils.diffusion import DDPM
+    from hw3_utils.train import new_state, steps_per_epoch, tensor_batches, train_epoch, training_data
+
+    cfg = tiny_config(tensor_data=True, train_subset=40, lr=1e-3, lr_warmup_steps=2, lr_decay="cosine")
+    straight = train_model(cfg, None, device="cpu", progress=False)
+    state = new_state(cfg, "cpu")
+    _, data = training_data(cfg, "cpu")
+    n = steps_per_epoch(len(data), cfg)
+    state.total_steps = cfg.epochs * n
+    step_fn = TrainStep(state.model, DDPM.from_config(cfg), state.optimizer)
+    seen = []
+    while state.epoch < cfg.epochs:
+        losses = train_epoch(state, cfg, step_fn, tensor_batches(data, cfg, state.epoch), n, progress=False,
+                             on_step=lambda s: seen.append(s.step))
+        state.history.append(float(losses.mean()))
+        state.epoch += 1
+    assert seen == list(range(1, 7))  # 40 images in batches of 16: 3 steps an epoch
+    assert state.history == straight.history and state.loss_log == straight.loss_log
+    assert params_equal(state.model, straight.model) and params_equal(state.ema, straight.ema)
