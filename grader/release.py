@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import posixpath
 import re
 import shutil
 import subprocess
@@ -27,13 +28,15 @@ MARKERS = (BEGIN_SOLUTION, END_SOLUTION, BEGIN_HIDDEN, END_HIDDEN)
 # `make release REPO_URL=...` writes the repository students clone.
 PLACEHOLDER_URL = "https://github.com/YOUR-ORG/hw3-ddpm-kit.git"
 PLACEHOLDER_PATH = "YOUR-ORG/hw3-ddpm-kit"
-# Instructor-only parts of README.md: left out of the student's README.
-BEGIN_INSTRUCTOR, END_INSTRUCTOR = "<!-- BEGIN INSTRUCTOR -->", "<!-- END INSTRUCTOR -->"
 
 # Instructor-only: never copied into the student kit.
 EXCLUDE_DIRS = ("grader", ".ci", "bench", "release")
 STUDENT_TESTS = ("tests/test_tasks.py",)
-EXCLUDE_FILES = ("autograder.zip",)
+EXCLUDE_FILES = ("autograder.zip", "CHANGELOG.md")
+# The student kit's README.md is this page, its relative links rebased to the kit's root; the
+# instructor's README.md stays out. Of docs/ the kit ships only that page and what it and the code cite.
+STUDENT_README = "docs/students.md"
+STUDENT_DOCS = (STUDENT_README, "docs/img/", "docs/decisions/")
 
 
 class MarkerError(ValueError):
@@ -89,24 +92,23 @@ def github_path(url: str) -> str | None:
     return m.group(1) if m else None
 
 
-def student_readme(text: str) -> str:
-    """README.md without its instructor-only parts (between the INSTRUCTOR markers)."""
-    out, inside = [], False
-    for n, line in enumerate(text.splitlines(keepends=True), start=1):
-        s = line.strip()
-        if s == BEGIN_INSTRUCTOR:
-            if inside:
-                raise MarkerError(f"README.md:{n}: nested {BEGIN_INSTRUCTOR}")
-            inside = True
-        elif s == END_INSTRUCTOR:
-            if not inside:
-                raise MarkerError(f"README.md:{n}: {END_INSTRUCTOR} without a matching BEGIN")
-            inside = False
-        elif not inside:
-            out.append(line)
-    if inside:
-        raise MarkerError(f"README.md: {BEGIN_INSTRUCTOR} is never closed")
-    return re.sub(r"\n{3,}", "\n\n", "".join(out))
+_MD_LINK = re.compile(r"(\]\()([^)\s]+)(\))")  # the target of a Markdown link or image: ](target)
+
+
+def release_readme(root: Path) -> bytes:
+    """The student kit's README.md: STUDENT_README with its relative links rebased from docs/ to the root."""
+    src = Path(root) / STUDENT_README
+    if not src.is_file():
+        raise ReleaseError(f"{STUDENT_README} is missing: it becomes the student kit's README.md")
+    base = posixpath.dirname(STUDENT_README)
+
+    def rebase(m: re.Match) -> str:
+        target = m.group(2)
+        if re.match(r"([a-z][a-z0-9+.-]*:|#|/)", target):  # a URL, an anchor of the page, an absolute path
+            return m.group(0)
+        return m.group(1) + posixpath.normpath(posixpath.join(base, target)) + m.group(3)
+
+    return _MD_LINK.sub(rebase, src.read_text(encoding="utf-8")).encode("utf-8")
 
 
 def _with_url(rel: str, data: bytes, url: str | None) -> bytes:
@@ -268,8 +270,10 @@ def kit_files(root: Path = REPO) -> list[str]:
 
 def is_student_file(rel: str) -> bool:
     top = rel.split("/", 1)[0]
-    if top in EXCLUDE_DIRS or rel in EXCLUDE_FILES:
+    if top in EXCLUDE_DIRS or rel in EXCLUDE_FILES or rel == "README.md":
         return False
+    if top == "docs":
+        return rel.startswith(STUDENT_DOCS)
     if rel.startswith("submission") and rel.endswith(".zip"):
         return False
     if top == "tests":
@@ -293,16 +297,17 @@ def make_release(out: Path | str = REPO / "release", root: Path = REPO, quiet: b
     """Write the student kit to `out` (replaced). Refuses if a stripped file still holds a region.
 
     repo_url: the git repository students clone, written into every notebook's setup cell and into
-    the Colab links of notebooks/README.md; "none" keeps the placeholders (a kit used locally only).
+    the Colab links of the Markdown pages; "none" keeps the placeholders (a kit used locally only).
     fid_stats_url: where students download mnist_train_all.npz and mnist_test_all.npz (with the sha256 of
     the copies in `fid_stats_dir`); without it a student lacking them gets one line saying to ask.
-    The README is the student's: README.md without its INSTRUCTOR-marked parts.
+    The README is the student's: STUDENT_README (`release_readme`).
     """
     out, root = Path(out), Path(root)
     url = check_repo_url(repo_url)
     fid_sources = fid_references(fid_stats_url, fid_stats_dir)
     tasks = _tasks()
     staged: dict[str, bytes] = {}
+    sources: dict[str, Path] = {}
     found: dict[str, list[str]] = {}
     for rel in kit_files(root):
         if not is_student_file(rel):
@@ -314,18 +319,18 @@ def make_release(out: Path | str = REPO / "release", root: Path = REPO, quiet: b
                 raise MarkerError(f"{rel}: a marker is left after stripping; refusing to write {out}")
             if ids:
                 found[rel] = ids
-        elif rel == "README.md":
-            data = student_readme(src.read_text(encoding="utf-8")).encode("utf-8")
         else:
             data = src.read_bytes()
         if rel.endswith((".ipynb", ".md")):
             data = _with_url(rel, data, url)
         if rel == FID_REFERENCES:
             data = fid_sources
-        staged[rel] = data
+        staged[rel], sources[rel] = data, src
     missing = [t for t in tasks if not any(t in ids for ids in found.values())]
     if missing:
         raise MarkerError(f"no solution region found for task(s) {missing}; refusing to write {out}")
+    staged["README.md"] = _with_url("README.md", release_readme(root), url)
+    sources["README.md"] = root / STUDENT_README
     pyproject = (root / "pyproject.toml").read_text()
     name = re.search(r'^name\s*=\s*"([^"]+)"', pyproject, re.M)
     version = re.search(r'^version\s*=\s*"([^"]+)"', pyproject, re.M)
@@ -347,7 +352,7 @@ def make_release(out: Path | str = REPO / "release", root: Path = REPO, quiet: b
         dst = out / rel
         dst.parent.mkdir(parents=True, exist_ok=True)
         dst.write_bytes(data)
-        shutil.copymode(root / rel, dst)
+        shutil.copymode(sources[rel], dst)
     (out / "RELEASE.json").write_text(json.dumps(info, indent=2) + "\n")
     if not quiet:
         print(f"release: {len(staged)} files -> {out} ({sum(len(v) for v in found.values())} solution regions "

@@ -10,17 +10,18 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+from doc_checks import broken_links, results_history
 
 from grader import REPO
 from grader.release import (
     PLACEHOLDER_PATH,
     PLACEHOLDER_URL,
+    STUDENT_DOCS,
     MarkerError,
     ReleaseError,
     has_solution,
     make_release,
     solution_regions,
-    student_readme,
 )
 from hw3_utils.checks import TASKS
 
@@ -61,6 +62,10 @@ def test_instructor_files_are_left_out(release):
     names = {p.relative_to(release).as_posix() for p in release.rglob("*") if p.is_file()}
     assert not any(n.startswith(("grader/", ".ci/", "bench/")) for n in names)
     assert sorted(n for n in names if n.startswith("tests/")) == ["tests/test_tasks.py"]
+    docs = {n for n in names if n.startswith("docs/")}
+    assert docs and all(n.startswith(STUDENT_DOCS) for n in docs)
+    assert {"docs/students.md", "docs/decisions/README.md", "docs/img/student_03_check_passes.png"} <= docs
+    assert not {"docs/instructors.md", "docs/developers.md"} & docs and "CHANGELOG.md" not in names
     assert {"Makefile", "README.md", "pyproject.toml", "hw3_utils/check_data.pt", "hw3_utils/checks.py",
             "hw3_utils/tasks/task_5b.py",
             "hw3_utils/submit.py", "RELEASE.json"} <= names
@@ -120,8 +125,11 @@ def test_release_writes_the_repo_url_and_a_student_readme(release):
     assert PLACEHOLDER_PATH not in links
     assert json.loads((release / "RELEASE.json").read_text())["repo_url"] == URL
     readme = (release / "README.md").read_text()
-    assert "### For students" in readme and "| task | what the student writes |" in readme
+    assert readme.startswith((REPO / "docs" / "students.md").read_text().split("\n", 1)[0])  # the student page
+    assert "| task | what you write |" in readme and "](docs/img/student_03_check_passes.png)" in readme
     assert "make submit" in readme and "Colab" in readme and "python -m hw3_utils.checks" in readme
+    assert "colab.research.google.com/github/acme-univ/ddpm-hw3/blob/main/notebooks/01_data_prep.ipynb" in readme
+    assert PLACEHOLDER_PATH not in readme
     for instructor in ("### For instructors", "make gradescope", "grader/sandbox.py", "### Tolerances",
                        "INSTRUCTOR -->", "make grade SUBMISSIONS", "hostile", "grade_speed", "grader/ ",
                        "bench/ ", "bash .ci/run", "Changes to the public API", "grades.csv", "test_student_walk"):
@@ -139,12 +147,16 @@ def test_release_refuses_a_missing_or_malformed_url(tmp_path):
     assert PLACEHOLDER_URL in (local / "notebooks" / "01_data_prep.ipynb").read_text()
 
 
-def test_student_readme_markers_must_balance():
-    assert student_readme("a\n<!-- BEGIN INSTRUCTOR -->\nsecret\n<!-- END INSTRUCTOR -->\nb\n") == "a\nb\n"
-    with pytest.raises(MarkerError, match="never closed"):
-        student_readme("<!-- BEGIN INSTRUCTOR -->\nx\n")
-    with pytest.raises(MarkerError, match="without a matching BEGIN"):
-        student_readme("<!-- END INSTRUCTOR -->\n")
+def test_release_readme_is_short_and_holds_no_results_history(release):
+    """The student's README: at most 200 lines, none with a date, a CI rehearsal, a student walk, a commit, the
+    machine of a measurement, a comparison with an earlier version, or a measured time or FID in a table
+    (tests/doc_checks.py); and every relative link of the kit's Markdown pages points into the kit."""
+    readme = (release / "README.md").read_text()
+    assert len(readme.splitlines()) <= 200
+    assert results_history(readme) == []
+    pages = sorted(release.rglob("*.md"))
+    assert release / "README.md" in pages and release / "notebooks" / "README.md" in pages
+    assert broken_links(pages, release) == []
 
 
 def test_release_refuses_bad_markers(tmp_path):
