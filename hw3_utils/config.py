@@ -2,7 +2,7 @@
 
 Two profiles are code paths: `full` is the recipe of the reference report, exactly (for a GPU);
 `cpu` turns noise into recognisable digits on a laptop without a GPU in minutes (one grey channel,
-a smaller UNet, an lr schedule, a respaced sampler with x0-hat clipping; README, "The cpu profile").
+a smaller UNet, an lr schedule, a respaced sampler with x0-hat clipping; why each: docs/decisions/).
 Each has a test-size twin, `full-smoke` and `cpu-smoke`: the same config with the sizes shrunk by
 one function, `smoke_sizes` (data, epochs, width, sample counts), so the tests and the notebooks
 under nbval run every code path a student runs, in minutes.
@@ -60,11 +60,11 @@ class Config:
     seed: int = 0
     log_every: int = 50  # steps between progress-bar updates and non-finite-loss checks
 
-    # speed (not in the report; see README "GPU fast path"). None means: decide by the device.
+    # speed (not in the report; docs/developers.md, "The GPU fast path"). None means: decide by the device.
     tensor_data: bool | None = None  # whole (sub)set as one tensor instead of PIL DataLoader workers
     cuda_graphs: bool | None = None  # replay the step and the model call as CUDA graphs (on when CUDA)
     amp_bf16: bool = False  # bf16 autocast; off until FID shows it costs nothing
-    channels_last: bool = False  # NHWC weights and activations: same values; on in the cpu profile (measured there)
+    channels_last: bool = False  # NHWC weights and activations: same values; on in the cpu profile
 
     # sampling: the report's sampler is Algorithm 2 with all T steps and no clipping
     sampler: str = "ddpm"  # "ddpm": ancestral (Algorithm 2); "ddim": DDIM with eta = 0 (deterministic)
@@ -194,50 +194,25 @@ def _validate(cfg: Config) -> None:
 
 PROFILES: dict[str, dict] = {
     "full": {},
-    # What a 2-core CPU can do in about ten minutes of training (README, "The cpu profile"; each
-    # choice measured by bench/cpu_quality.py and bench/cpu_speed.py):
+    # What a 2-core CPU can do in about ten minutes of training; each value's measurement is a note in
+    # docs/decisions/ (named beside it).
     "cpu": dict(
-        # one grey channel: the report's 3 channels are identical copies, so the network learns
-        # the same thing with a third of the input and output, and samples cannot drift into
-        # colour; PNGs for FID are still 28x28 RGB with identical channels (fid.to_uint8)
-        in_channels=1,
-        model_channels=16,  # widths 16/32/64, bottleneck 128: 0.64M parameters (the report's: 8.1M)
-        # GroupNorm over all of a block's channels, as LayerNorm does. With 8 groups (the full profile's),
-        # each group of 2 channels at width 16 loses its mean, and three seeds in four learned to ignore
-        # the image mean of x_t near t = T: grey backgrounds, bright blobs, FID-1k 97 to 148 (README,
-        # "The cpu profile")
-        groups=1,
-        # 5 epochs of batch 32 (9,375 steps, 6 to 9 minutes on a 2-core AMD EPYC): at equal images seen,
-        # smaller batches learn more (FID-1k 19.0 and 20.2 for seeds 0 and 1 against 21.5 and 23.5 with
-        # batch 64, and a step of 32 costs 0.87x the time per image of one of 64; bench/README.md); a tenth
-        # of the report's images seen; a higher lr with warm-up and a cosine decay to 0 ends on good weights
-        batch_size=32,
-        epochs=5,
-        lr=1e-3,
-        # Adam's second moments over about the last 100 steps instead of 1,000 (torch's default beta2 0.999),
-        # as nanoGPT's small character-level config does: in a run of 9,375 steps whose lr warms up and decays,
-        # the step sizes follow the gradients' scale sooner. FID-1k 17.18 and 18.13 for seeds 0 and 1 against
-        # 19.00 and 20.18 with 0.999, the same steps and time (bench/cpu_ablation.py --epochs 5, bench/README.md)
-        adam_betas=(0.9, 0.99),
-        lr_warmup_steps=200,
+        in_channels=1,  # the report's 3 channels are copies of one: one-grey-channel.md
+        model_channels=16,  # widths 16/32/64, bottleneck 128, 0.64 M parameters: width-16.md
+        groups=1,  # so that x_t's image mean reaches the output: groupnorm-one-group.md
+        batch_size=32,  # at equal images seen smaller batches learn more: batch-32-lr-1e-3.md
+        epochs=5,  # what fits the ten minutes: training-length-5-epochs.md
+        lr=1e-3,  # batch-32-lr-1e-3.md
+        adam_betas=(0.9, 0.99),  # second moments over the last ~100 of 9,375 steps: adam-beta2-0.99.md
+        lr_warmup_steps=200,  # a higher rate, warmed up and decayed to 0: lr-warmup-cosine.md
         lr_decay="cosine",
-        # EMA: train.py's warm-up caps the decay at (1 + step) / (10 + step), which passes 0.999 at step
-        # 8,991, so at the end the EMA averages about the last 1,000 steps (bench/cpu_ablation.py)
-        ema_decay=0.999,
-        # Algorithm 2 on 50 respaced timesteps with x0-hat clipped to [-1, 1]: a CPU-trained
-        # model needs the clipping (without it FID-500 was 162 vs 64 with, DDIM), and ancestral
-        # noise removes the speckles and grey backgrounds that deterministic DDIM keeps (FID-1k
-        # 22.9 vs 59.7 at 50 steps; 32.6 with eta 0.5); 50, 100 and 200 steps score alike (22.9,
-        # 24.3, 24.1), so 50, at half the time of 100 (bench/cpu_ablation.py, README "The cpu profile")
-        sample_steps=50,
+        ema_decay=0.999,  # train's EMA warm-up reaches it only near a 5-epoch run's end: ema-0.999.md
+        sample_steps=50,  # Algorithm 2 on respaced steps, x0-hat clipped: sampler-50-steps-clipped.md
         clip_denoised=True,
-        num_samples=1000,
+        num_samples=1000,  # FID-1k beside the floor at 1,000: fid-1k.md
         sample_batch_size=500,
-        num_workers=0,
-        # NHWC weights (and so activations): the same values, and with one GroupNorm group at batch 32 a
-        # training step takes 0.82x the time and a sampling call 0.56x on a 2-core AMD EPYC (bench/cpu_speed.py
-        # --only-kit-step, README "Where a CPU step goes"; with 8 groups at batch 64 it had been no faster)
-        channels_last=True,
+        num_workers=0,  # no worker processes competing with training for the cores: cpu-step.md
+        channels_last=True,  # the same values, a faster step on the CPU: channels-last.md
     ),
 }
 

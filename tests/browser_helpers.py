@@ -82,7 +82,7 @@ def kernel_env(runs_dir: Path, profile: str = "cpu-smoke") -> dict[str, str]:
     runs folder holding the FID cache's MNIST statistics, and no MPLBACKEND (CI sets Agg, which would hide
     every figure; a student's kernel uses the inline backend)."""
     data = os.environ.get("HW3_DATA_DIR")
-    assert data, "set HW3_DATA_DIR to a folder holding MNIST/raw (see README, 'Offline use'); .ci/run does"
+    assert data, "set HW3_DATA_DIR to a folder holding MNIST/raw (docs/students.md, 'Troubleshooting'); .ci/run does"
     env = {k: v for k, v in os.environ.items() if not k.startswith("HW3_") and k != "MPLBACKEND"}
     env.update(HW3_PROFILE=profile, HW3_DATA_DIR=str(Path(data).resolve()), HW3_RUNS_DIR=str(runs_dir))
     # Chromium, the server and the kernel share the 2 CPUs here, Chromium busy while it renders: then

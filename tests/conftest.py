@@ -35,5 +35,5 @@ def tiny_cfg() -> Config:
 @pytest.fixture(scope="session")
 def data_dir():
     d = os.environ.get("HW3_DATA_DIR")
-    assert d, "set HW3_DATA_DIR to a folder holding MNIST/raw (see README, 'Offline use'); .ci/run does"
+    assert d, "set HW3_DATA_DIR to a folder holding MNIST/raw (docs/students.md, 'Troubleshooting'); .ci/run does"
     return d

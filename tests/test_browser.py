@@ -39,7 +39,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 ARTIFACTS_ROOT = REPO / "tests" / "_artifacts" / "browser"
 PROFILES = ["cpu-smoke", "full-smoke"]
-DOCS_PROFILE = "cpu-smoke"  # the README's screenshots show a student's default path
+DOCS_PROFILE = "cpu-smoke"  # the docs' screenshots show a student's default path
 DOCS_IMG = REPO / "docs" / "img"
 NOTEBOOKS = ["01_data_prep", "02_unet", "03_forward_diffusion", "04_training", "05_sampling_and_fid"]
 NO_STDERR = {"05_sampling_and_fid"}  # FID's progress and its singular-covariance note must not look like errors

@@ -222,7 +222,7 @@ def test_every_correct_variant_passes_every_check(task, variant):
 
 def test_tolerances_leave_room_on_both_sides():
     # every correct form uses at most half of its task's tolerance on the public and hidden cases,
-    # and every known mistake lies at least 10 times beyond it or has the wrong shape (README, "Tolerances")
+    # and every known mistake lies at least 10 times beyond it or has the wrong shape (docs/instructors.md)
     for row in tolerance_table():
         assert all(v <= 0.5 for v in row["correct"].values()), (row["task"], row["correct"])
         assert all(v >= 10 for v in row["mistakes"].values()), (row["task"], row["mistakes"])

@@ -51,7 +51,7 @@ def test_smoke_twin_keeps_the_share_of_warm_up():
 
 def test_cpu_profile_keeps_the_recipe_family():
     # the report's schedule, objective, architecture family and evaluation protocol; only sizes,
-    # optimiser settings and the sampler's options change (README, "The cpu profile")
+    # optimiser settings and the sampler's options change (docs/decisions/)
     cpu, full = get_config("cpu", verbose=False), Config()
     for name in ("timesteps", "beta_start", "beta_end", "variance", "channel_mult", "bottleneck_mult",
                  "time_emb_dim", "image_size", "sampler", "fid_ref_count"):

@@ -76,7 +76,7 @@ def test_channels_last_weights_give_the_same_outputs_and_gradients():
 def test_cpu_profile_unet_sees_the_mean_of_its_input():
     """The cpu profile normalises each block over all its channels (groups=1): a shift of the input's mean
     reaches the output. With 8 groups of 2 channels at width 16, GroupNorm removes it almost entirely, and
-    three seeds in four then trained networks blind to x_t's mean near t = T (README, "The cpu profile").
+    three seeds in four then trained networks blind to x_t's mean near t = T (docs/decisions/groupnorm-one-group.md).
     Mean over 8 initialisations (one seed alone can be small either way): measured 0.096 vs 0.011."""
     def response(**overrides):
         return sum(_mean_response(get_config("cpu", verbose=False, seed=s, **overrides)) for s in range(8)) / 8

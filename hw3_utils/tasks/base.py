@@ -26,7 +26,7 @@ class Tolerance:
     """|got - expected| <= atol + rtol * |expected|, elementwise, against a float64 reference.
 
     `why` is the error analysis in one sentence: what float32 rounding any correct formula can
-    produce, and how far the nearest known mistake lies beyond it (README, "Tolerances").
+    produce, and how far the nearest known mistake lies beyond it (docs/instructors.md, "Tolerances").
     """
 
     rtol: float

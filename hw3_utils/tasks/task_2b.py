@@ -133,7 +133,7 @@ TASK = Task(
     outputs={"block": torch.float32, "out": torch.float32},
     # Each output element sums a few hundred float32 products (3x3 convs over up to 128 channels)
     # and is renormalised by GroupNorm: the rounding of any order of summation stays near
-    # sqrt(n) eps |terms|, about 1e-6 here (seen: 2e-6 between two CPUs).
+    # sqrt(n) eps |terms|, about 1e-6 here.
     tolerance=Tolerance(1e-4, 1e-4, f"outputs of size about 1; float32 sums of a few hundred products differ "
                         f"by about sqrt(n) eps = {24 * EPS32:.0e} between orders of summation (2e-6 between "
                         "two CPUs); the nearest mistake is off by more than 1e-2"),

@@ -165,7 +165,7 @@ TASK = Task(
          "FID against the train and test references (`fid.reference_npz`), with the `fid` backend.",
     outputs={"fid": torch.float64},
     # float64 throughout; what varies between machines is the eigendecomposition of covariances
-    # of rank 5 or less, seen to move the FID by 1.5e-5 relatively. A wrong folder moves it by 10% or more.
+    # of rank 5 or less (the reason below says by how much). A wrong folder moves the FID by 10% or more.
     tolerance=Tolerance(1e-3, 1e-3, "FIDs of about 1e3 in float64; eigendecompositions of rank-deficient "
                         "covariances differ by about 1e-5 relatively between CPUs; a wrong folder is 10% or more off"),
     public=[dict(seed=601, samples=6, refs=8)],
