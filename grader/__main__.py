@@ -10,6 +10,7 @@ from . import REPO
 
 
 def main(argv=None) -> int:
+    """Parse the command line and run its subcommand (COMMANDS); the exit status."""
     p = argparse.ArgumentParser(prog="python -m grader")
     sub = p.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("release", help="write the student kit (solutions stubbed)")
@@ -37,72 +38,93 @@ def main(argv=None) -> int:
     sub.add_parser("check-patches", help="check that every known mistake and correct variant applies exactly once")
     sub.add_parser("tolerances", help="measure each task's tolerance against its variants and mistakes (README table)")
     args = p.parse_args(argv)
+    return COMMANDS[args.cmd](args) or 0
 
-    if args.cmd == "release":
-        from .release import ReleaseError, make_release
 
-        try:
-            make_release(args.out, repo_url=args.repo_url, fid_stats_url=args.fid_stats_url,
-                         fid_stats_dir=args.fid_stats_dir)
-        except ReleaseError as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 2
-    elif args.cmd == "build-check-data":
-        from .reference import write_check_data
+def cmd_release(args) -> int | None:
+    from .release import ReleaseError, make_release
 
-        path = write_check_data()
-        print(f"wrote {path} ({path.stat().st_size / 1024:.0f} KiB)")
-    elif args.cmd == "grade":
-        from hw3_utils.tasks import TASKS
+    try:
+        make_release(args.out, repo_url=args.repo_url, fid_stats_url=args.fid_stats_url,
+                     fid_stats_dir=args.fid_stats_dir)
+    except ReleaseError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return None
 
-        from . import sandbox
-        from .batch import grade_batch_detailed
-        from .summary import headline, summarize
 
-        mode = sandbox.detect_mode()
-        print(f"{sandbox.DESCRIPTION[mode]}" + (f"\n{sandbox.WARNING[mode]}" if mode in sandbox.WARNING else ""),
-              file=sys.stderr)
-        graded = grade_batch_detailed(Path(args.submissions), Path(args.out), task_timeout=args.task_timeout,
-                                      release_dir=args.release, reference=args.reference, jobs=args.jobs or None,
-                                      progress=sys.stderr, update=args.update)
-        if args.update:
-            print(f"regraded {', '.join(g.student for g in graded)}: their rows of grades.csv and "
-                  "written/sheet.csv are replaced (summary.md still describes the last full batch)")
-        else:
-            print("\n".join(headline(summarize(graded, TASKS))))
-        print(f"-> {Path(args.out) / 'grades.csv'}; grade the written answers in {Path(args.out) / 'written'}, "
-              "then `make merge`")
-    elif args.cmd == "merge":
-        from .written import MergeError, merge
+def cmd_build_check_data(args) -> None:
+    from .reference import write_check_data
 
-        try:
-            final, lms = merge(Path(args.out))
-        except (MergeError, OSError) as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 2
-        print(f"wrote {final} (every part) and {lms} (student id, total, code, written: for the LMS)")
-    elif args.cmd == "gradescope-bundle":
-        from .gradescope import build_bundle
+    path = write_check_data()
+    print(f"wrote {path} ({path.stat().st_size / 1024:.0f} KiB)")
 
-        print(f"wrote {build_bundle(Path(args.out))}")
-    elif args.cmd == "check-patches":
-        from .patches import all_patches, check_patches
 
-        problems = check_patches()
-        print("\n".join(problems) or f"all {len(all_patches())} patches apply exactly once")
-        return 1 if problems else 0
-    elif args.cmd == "tolerances":
-        from .patches import all_patches, tolerance_markdown, tolerance_table
+def cmd_grade(args) -> None:
+    from hw3_utils.tasks import TASKS
 
-        rows = tolerance_table()
-        print(tolerance_markdown(rows))
-        n_var = sum(len(r["correct"]) - 1 for r in rows)
-        n_mis = sum(len(r["mistakes"]) for r in rows)
-        ok_var = sum(v <= 0.5 for r in rows for k, v in r["correct"].items() if k != "solution")
-        ok_mis = sum(v >= 10 for r in rows for v in r["mistakes"].values())
-        print(f"\n{ok_var} of {n_var} correct variants within half their tolerance; {ok_mis} of {n_mis} known "
-              f"mistakes 10 times beyond it or of the wrong shape ({len(all_patches())} patches)")
-    return 0
+    from . import sandbox
+    from .batch import grade_batch_detailed
+    from .summary import headline, summarize
+
+    mode = sandbox.detect_mode()
+    print(f"{sandbox.DESCRIPTION[mode]}" + (f"\n{sandbox.WARNING[mode]}" if mode in sandbox.WARNING else ""),
+          file=sys.stderr)
+    graded = grade_batch_detailed(Path(args.submissions), Path(args.out), task_timeout=args.task_timeout,
+                                  release_dir=args.release, reference=args.reference, jobs=args.jobs or None,
+                                  progress=sys.stderr, update=args.update)
+    if args.update:
+        print(f"regraded {', '.join(g.student for g in graded)}: their rows of grades.csv and "
+              "written/sheet.csv are replaced (summary.md still describes the last full batch)")
+    else:
+        print("\n".join(headline(summarize(graded, TASKS))))
+    print(f"-> {Path(args.out) / 'grades.csv'}; grade the written answers in {Path(args.out) / 'written'}, "
+          "then `make merge`")
+
+
+def cmd_merge(args) -> int | None:
+    from .written import MergeError, merge
+
+    try:
+        final, lms = merge(Path(args.out))
+    except (MergeError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"wrote {final} (every part) and {lms} (student id, total, code, written: for the LMS)")
+    return None
+
+
+def cmd_gradescope_bundle(args) -> None:
+    from .gradescope import build_bundle
+
+    print(f"wrote {build_bundle(Path(args.out))}")
+
+
+def cmd_check_patches(args) -> int:
+    from .patches import all_patches, check_patches
+
+    problems = check_patches()
+    print("\n".join(problems) or f"all {len(all_patches())} patches apply exactly once")
+    return 1 if problems else 0
+
+
+def cmd_tolerances(args) -> None:
+    from .patches import all_patches, tolerance_markdown, tolerance_table
+
+    rows = tolerance_table()
+    print(tolerance_markdown(rows))
+    n_var = sum(len(r["correct"]) - 1 for r in rows)
+    n_mis = sum(len(r["mistakes"]) for r in rows)
+    ok_var = sum(v <= 0.5 for r in rows for k, v in r["correct"].items() if k != "solution")
+    ok_mis = sum(v >= 10 for r in rows for v in r["mistakes"].values())
+    print(f"\n{ok_var} of {n_var} correct variants within half their tolerance; {ok_mis} of {n_mis} known "
+          f"mistakes 10 times beyond it or of the wrong shape ({len(all_patches())} patches)")
+
+
+# each subcommand's function: its exit status (None: 0)
+COMMANDS = {"release": cmd_release, "build-check-data": cmd_build_check_data, "grade": cmd_grade,
+            "merge": cmd_merge, "gradescope-bundle": cmd_gradescope_bundle, "check-patches": cmd_check_patches,
+            "tolerances": cmd_tolerances}
 
 
 if __name__ == "__main__":

@@ -16,7 +16,9 @@ import os
 import shutil
 import sys
 import tempfile
+import threading
 import time
+import traceback
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
@@ -25,7 +27,6 @@ from hw3_utils.atomic import atomic_write
 from . import REPO, sandbox
 from .extract import (
     FID_RE,
-    NOTEBOOK_RE,
     Extracted,
     _tasks,
     fid_mismatch,
@@ -33,8 +34,10 @@ from .extract import (
     manifest_notes,
     notebook_cells,
     notebook_note,
+    read_notebooks,
     safe_extract,
     task_files,
+    unreadable,
 )
 from .render import Graded, Kind, TaskResult, failed, passed, read_csv, write_csv
 from .runner import STARTUP_SECONDS, preflight, run_submission
@@ -58,16 +61,19 @@ def hidden_paths(extra=()) -> list[Path]:
     return out + [Path(p) for p in extra]
 
 
-def flags_of(per_task: dict[str, TaskResult], ex: Extracted) -> list[str]:
+def flags_of(per_task: dict[str, TaskResult], ex: Extracted, notebooks: dict) -> list[str]:
     """What makes a submission worth a human look: crashes, time limits, a sandbox that did not start,
-    refused members, notebooks not executed, fid.json missing or not matching its profile."""
+    refused members, files that cannot be read, notebooks not executed, fid.json missing or not matching
+    its profile. `notebooks`: extract.read_notebooks of the submission."""
     flags = [f"Task {t} {r.kind.value}" for t, r in per_task.items() if r.kind.needs_look]
     if ex.refused:
         flags.append(f"{ex.refused} zip member(s) refused")
     if ex.fatal:
         return flags
-    notebooks = [n for n in ex.files if NOTEBOOK_RE.match(n)]
-    idle = [n for n in notebooks if (notebook_cells(ex.files[n]) or (0, 0))[0] == 0]
+    bad = unreadable(ex.files, notebooks)
+    if bad:
+        flags.append(f"{len(bad)} unreadable file(s): {', '.join(bad)}")
+    idle = [n for n, nb in notebooks.items() if (notebook_cells(nb) or (0, 0))[0] == 0]
     if idle or not notebooks:
         flags.append(f"notebooks not executed ({len(idle)} of {len(notebooks)})" if notebooks else "no notebooks")
     fids = [n for n in ex.files if FID_RE.match(n)]
@@ -126,21 +132,48 @@ def grade_one(zpath: Path, work: Path, release_kit: Path, ref: dict, task_timeou
                 pub_ok, pub_msg = ok, msg
             public = "PASS" if pub_ok else f"FAIL: {pub_msg}"
             per_task[t] = passed(task.points, public) if ok else failed(Kind.WRONG, msg, public)
-    for name in sorted(ex.files):
-        if NOTEBOOK_RE.match(name):
-            notes.append(notebook_note(name, ex.files[name]))
-        elif FID_RE.match(name):
-            notes.append(fid_note(name, ex.files[name]))
+    notebooks = read_notebooks(ex.files)  # each read once, bounded and checked (hw3_utils.student_files)
+    notes += [notebook_note(name, nb) for name, nb in notebooks.items()]
+    notes += [fid_note(name, ex.files[name]) for name in sorted(ex.files) if FID_RE.match(name)]
     if not ex.fatal:
-        if not any(NOTEBOOK_RE.match(n) for n in ex.files):
+        if not notebooks:
             notes.append("no notebooks in the submission")
         if not any(FID_RE.match(n) for n in ex.files):
             notes.append("no runs/<profile>/fid.json in the submission")
         notes += manifest_notes(ex.files)
-    flags = flags_of(per_task, ex)  # reads the extracted notebooks and fid.json: before they are removed
-    written = written_answers(ex.files)
+    flags = flags_of(per_task, ex, notebooks)  # reads the extracted fid.json: before it is removed
+    written = written_answers(notebooks)
     shutil.rmtree(work, ignore_errors=True)
     return Graded(zpath.stem, status, per_task, notes, sandbox.DESCRIPTION[zygote.mode], flags, written)
+
+
+ERROR_LOG = "grader-errors.log"  # in OUT: the traceback of every submission the grader itself failed on
+_log_lock = threading.Lock()
+
+
+def log_error(log: Path, what: str, err: Exception) -> None:
+    with _log_lock, open(log, "a", encoding="utf-8", errors="replace") as f:
+        f.write(f"--- {what} ({time.strftime('%Y-%m-%d %H:%M:%S')})\n")
+        f.write("".join(traceback.format_exception(type(err), err, err.__traceback__)))
+
+
+def grader_failed(zpath: Path, err: Exception, log: Path, mode: str) -> Graded:
+    """The record of a submission the grader failed on (a bug of the grader's, or an input it does not
+    survive yet): every task 0 with a message saying so, flagged for a human look, the traceback in `log`."""
+    log_error(log, zpath.name, err)
+    why = f"the grader failed on this submission ({type(err).__name__}); an instructor will look at it"
+    return Graded(zpath.stem, f"not graded: {why}", {t: failed(Kind.SANDBOX, why) for t in _tasks()},
+                  [f"the grader's error is logged in {ERROR_LOG}"], sandbox.DESCRIPTION[mode],
+                  [f"grader error ({type(err).__name__}): see {ERROR_LOG}"])
+
+
+def similarity(entries: list[Path], kit: Path, scratch: Path, out: Path) -> list:
+    """similarity.similar_pairs; if it fails, the batch still ends with its grades (the error is logged)."""
+    try:
+        return similar_pairs(entries, kit, scratch)
+    except Exception as err:
+        log_error(out / ERROR_LOG, "the similarity check", err)
+        return []
 
 
 class Progress:
@@ -163,13 +196,6 @@ class Progress:
         elif self.done == self.total or self.done % max(1, self.total // 10) == 0:
             self.stream.write(line + "\n")
         self.stream.flush()
-
-
-def grade_batch(submissions: Path, out: Path, task_timeout: float = 60.0, release_dir=None, reference=None,
-                extra_hidden=(), startup: float = STARTUP_SECONDS, jobs: int | None = None) -> list[dict]:
-    """Grade every *.zip (and every other plain file, which is rejected) in `submissions`; grades.csv rows."""
-    return [g.row() for g in grade_batch_detailed(submissions, out, task_timeout, release_dir, reference,
-                                                  extra_hidden, startup, jobs)]
 
 
 def default_jobs() -> int:
@@ -205,8 +231,13 @@ def grade_batch_detailed(submissions: Path, out: Path, task_timeout: float = 60.
             bar = Progress(len(entries), progress) if progress else None
 
             def one(i: int, z: Path) -> Graded:
-                graded = grade_one(z, batch / f"w{i}", kit, ref, task_timeout, zygote, startup)
-                atomic_write(out / "feedback" / f"{graded.student}.md", graded.markdown())
+                try:  # nothing a submission does stops the batch; a grader bug is logged and flagged
+                    graded = grade_one(z, batch / f"w{i}", kit, ref, task_timeout, zygote, startup)
+                    atomic_write(out / "feedback" / f"{graded.student}.md", graded.markdown())
+                except Exception as err:
+                    graded = grader_failed(z, err, out / ERROR_LOG, zygote.mode)
+                    shutil.rmtree(batch / f"w{i}", ignore_errors=True)
+                    atomic_write(out / "feedback" / f"{graded.student}.md", graded.markdown())
                 return graded
 
             with ThreadPoolExecutor(jobs) as pool:
@@ -215,7 +246,7 @@ def grade_batch_detailed(submissions: Path, out: Path, task_timeout: float = 60.
                     if bar:
                         bar.step(f.result().student)
                 rows = [f.result() for f in futures]
-            pairs = [] if update or len(entries) < 2 else similar_pairs(entries, kit, batch / "similarity")
+            pairs = [] if update or len(entries) < 2 else similarity(entries, kit, batch / "similarity", out)
     finally:
         zygote.close()
         shutil.rmtree(batch, ignore_errors=True)

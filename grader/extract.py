@@ -8,7 +8,6 @@ is not a zip, or too large, or with too many members, is refused whole.
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 import stat
 import zipfile
@@ -16,8 +15,10 @@ import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hw3_utils.student_files import JSON_BYTES, NOTEBOOK_BYTES, Unreadable, load_json, load_notebook
+
 MiB = 1024 * 1024
-CAPS = {".py": 2 * MiB, ".ipynb": 20 * MiB, ".json": 64 * 1024, ".html": 20 * MiB}
+CAPS = {".py": 2 * MiB, ".ipynb": NOTEBOOK_BYTES, ".json": JSON_BYTES, ".html": 20 * MiB}
 REPORT = "report.html"  # hw3_utils.report.REPORT: the student's report, read by a person, never run
 MAX_MEMBERS = 200
 MAX_ZIP_BYTES = 200 * MiB
@@ -138,44 +139,57 @@ def safe_extract(zpath: Path, dest: Path) -> Extracted:
     return res
 
 
-# notes on notebooks, fid.json, manifest ---------------------------------------------------------
-def notebook_cells(path: Path) -> tuple[int, int] | None:
-    """(code cells that have run, code cells) of a submitted notebook; None when it is not readable."""
-    try:
-        nb = json.loads(path.read_text(encoding="utf-8"))
-        cells = [c for c in nb.get("cells", []) if isinstance(c, dict) and c.get("cell_type") == "code"]
-        return sum(1 for c in cells if c.get("outputs") or c.get("execution_count")), len(cells)
-    except Exception:
+# notes on notebooks, fid.json, manifest: every file read through hw3_utils.student_files -----------------
+def read_notebooks(files: dict[str, Path]) -> dict[str, dict | Unreadable]:
+    """Each submitted notebook, read once (hw3_utils.student_files.load_notebook): its checked JSON, or the
+    `Unreadable` error that says why it cannot be used."""
+    out: dict[str, dict | Unreadable] = {}
+    for name in sorted(files):
+        if NOTEBOOK_RE.match(name):
+            try:
+                out[name] = load_notebook(files[name])
+            except Unreadable as err:
+                out[name] = err
+    return out
+
+
+def notebook_cells(nb: dict | Unreadable) -> tuple[int, int] | None:
+    """(code cells that have run, code cells) of a checked notebook; None when it is unreadable."""
+    if isinstance(nb, Unreadable):
         return None
+    cells = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    return sum(1 for c in cells if c.get("outputs") or c.get("execution_count")), len(cells)
 
 
-def notebook_note(name: str, path: Path) -> str:
-    cells = notebook_cells(path)
+def notebook_note(name: str, nb: dict | Unreadable) -> str:
+    cells = notebook_cells(nb)
     if cells is None:
-        return f"{name}: not a readable notebook"
+        return f"{name}: not a readable notebook ({nb})"
     ran, total = cells
     return f"{name}: " + ("not executed" if ran == 0 else f"executed ({ran} of {total} code cells have run)")
 
 
 def fid_note(name: str, path: Path) -> str:
     try:
-        rec = json.loads(path.read_text(encoding="utf-8"))
-        vals = {k: rec.get(k) for k in ("fid_vs_mnist_train", "fid_vs_mnist_test", "num_samples", "profile")}
-        shown = ", ".join(f"{k} = {v:.2f}" if isinstance(v, float) else f"{k} = {v}"
-                          for k, v in vals.items() if isinstance(v, (int, float, str)) and not isinstance(v, bool))
-    except Exception as err:
-        return f"{name}: not readable ({type(err).__name__})"
+        rec = load_json(path)
+    except Unreadable as err:
+        return f"{name}: not readable ({err})"
+    vals = {k: rec.get(k) for k in ("fid_vs_mnist_train", "fid_vs_mnist_test", "num_samples", "profile")}
+    shown = ", ".join(f"{k} = {v:.2f}" if isinstance(v, float) else f"{k} = {str(v)[:80]}"
+                      for k, v in vals.items() if isinstance(v, (int, float, str)) and not isinstance(v, bool))
     return f"{name}: {shown or 'no FID values'}"
 
 
 def fid_mismatch(path: Path) -> str | None:
     """Why a submitted fid.json does not fit the profile it names (None when it does): the kit's own
     check (hw3_utils.runfolder.fid_problem), so what notebook 05 writes is what passes here."""
-    from hw3_utils.runfolder import fid_problem, read_fid_json
+    from hw3_utils.runfolder import fid_problem
 
     try:
-        return fid_problem(read_fid_json(path))
-    except Exception as err:
+        return fid_problem(load_json(path))
+    except Unreadable as err:
+        return f"fid.json is not readable ({err})"
+    except Exception as err:  # fid_problem on a record of odd types: the file's fault, not the batch's
         return f"fid.json is not readable ({type(err).__name__})"
 
 
@@ -183,10 +197,10 @@ def manifest_notes(files: dict[str, Path]) -> list[str]:
     if "manifest.json" not in files:
         return ["no manifest.json (was the zip made with `make submit`?)"]
     try:
-        man = json.loads(files["manifest.json"].read_text(encoding="utf-8"))
-        sums = man.get("files", {})
-    except Exception as err:
-        return [f"manifest.json is not readable ({type(err).__name__})"]
+        man = load_json(files["manifest.json"])
+    except Unreadable as err:
+        return [f"manifest.json is not readable ({err})"]
+    sums = man.get("files", {})
     notes = []
     for name, path in files.items():
         if name == "manifest.json" or not isinstance(sums, dict) or name not in sums:
@@ -198,3 +212,14 @@ def manifest_notes(files: dict[str, Path]) -> list[str]:
         notes.append(f"kit version (manifest): {str(kit)[:40]}")
     return notes
 
+
+def unreadable(files: dict[str, Path], notebooks: dict[str, dict | Unreadable]) -> list[str]:
+    """The submitted notebooks, fid.json and manifest.json that cannot be read: worth a human look."""
+    bad = [n for n, nb in notebooks.items() if isinstance(nb, Unreadable)]
+    for name in sorted(files):
+        if FID_RE.match(name) or name == "manifest.json":
+            try:
+                load_json(files[name])
+            except Unreadable:
+                bad.append(name)
+    return bad

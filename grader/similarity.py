@@ -23,6 +23,8 @@ from .extract import safe_extract, task_files
 THRESHOLD = 0.6  # share of a submission's own task code (tokens) that also occurs in the other's
 NOISE_TOKENS, GUARANTEE_TOKENS = 25, 30  # copydetect's k-gram length and winnowing guarantee
 LINES_SHOWN = 12  # overlapping lines listed per pair
+OWN_CODE_BYTES = 256 * 1024  # a task file's own code compared at most: a student's is a few KB; the tokenizer
+# runs in the grader's process, so what it reads is kept far below extract.CAPS
 
 
 @dataclass
@@ -58,6 +60,23 @@ def _lines(fp, slices, name: str) -> list[str]:
     return [f"{name}: {lines[n - 1].strip()[:100]}" for n in seen if lines[n - 1].strip()]
 
 
+def _submission(z: Path, scratch: Path, release: dict, lines: dict, boilerplate: dict, cache: dict) -> dict:
+    """{task file: fingerprint of its own code} of one submission zip; files over OWN_CODE_BYTES are left out."""
+    ex = safe_extract(z, scratch)
+    out = {}
+    for rel in release:
+        if rel in ex.files:
+            with open(ex.files[rel], "rb") as f:  # extract.CAPS bounds it; the tokenizer gets far less
+                data = f.read(OWN_CODE_BYTES + 1)
+            code = own_code(data.decode("utf-8", "replace"), lines[rel])
+            if len(code) > OWN_CODE_BYTES:
+                continue
+            if (rel, code) not in cache:
+                cache[(rel, code)] = _fingerprint(code, rel, boilerplate[rel])
+            out[rel] = cache[(rel, code)]
+    return out
+
+
 def similar_pairs(zips: list[Path], kit: Path, scratch: Path, threshold: float = THRESHOLD) -> list[Pair]:
     """The pairs of submissions (zip paths) whose task code overlaps by `threshold` or more; `kit` is the
     student release (its task files' lines and fingerprints are left out)."""
@@ -69,14 +88,12 @@ def similar_pairs(zips: list[Path], kit: Path, scratch: Path, threshold: float =
     cache: dict[tuple[str, str], object] = {}  # identical code (a stub left as it was) is fingerprinted once
     subs: dict[str, dict] = {}
     for z in zips:
-        ex = safe_extract(z, scratch / z.stem)
-        subs[z.stem] = {}
-        for rel in release:
-            if rel in ex.files:
-                code = own_code(ex.files[rel].read_text(errors="replace"), lines[rel])
-                if (rel, code) not in cache:
-                    cache[(rel, code)] = _fingerprint(code, rel, boilerplate[rel])
-                subs[z.stem][rel] = cache[(rel, code)]
+        try:  # a file that cannot be fingerprinted leaves its submission out of the comparison, not the batch
+            subs[z.stem] = _submission(z, scratch / z.stem, release, lines, boilerplate, cache)
+        except Exception:
+            subs[z.stem] = {}
+        finally:
+            shutil.rmtree(scratch / z.stem, ignore_errors=True)
     out = []
     for (a, fa), (b, fb) in itertools.combinations(sorted(subs.items()), 2):
         common = [rel for rel in sorted(set(fa) & set(fb)) if fa[rel].hashes & fb[rel].hashes]

@@ -22,7 +22,6 @@ from hw3_utils.answers import MARK_SCHEME, SOLUTION, answers, between, cell_sour
 from hw3_utils.atomic import atomic_write
 
 from . import REPO
-from .extract import NOTEBOOK_RE
 from .render import read_csv, write_csv
 
 SHEET_FIELDS = ["student", "question", "max_points", "points", "comment", "answered"]
@@ -56,15 +55,13 @@ def questions(root: Path = REPO) -> list[Question]:
     return out
 
 
-def written_answers(files: dict[str, Path]) -> dict[str, str]:
-    """{question id: what the student wrote} from a submission's extracted notebooks (untrusted text)."""
+def written_answers(notebooks: dict) -> dict[str, str]:
+    """{question id: what the student wrote} from a submission's notebooks as extract.read_notebooks read
+    them (checked JSON, or the error of one that cannot be read, which adds no answers). Untrusted text."""
     out = {}
-    for name, path in files.items():
-        if NOTEBOOK_RE.match(name):
-            try:
-                out.update({a.qid: a.text for a in answers(path.read_text(encoding="utf-8"), Path(name).stem)})
-            except (OSError, ValueError):
-                continue
+    for name, nb in sorted(notebooks.items()):
+        if isinstance(nb, dict):
+            out.update({a.qid: a.text for a in answers(nb, Path(name).stem)})
     return out
 
 

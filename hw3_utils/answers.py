@@ -10,10 +10,11 @@ the submitted notebooks; `python -m hw3_utils.checks` and `make submit` say whic
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
+
+from .student_files import check_notebook, load_notebook, parse_notebook
 
 PLACEHOLDER = "YOUR ANSWER HERE"
 HINT = "**Your answer** (edit this cell; a few sentences, Markdown):"
@@ -55,16 +56,17 @@ def answer_text(src: str) -> str:
     return text.strip()
 
 
-def answers(nb_json: str | dict, notebook: str) -> list[Answer]:
-    """The answer cells of one notebook (its JSON text or dict), in order."""
-    nb = json.loads(nb_json) if isinstance(nb_json, str) else nb_json
+def answers(nb: str | dict, notebook: str) -> list[Answer]:
+    """The answer cells of one notebook, in order: `nb` is its JSON text or its parsed dict, checked here
+    (hw3_utils.student_files); a malformed one raises `Unreadable` (a ValueError) saying what is wrong."""
+    nb = parse_notebook(nb) if isinstance(nb, str) else check_notebook(nb)
     out = []
-    for cell in nb.get("cells", []) if isinstance(nb, dict) else []:
-        if isinstance(cell, dict) and is_answer_cell(cell):
+    for cell in nb["cells"]:
+        if is_answer_cell(cell):
             meta = cell["metadata"]["nbgrader"]
             points = meta.get("points", 0)
-            out.append(Answer(str(meta["grade_id"])[:40], notebook,
-                              int(points) if isinstance(points, (int, float)) else 0, answer_text(cell_source(cell))))
+            out.append(Answer(str(meta["grade_id"])[:40], notebook, int(points) if points is not None else 0,
+                              answer_text(cell_source(cell))))
     return out
 
 
@@ -73,8 +75,8 @@ def empty_answers(notebooks: Path) -> list[str]:
     out = []
     for path in sorted(Path(notebooks).glob("*.ipynb")):
         try:
-            found = answers(path.read_text(encoding="utf-8"), path.stem)
-        except (OSError, ValueError):
+            found = answers(load_notebook(path), path.stem)
+        except ValueError:
             continue
         out += [f"{a.notebook}: {a.qid} ({a.points} points)" for a in found if not a.text]
     return out

@@ -21,7 +21,8 @@ from pathlib import Path
 from .answers import answers
 from .config import Config, runs_dir
 from .pipeline import REPORT_FID
-from .runfolder import CONFIG_JSON, FIGURES, fid_json_path, figure_path, read_fid_json
+from .runfolder import CONFIG_JSON, FIGURES, fid_json_path, figure_path
+from .student_files import Unreadable, load_json, load_notebook
 
 KIT = Path(__file__).resolve().parent.parent
 REPORT = "report.html"
@@ -83,7 +84,10 @@ def _fid_table(run: Path | None) -> str:
     path = fid_json_path(run) if run else None
     if path is None or not path.is_file():
         return '<p class="missing">No fid.json in the run folder (run notebook 05).</p>'
-    rec = read_fid_json(path)
+    try:
+        rec = load_json(path)
+    except Unreadable as err:
+        return f'<p class="missing">fid.json cannot be read: {html.escape(str(err))}.</p>'
 
     def num(key):
         v = rec.get(key)
@@ -106,8 +110,8 @@ def build(notebooks: dict[str, Path] | None = None, runs: Path | None = None, pr
     found = {}
     for name, path in sorted(notebooks.items()):
         try:
-            found.update({a.qid: a for a in answers(Path(path).read_text(encoding="utf-8"), Path(name).stem)})
-        except (OSError, ValueError):
+            found.update({a.qid: a for a in answers(load_notebook(path), Path(name).stem)})
+        except ValueError:  # student_files.Unreadable: a notebook that cannot be read adds no answers
             continue
     run = _run_folder(Path(runs) if runs else runs_dir(), profile)
     blocks = {"config": _config_table(run), "fid": _fid_table(run), **{f: _figure(run, f) for f in FIGURES}}

@@ -246,6 +246,30 @@ def _public_x0():
 """
 
 
+# Handed-in files the grader reads in its own process (notes, flags, written answers): each malformed one
+# costs only itself (a note and a flag), and the submission's code is still graded in full.
+NESTED = "[" * 100_000 + "]" * 100_000  # json.loads raises RecursionError on it
+
+
+def notebook(cells: list, **meta) -> str:
+    return json.dumps({"cells": cells, "metadata": meta, "nbformat": 4, "nbformat_minor": 5})
+
+
+MALFORMED = {
+    "notebooks/cells_dict.ipynb": json.dumps({"cells": {"0": {}}, "metadata": {}, "nbformat": 4}),
+    "notebooks/source_number.ipynb": notebook([{"cell_type": "markdown", "metadata": {}, "source": 42}]),
+    "notebooks/nbgrader_string.ipynb": notebook([{"cell_type": "markdown", "source": "x",
+                                                  "metadata": {"nbgrader": "grade me"}}]),
+    "notebooks/not_utf8.ipynb": b'{"cells": [], "nbformat": 4, "x": "\xff\xfe"}',
+    "notebooks/nan.ipynb": '{"cells": [], "nbformat": 4, "metadata": {"x": NaN}}',
+    "notebooks/huge_int.ipynb": '{"cells": [], "nbformat": 4, "metadata": {"x": ' + "9" * 4000 + "}}",
+    "notebooks/one_line.ipynb": '{"cells": [], "nbformat": 4, "metadata": {"x": "' + "x" * 20_000_000 + '"}}',
+    "runs/cpu/fid.json": '{"profile": "cpu", "profile": "full", "fid_vs_mnist_train": 1.5}',
+    "runs/full/fid.json": '{"profile": "full", "fid_vs_mnist_train": -Infinity}',
+    "manifest.json": json.dumps([[[{"files": 1}]]]),
+}
+
+
 class Bait:
     """What a grading user has that no submission may reach: a 0600 file and a 0600 unix socket that answers
     with the solution, in `folder` (a home, say). Hostile code tries both (h_bait)."""
@@ -334,6 +358,10 @@ EXPECT: dict[str, tuple[set[str], tuple[str, ...]]] = {
     "h_tensors": (ALL, ("malformed outputs: case 1's",)),
     "h_inject": ({"1"}, ("fake",)),
     "h_oracle": ({"4"}, ("hidden cases: their values are not shown",)),
+    "h_nested": (set(), ("notebooks/nested.ipynb: not a readable notebook (nested 100000 deep",)),
+    "h_malformed": (set(), ("cells is a dict", "source is a int", "metadata.nbgrader is a str", "not UTF-8",
+                            "NaN is not a JSON number", "an integer of 4000 digits", "the key 'profile' occurs twice",
+                            "-Infinity is not a JSON number", "manifest.json is not readable (holds a JSON list")),
     "zz_solution": (set(), ("100 / 100",)),  # graded after all the others (in sorted order)
 }
 # Cases whose cap only root mode's cgroup can enforce (a normal user's grading caps memory per process)
@@ -405,6 +433,8 @@ except Exception:
                           "        ### END SOLUTION\n        # (per_image is undefined")
     assert oracle != diff
     write_zip(subs / "h_oracle.zip", files(diffusion=oracle + ORACLE))
+    write_zip(subs / "h_nested.zip", {**files(), "notebooks/nested.ipynb": NESTED})
+    write_zip(subs / "h_malformed.zip", {**files(), **MALFORMED})
     for name in skip:
         (subs / f"{name}.zip").unlink()
 
