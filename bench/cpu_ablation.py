@@ -64,6 +64,7 @@ from hw3_utils import fid, get_config, train
 from hw3_utils.cuda_graphs import TrainStep
 from hw3_utils.data import load_mnist, load_tensor, subset
 from hw3_utils.diffusion import DDPM, cosine_betas
+from hw3_utils.runfolder import checkpoint_paths
 from hw3_utils.train import build_model, load_model, make_optimizer
 from hw3_utils.unet import count_parameters
 from hw3_utils.viz import png_bytes
@@ -236,7 +237,7 @@ def probe_images(cfg) -> torch.Tensor:
 
 def evaluate_run(run: Path, args, record: dict, done: set, ref, path: Path) -> None:
     """The sampler evaluations on a trained run's EMA weights (the run's own training, its own EMA decay)."""
-    ckpt = max((run / "checkpoints").glob("step_*.pt"))
+    ckpt = checkpoint_paths(run)[0]  # the newest
     ema = load_model(ckpt, "ema", device="cpu").eval()
     cfg = ema.config
     arm = f"run:{run.name}"

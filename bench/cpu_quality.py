@@ -24,6 +24,7 @@ from pathlib import Path
 import _common as C
 
 from hw3_utils.pipeline import run_all
+from hw3_utils.runfolder import FIGURES, checkpoint_paths, figure_path
 
 # 1.5 x the FID vs MNIST train that this benchmark measured when the cpu profile landed (README,
 # "The cpu profile"): a run above it has stopped learning what it learned then.
@@ -47,7 +48,7 @@ def main(argv=None) -> int:
     device = C.device_from_args(args)
     tmp = None if args.out else tempfile.mkdtemp(prefix="hw3-quality-")
     out = Path(args.out or tmp)
-    if out.exists() and any((out / "checkpoints").glob("*.pt")):
+    if checkpoint_paths(out):
         raise SystemExit(f"{out} already holds checkpoints: this benchmark trains from scratch; use an empty --out")
     try:
         t0 = time.perf_counter()
@@ -56,8 +57,8 @@ def main(argv=None) -> int:
         if args.grids:
             grids = Path(args.grids)
             grids.mkdir(parents=True, exist_ok=True)
-            for name in ("samples_grid", "process_grid", "loss_curve"):
-                shutil.copyfile(out / f"{name}.png", grids / f"{name}_{cfg.profile}.png")
+            for name in FIGURES:
+                shutil.copyfile(figure_path(out, name), grids / f"{name}_{cfg.profile}.png")
     finally:
         if tmp:
             shutil.rmtree(tmp, ignore_errors=True)

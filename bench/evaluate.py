@@ -46,8 +46,10 @@ from hw3_utils import (
     run_dir,
     train_model,
 )
-from hw3_utils.fid import MNIST_SIZES, count_complete, floor_npz, reference_count, weights_path
+from hw3_utils.fid import count_complete, floor_npz, weights_path
+from hw3_utils.fid_refs import MNIST_SIZES, reference_count
 from hw3_utils.pipeline import samples_folder
+from hw3_utils.runfolder import SAMPLES_PREFIX
 
 DEFAULT = ["ema", "ddim100", "ddim50", "floor", "raw", "beta"]
 TARGETS = {"ema": 3.0, "ddim100": 4.5}  # issue 5: FID default sampler <= 3.0, DDIM-100 <= 4.5
@@ -93,7 +95,7 @@ def sample_folder(out: Path, name: str, cfg) -> Path:
     # batches), so nbval after this script finds its 10,000 samples done.
     if name == "ema" and cfg.variance == "posterior" and not cfg.amp_bf16:
         return samples_folder(out)
-    return out / "eval" / f"samples_{name}"
+    return out / "eval" / f"{SAMPLES_PREFIX}{name}"
 
 
 def fid_weights_note() -> str:

@@ -30,6 +30,7 @@ import numpy as np
 from hw3_utils import REPORT_FID, Config, draw_samples, load_model, make_sampler
 from hw3_utils import fid as fidlib
 from hw3_utils.pipeline import samples_folder
+from hw3_utils.runfolder import SAMPLES_PREFIX, config_path
 
 
 def features(run: Path, cfg: Config, n: int, folder: Path, device, progress: bool) -> tuple[np.ndarray, dict]:
@@ -59,10 +60,10 @@ def main(argv=None) -> dict:
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     run = Path(args.run)
-    if not (run / "config.json").exists():
+    if not config_path(run).exists():
         raise SystemExit(f"{run} is not a trained run folder (no config.json): train one first, e.g. "
                          "`python -m hw3_utils train --out DIR`")
-    cfg = Config.load(run / "config.json")
+    cfg = Config.load(config_path(run))
     progress = not args.no_progress
     block = args.block or cfg.num_samples
     if not 2 <= block <= args.samples or block > fidlib.MNIST_SIZES["test"]:
@@ -94,7 +95,7 @@ def main(argv=None) -> dict:
     low, high = sorted((report + gap_real, report + gap_model))
     rec = {
         "bench": "fid_sample_count", "environment": C.environment(device), "run": str(run), "profile": cfg.profile,
-        "checkpoint": weights.removeprefix("samples_"), "samples": args.samples, "block": block,
+        "checkpoint": weights.removeprefix(SAMPLES_PREFIX), "samples": args.samples, "block": block,
         **times, "model_fid_all": model_all, "model_fid_blocks": blocks,
         "real_fid_block": real[block], "real_fid_all_test": real[n_test], "test_images": n_test,
         "report_fid_10k": report, "report_at_block_if_real_gap": report + gap_real,

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import _common as C
 
+from hw3_utils.runfolder import fid_json_paths
+
 NOTEBOOKS = ["01_data_prep", "02_unet", "03_forward_diffusion", "04_training", "05_sampling_and_fid"]
 
 
@@ -48,7 +50,7 @@ def main(argv=None) -> int:
         if r.returncode:
             print(r.stderr[-3000:], file=sys.stderr)
             break
-    fids = sorted(runs.glob("*/fid.json"))
+    fids = fid_json_paths(runs)
     record = json.loads(fids[0].read_text()) if fids else {}
     result = {"bench": "student_walk", **C.environment("cpu"), "rows": rows,
               "profile": record.get("profile"), "num_samples": record.get("num_samples"),

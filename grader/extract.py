@@ -15,6 +15,7 @@ import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hw3_utils.runfolder import SUBMITTED_FID_RE
 from hw3_utils.student_files import JSON_BYTES, NOTEBOOK_BYTES, Unreadable, load_json, load_notebook
 
 MiB = 1024 * 1024
@@ -23,7 +24,7 @@ REPORT = "report.html"  # hw3_utils.report.REPORT: the student's report, read by
 MAX_MEMBERS = 200
 MAX_ZIP_BYTES = 200 * MiB
 NOTEBOOK_RE = re.compile(r"^notebooks/[A-Za-z0-9_.-]+\.ipynb$")
-FID_RE = re.compile(r"^runs/[A-Za-z0-9_.-]+/fid\.json$")
+FID_RE = SUBMITTED_FID_RE  # runs/<profile>/fid.json
 
 
 def _tasks():

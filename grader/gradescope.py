@@ -17,6 +17,7 @@ import zipfile
 from pathlib import Path
 
 from hw3_utils.atomic import atomic_write
+from hw3_utils.runfolder import FID_JSON, submitted_fid_name
 
 from . import REPO
 
@@ -127,8 +128,8 @@ def _collect_submission(sub: Path, dest: Path) -> Path:
                     rel = f"notebooks/{p.name}"
                 elif p.name == "manifest.json":
                     rel = "manifest.json"
-                elif p.name == "fid.json":
-                    rel = f"runs/{p.parent.name if p.parent != sub else 'submitted'}/fid.json"
+                elif p.name == FID_JSON:
+                    rel = submitted_fid_name(p.parent.name if p.parent != sub else "submitted")
             if allowed(rel) and p.stat().st_size <= CAPS.get(Path(rel).suffix, 0):
                 z.write(p, rel)
     return out

@@ -74,9 +74,9 @@ def fid_references(url: str | None, stats_dir: Path | None) -> bytes:
     url = url.strip()
     if not re.fullmatch(r"(https://|http://|file://)\S+", url) or '"' in url:
         raise ReleaseError(f"FID_STATS_URL={url!r} does not look like a download URL (https://..., file://...)")
-    from hw3_utils.config import runs_dir
+    from hw3_utils.runfolder import fid_cache_dir
 
-    stats_dir = Path(stats_dir) if stats_dir else runs_dir() / "fid_cache"
+    stats_dir = Path(stats_dir) if stats_dir else fid_cache_dir()
     missing = [n for n in FID_FILES if not (stats_dir / n).is_file()]
     if missing:
         raise ReleaseError(f"FID_STATS_URL names where students download {', '.join(FID_FILES)}, but {missing} "

@@ -1,4 +1,4 @@
-"""FID: pytorch-fid's Inception network and statistics, a fast Frechet distance, MNIST references.
+"""FID, the metric: PNGs as the report saves them, pytorch-fid's Inception features and statistics, Frechet distance.
 
 Images are saved the way the report evaluates them: 28x28 RGB PNGs, [-1, 1] mapped to
 0..255. In-memory images go through the same uint8 quantisation, so FID of a tensor equals
@@ -8,12 +8,12 @@ $TORCH_HOME/hub/checkpoints/pt_inception-2015-12-05-6726825d.pth (downloaded on 
 The network, its preprocessing and the statistics (mean and covariance of the 2048-d pool3
 features) are pytorch-fid's; only the matrix square root is done differently: the trace
 Tr sqrt(S1 S2) comes from a symmetric eigendecomposition instead of scipy's `sqrtm`, which is
-several times faster on a CPU and agrees with pytorch-fid (tests/test_fid.py).
+faster on a CPU and agrees with pytorch-fid (tests/test_fid.py). MNIST's reference statistics are
+computed here (`reference_stats`) only when `fid_refs` (their cache, download and time budget) has none.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -21,9 +21,10 @@ import numpy as np
 import torch
 from PIL import Image
 
+from . import fid_refs
 from .atomic import atomic_write
-from .config import runs_dir
 from .data import forking_is_safe, load_mnist, load_tensor, subset
+from .fid_refs import MNIST_SIZES, SPLITS, reference_count  # noqa: F401 (task 5b's `fid` offers reference_count)
 
 FID_WEIGHTS = "pt_inception-2015-12-05-6726825d.pth"
 DIMS = 2048
@@ -181,15 +182,14 @@ def inception(device=None) -> torch.nn.Module:
                 raise
             raise FIDWeightsError(
                 f"FID Inception weights not found at {weights_path()} and the download failed "
-                f"({type(err).__name__}). Put {FID_WEIGHTS} in $TORCH_HOME/hub/checkpoints/ "
+                f"({type(err).__name__}). Put {FID_WEIGHTS} in {weights_path().parent} "
                 f"(TORCH_HOME is now {os.environ.get('TORCH_HOME', '~/.cache/torch (default)')}), "
                 "or run once with internet access."
             ) from err
-        # batch norms folded into the convolutions: 1.14x the images/s on a 2-core Xeon (16.8 vs 14.7), features within
-        # 3e-6 relative and FID unchanged to 4 decimals (bench/inception_speed.py, tests/test_fid.py)
+        # batch norms folded into the convolutions: faster, the same features to rounding (bench/inception_speed.py)
         model = fold_batch_norms(model.to(device).eval())
         if device.type == "cpu":
-            # NHWC convolutions: 6.8 vs 4.4 images/s on a 2-core CPU, features equal to 1.2e-6 relative
+            # NHWC convolutions run faster on a CPU, the same features to rounding (bench/inception_speed.py)
             model = model.to(memory_format=torch.channels_last)
         _MODELS[key] = model
     return _MODELS[key]
@@ -359,22 +359,44 @@ def compute_fid(a, b, device=None, batch_size: int = 50, progress: bool = True) 
     return frechet_distance(m1, s1, m2, s2)  # raises FIDError when the dimensions differ
 
 
-SPLITS = ("train", "test")
-MNIST_SIZES = {"train": 60_000, "test": 10_000}
+class FIDReferenceError(FIDError):
+    """A reference would take too long to compute here, and it could not be downloaded."""
 
 
-def reference_count(cfg, split: str) -> int:
-    """How many MNIST images of `split` the reference uses: cfg.fid_ref_count, at most the split's size."""
-    size = MNIST_SIZES[split]
-    return size if cfg.fid_ref_count is None else min(cfg.fid_ref_count, size)
+def reference_stats(cfg, cache_dir=None, data_root=None, device=None, split="train",
+                    progress: bool = True, count: int | None = None):
+    """MNIST's reference statistics: cfg.fid_ref_count (or `count`) images of `split` as PNGs, and their .npz.
+
+    Returns (png_folder, npz_path) (`fid_refs.reference_files` names them). Both are reused when present,
+    so the cost is paid once. A missing .npz is first downloaded (`fid_refs`); one that would cost more than
+    about ten minutes of CPU Inception is refused with one line saying what to do (FIDReferenceError).
+    """
+    if split not in SPLITS:
+        raise FIDError(f"split must be one of {SPLITS}, got {split!r}")
+    folder, npz, count = fid_refs.reference_files(cfg, split, count, cache_dir)
+    why_not = fid_refs.cached_or_fetched(npz)
+    if why_not is None:
+        return folder, npz
+    refusal = fid_refs.time_budget_refusal(npz, count, split, device, why_not)
+    if refusal:
+        raise FIDReferenceError(refusal)
+    if count > fid_refs.CPU_REFERENCE_LIMIT:
+        print(f"FID: computing the statistics of {count:,} MNIST {split} images once ({npz.name}, "
+              f"cached in {npz.parent})")
+    ds = load_mnist(data_root, train=split == "train", in_channels=cfg.in_channels)
+    if count_complete(folder) < count:
+        export_pngs(ds, folder, count)
+    mu, sigma = folder_stats(folder, device, cfg.fid_batch_size, expected=count, progress=progress)
+    save_stats(mu, sigma, npz)
+    return folder, npz
 
 
 def reference_npz(cfg, split: str = "train", device=None, data_root=None, cache_dir=None,
                   progress: bool = True) -> Path:
     """Cached pytorch-fid statistics (.npz) of cfg.fid_ref_count MNIST images of `split` ("train" or "test").
 
-    The first call exports the images as PNGs and runs Inception over them once; later calls
-    return the cached file at once (runs/fid_cache/mnist_<split>_<count>.npz).
+    The first call downloads them or runs Inception over the images once; later calls return the
+    cached file at once (`reference_stats`).
     """
     return reference_stats(cfg, cache_dir, data_root, device, split, progress)[1]
 
@@ -387,88 +409,3 @@ def floor_npz(cfg, device=None, data_root=None, cache_dir=None, progress: bool =
     """
     n = min(cfg.num_samples, MNIST_SIZES["test"])
     return reference_stats(cfg, cache_dir, data_root, device, "test", progress, count=n)[1]
-
-
-# Where students fetch MNIST's FID statistics: written by the instructor's `make release FID_STATS_URL=...`
-# (grader/release.py): {"url": base URL or null, "sha256": {"mnist_train_all.npz": "...", ...}}.
-SOURCES_JSON = Path(__file__).resolve().parent / "fid_references.json"
-COMPUTE_ENV = "HW3_FID_COMPUTE_REFERENCES"  # =1: compute long references here anyway
-# Inception images a reference may cost on a CPU before the kit refuses: about 7 minutes at the
-# 6.8 images/s measured on a 2-core CPU, so no path spends more than 10 minutes on references.
-CPU_REFERENCE_LIMIT = 3000
-CPU_IMAGES_PER_S = 6.8
-
-
-def reference_sources() -> tuple[str | None, dict[str, str]]:
-    """(base URL, {file name: sha256}) of the downloadable MNIST statistics; (None, {}) when none."""
-    try:
-        info = json.loads(SOURCES_JSON.read_text())
-    except (OSError, ValueError):
-        return None, {}
-    return info.get("url") or None, dict(info.get("sha256") or {})
-
-
-def fetch_reference(name: str, dest: Path) -> str | None:
-    """Download `name` from the release's URL into `dest`, checking its sha256 (as pytorch-fid checks
-    its weights). Returns None when done, else why not (no URL, not listed, offline, wrong hash)."""
-    url, hashes = reference_sources()
-    if not url or name not in hashes:
-        return "your kit names no download for it"
-    source = url.rstrip("/") + "/" + name
-    try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        torch.hub.download_url_to_file(source, str(dest), hash_prefix=hashes[name], progress=False)
-    except Exception as err:  # offline, HTTP errors, a file whose sha256 differs
-        dest.unlink(missing_ok=True)
-        return f"the download from {source} failed ({type(err).__name__}: {str(err).splitlines()[0][:120]})"
-    print(f"FID: downloaded {name} from {source} (sha256 checked)")
-    return None
-
-
-class FIDReferenceError(FIDError):
-    """A reference would take too long to compute here, and it could not be downloaded."""
-
-
-def _refuse_long(npz: Path, count: int, split: str, device, why: str) -> None:
-    """Raise FIDReferenceError when `count` images of Inception on this device would take over ~10 minutes."""
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if device.type != "cpu" or count <= CPU_REFERENCE_LIMIT or os.environ.get(COMPUTE_ENV) == "1":
-        return
-    hours = count / CPU_IMAGES_PER_S / 3600
-    raise FIDReferenceError(
-        f"FID needs {npz.name}, the statistics of {count:,} MNIST {split} images: computing them here would take "
-        f"about {hours:.1f} h of Inception on this CPU, and {why}. Put {npz.name} (pytorch-fid's .npz, from your "
-        f"instructor) in {npz.parent}, or set {COMPUTE_ENV}=1 to compute it anyway.")
-
-
-def reference_stats(cfg, cache_dir=None, data_root=None, device=None, split: str = "train",
-                    progress: bool = True, count: int | None = None):
-    """Cached MNIST reference: exports cfg.fid_ref_count (or `count`) images of `split` as PNGs and their .npz.
-
-    Returns (png_folder, npz_path). Both are reused when present, so the cost is paid once. The whole
-    split is tagged `all` (mnist_train_all.npz), whichever way it was asked for. A missing .npz is first
-    downloaded from where the release says (sha256 checked); one that would cost more than about ten
-    minutes of CPU Inception is refused with one line saying what to do (FIDReferenceError).
-    """
-    if split not in SPLITS:
-        raise FIDError(f"split must be one of {SPLITS}, got {split!r}")
-    count = reference_count(cfg, split) if count is None else min(count, MNIST_SIZES[split])
-    n = None if count == MNIST_SIZES[split] else count
-    tag = f"mnist_{split}_{'all' if n is None else n}"
-    # not under the data folder, which may be read-only (a shared copy, as in CI)
-    cache = Path(cache_dir) if cache_dir else runs_dir() / "fid_cache"
-    folder, npz = cache / tag, cache / f"{tag}.npz"
-    if npz.exists():
-        return folder, npz
-    why_not = fetch_reference(npz.name, npz)
-    if why_not is None:
-        return folder, npz
-    _refuse_long(npz, count, split, device, why_not)
-    if count > CPU_REFERENCE_LIMIT:
-        print(f"FID: computing the statistics of {count:,} MNIST {split} images once ({npz.name}, cached in {cache})")
-    ds = load_mnist(data_root, train=split == "train", in_channels=cfg.in_channels)
-    if count_complete(folder) < count:
-        export_pngs(ds, folder, count)
-    mu, sigma = folder_stats(folder, device, cfg.fid_batch_size, expected=count, progress=progress)
-    save_stats(mu, sigma, npz)
-    return folder, npz

@@ -19,6 +19,7 @@ import torch
 
 from .config import Config, config_diff, get_config, run_dir
 from .data import data_root
+from .runfolder import checkpoint_dir
 from .train import CheckpointError, newest_checkpoint_info, pick_device
 
 
@@ -143,10 +144,10 @@ def require_checkpoint(cfg: Config, run=None) -> Path:
     Prints which checkpoint it found and warns when training has not reached cfg.epochs yet.
     """
     run = Path(run) if run is not None else run_dir(cfg=cfg)
-    found = newest_checkpoint_info(run) if (run / "checkpoints").is_dir() else None
+    found = newest_checkpoint_info(run) if checkpoint_dir(run).is_dir() else None
     if found is None:
         raise CheckpointError(
-            f"No trained model for profile '{cfg.profile}': {run / 'checkpoints'} holds no checkpoint.\n"
+            f"No trained model for profile '{cfg.profile}': {checkpoint_dir(run)} holds no checkpoint.\n"
             f"Run notebooks/04_training.ipynb first with the same profile (HW3_PROFILE={cfg.profile}, "
             f"or setup('{cfg.profile}')), or `python -m hw3_utils train --profile {cfg.profile}`. "
             "It saves a checkpoint after every epoch, so even an interrupted run leaves one."

@@ -21,7 +21,7 @@ from pathlib import Path
 from .answers import answers
 from .config import Config, runs_dir
 from .pipeline import REPORT_FID
-from .runfolder import CONFIG_JSON, FIGURES, fid_json_path, figure_path
+from .runfolder import FIGURES, config_path, fid_json_path, fid_json_paths, figure_path
 from .student_files import Unreadable, load_json, load_notebook
 
 KIT = Path(__file__).resolve().parent.parent
@@ -58,7 +58,7 @@ def _run_folder(runs: Path, profile: str | None) -> Path | None:
     """The run the report is about: `profile`'s, else the one whose fid.json is newest."""
     if profile:
         return runs / profile
-    fids = sorted(runs.glob("*/fid.json"), key=lambda p: p.stat().st_mtime) if runs.is_dir() else []
+    fids = sorted(fid_json_paths(runs), key=lambda p: p.stat().st_mtime)
     return fids[-1].parent if fids else None
 
 
@@ -72,7 +72,7 @@ def _figure(run: Path | None, name: str) -> str:
 
 
 def _config_table(run: Path | None) -> str:
-    path = run / CONFIG_JSON if run else None
+    path = config_path(run) if run else None
     if path is None or not path.is_file():
         return '<p class="missing">No config.json in the run folder (run notebook 04).</p>'
     cfg = Config.load(path)

@@ -9,8 +9,10 @@
         previews/epoch_NNN.png            16 samples after each epoch (python -m hw3_utils train|all)
         fid.json                          write_fid_json: what notebook 05, `python -m hw3_utils fid|all`
                                           write, `make submit` hands in and the grader checks
+    runs/fid_cache/                       fid_cache_dir(): MNIST's FID reference statistics (fid_refs.py)
 
-Everything that reads or writes one of these paths asks this module for it.
+A submission zip holds each run's record as runs/<profile>/fid.json (submitted_fid_name).
+Everything that reads or writes one of these paths asks this module for it (tests/test_structure.py).
 """
 
 from __future__ import annotations
@@ -19,20 +21,26 @@ import json
 import math
 import os
 import platform
+import re
 from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 
 from .atomic import atomic_write
-from .config import PROFILES, Config, get_config
+from .config import PROFILES, Config, get_config, runs_dir
 
 CONFIG_JSON = "config.json"
 CHECKPOINTS = "checkpoints"
 CHECKPOINT_GLOB = "step_*.pt"
+SAMPLES_PREFIX = "samples_"
 FID_JSON = "fid.json"
 FIGURES = ("loss_curve", "process_grid", "samples_grid")
 PREVIEWS = "previews"
+FID_CACHE = "fid_cache"
+# The zip's folder of run records: runs/<profile>/fid.json, the only run-folder files a submission holds.
+SUBMITTED_RUNS = "runs"
+SUBMITTED_FID_RE = re.compile(rf"^{SUBMITTED_RUNS}/[A-Za-z0-9_.-]+/{re.escape(FID_JSON)}$")
 # The three FIDs of a record: vs the training set (the report's reference), vs the test set, and
 # the real-vs-real floor at the samples' count (pipeline.fid_table computes them).
 FID_KEYS = ("fid_vs_mnist_train", "fid_vs_mnist_test", "fid_floor_test_vs_train")
@@ -70,11 +78,33 @@ def preview_path(run, epoch: int) -> Path:
 
 def samples_dir(run, checkpoint) -> Path:
     """<run>/samples_<checkpoint stem>: the samples drawn by that checkpoint's weights."""
-    return Path(run) / f"samples_{Path(checkpoint).stem}"
+    return Path(run) / f"{SAMPLES_PREFIX}{Path(checkpoint).stem}"
 
 
 def fid_json_path(run) -> Path:
     return Path(run) / FID_JSON
+
+
+def fid_json_paths(runs) -> list[Path]:
+    """Every run's fid.json under a runs folder (<runs>/<profile>/fid.json), sorted by path; [] without the folder."""
+    runs = Path(runs)
+    return sorted(runs.glob(f"*/{FID_JSON}")) if runs.is_dir() else []
+
+
+def fid_cache_dir() -> Path:
+    """<runs>/fid_cache: the cached MNIST FID references; not under the data folder, which may be read-only."""
+    return runs_dir() / FID_CACHE
+
+
+def submitted_fid_name(profile: str) -> str:
+    """The zip member of a run's fid.json in a submission: runs/<profile>/fid.json."""
+    return f"{SUBMITTED_RUNS}/{profile}/{FID_JSON}"
+
+
+def submitted_profile(member: str) -> str | None:
+    """The profile of a submission's runs/<profile>/fid.json member, else None."""
+    parts = member.split("/")
+    return parts[1] if len(parts) == 3 and parts[0] == SUBMITTED_RUNS and parts[2] == FID_JSON else None
 
 
 # fid.json -------------------------------------------------------------------------------------

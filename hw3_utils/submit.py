@@ -26,6 +26,7 @@ from .answers import answers
 from .atomic import atomic_write
 from .checks import TASK_FILES
 from .config import runs_dir
+from .runfolder import fid_json_paths, submitted_fid_name, submitted_profile
 
 KIT = Path(__file__).resolve().parent.parent
 
@@ -73,9 +74,9 @@ def collect(kit: Path = KIT, runs: Path | None = None,
         if empty:
             warnings.append(f"notebooks/{name}: written answer(s) {', '.join(empty)} still empty")
     runs = Path(runs) if runs is not None else runs_dir()
-    fids = sorted(runs.glob("*/fid.json")) if runs.is_dir() else []
+    fids = fid_json_paths(runs)
     for f in fids:
-        files[f"runs/{f.parent.name}/fid.json"] = f
+        files[submitted_fid_name(f.parent.name)] = f
     if not fids:
         warnings.append(f"no fid.json in {runs}/<profile>/: run notebook 05 (or `python -m hw3_utils all`) first")
     return files, warnings
@@ -98,7 +99,7 @@ def pack(student: str | None = None, out_dir: Path | str = ".", kit: Path = KIT,
     manifest = {
         "student": student,
         "kit_version": version,
-        "profiles": sorted({n.split("/")[1] for n in files if n.startswith("runs/")}),
+        "profiles": sorted({p for n in files if (p := submitted_profile(n))}),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "python": platform.python_version(),
         "torch": torch.__version__,

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from hw3_utils import fid as fidlib
-from hw3_utils import get_config, load_mnist, load_tensor, subset
+from hw3_utils import fid_refs, get_config, load_mnist, load_tensor, subset
 from hw3_utils.fid import FIDError, FIDWeightsError, compute_fid, save_pngs, tensor_stats
 
 pytestmark = pytest.mark.slow
@@ -180,7 +180,7 @@ def _stats_file(path, seed):
 def _sources(monkeypatch, tmp_path, url, hashes):
     src = tmp_path / "fid_references.json"
     src.write_text(__import__("json").dumps({"url": url, "sha256": hashes}))
-    monkeypatch.setattr(fidlib, "SOURCES_JSON", src)
+    monkeypatch.setattr(fid_refs, "SOURCES_JSON", src)
 
 
 def _no_long_job(monkeypatch):
@@ -213,7 +213,7 @@ def test_a_download_with_the_wrong_sha256_is_refused(tmp_path, monkeypatch, caps
     _stats_file(served / "mnist_train_all.npz", 0)
     _sources(monkeypatch, tmp_path, served.as_uri(), {"mnist_train_all.npz": "0" * 64})
     _no_long_job(monkeypatch)
-    monkeypatch.delenv(fidlib.COMPUTE_ENV, raising=False)
+    monkeypatch.delenv(fid_refs.COMPUTE_ENV, raising=False)
     with pytest.raises(fidlib.FIDReferenceError) as err:
         fidlib.reference_npz(get_config("cpu", verbose=False), "train", device="cpu", cache_dir=tmp_path / "cache")
     msg = str(err.value)
@@ -225,28 +225,29 @@ def test_offline_without_statistics_the_kit_stops_with_one_line(tmp_path, monkey
     """No URL, no cached file, a CPU: one line that says what to do, instead of 2.5 hours of Inception."""
     _sources(monkeypatch, tmp_path, None, {})
     _no_long_job(monkeypatch)
-    monkeypatch.delenv(fidlib.COMPUTE_ENV, raising=False)
+    monkeypatch.delenv(fid_refs.COMPUTE_ENV, raising=False)
     cache = tmp_path / "cache"
     with pytest.raises(fidlib.FIDReferenceError) as err:
         fidlib.reference_npz(get_config("cpu", verbose=False), "train", device="cpu", cache_dir=cache)
     msg = str(err.value)
-    assert "\n" not in msg and "mnist_train_all.npz" in msg and str(cache) in msg and fidlib.COMPUTE_ENV in msg
+    assert "\n" not in msg and "mnist_train_all.npz" in msg and str(cache) in msg and fid_refs.COMPUTE_ENV in msg
     assert "2.5 h" in msg  # 60,000 images at the measured CPU rate
     # the floor of the cpu profile (1,000 test images, a few minutes) is still computed, not refused
-    fidlib._refuse_long(cache / "mnist_test_1000.npz", 1000, "test", "cpu", "offline")
-    # the instructor's explicit consent, and a GPU, lift the refusal
-    monkeypatch.setenv(fidlib.COMPUTE_ENV, "1")
-    fidlib._refuse_long(cache / "mnist_train_all.npz", 60_000, "train", "cpu", "offline")
+    assert fid_refs.time_budget_refusal(cache / "mnist_test_1000.npz", 1000, "test", "cpu", "offline") is None
+    # a GPU, and the instructor's explicit consent, lift the refusal
+    assert fid_refs.time_budget_refusal(cache / "mnist_train_all.npz", 60_000, "train", "cuda", "offline") is None
+    monkeypatch.setenv(fid_refs.COMPUTE_ENV, "1")
+    assert fid_refs.time_budget_refusal(cache / "mnist_train_all.npz", 60_000, "train", "cpu", "offline") is None
 
 
 def test_the_cli_says_the_one_line_too(tmp_path, monkeypatch):
     """`python -m hw3_utils fid` on a laptop without the statistics: exit 2 and the line, not a long job."""
     monkeypatch.setenv("HW3_RUNS_DIR", str(tmp_path / "empty_runs"))  # no cached statistics
-    monkeypatch.delenv(fidlib.COMPUTE_ENV, raising=False)
+    monkeypatch.delenv(fid_refs.COMPUTE_ENV, raising=False)
     r = subprocess.run([sys.executable, "-m", "hw3_utils", "fid", "--profile", "cpu", "--device", "cpu",
                         "--out", str(tmp_path / "run"), "--no-progress"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 2, r.stderr
-    assert "mnist_train_all.npz" in r.stderr and fidlib.COMPUTE_ENV in r.stderr and len(r.stderr.splitlines()) == 1
+    assert "mnist_train_all.npz" in r.stderr and fid_refs.COMPUTE_ENV in r.stderr and len(r.stderr.splitlines()) == 1
 
 
 def test_the_kits_inception_gives_pytorch_fids_features(real):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import re
 import sys
 import types
 from pathlib import Path
@@ -87,3 +88,57 @@ def test_sample_shows_algorithm_2s_loop_and_fast_is_split():
     assert not (PKG / "fast.py").exists() and (PKG / "cuda_graphs.py").exists()
     fields = {f for f in hw3_utils.Config().to_dict()}
     assert {"tensor_data", "cuda_graphs"} <= fields and "fast" not in fields
+
+
+def _code(source: str) -> str:
+    """A notebook cell's Python, its IPython magics and shell lines commented out."""
+    return "\n".join("#" + ln if ln.lstrip().startswith(("%", "!")) else ln for ln in source.splitlines())
+
+
+def _string_constants(tree: ast.AST):
+    """(line, text) of every string constant in code, docstrings left out (they may describe the layout)."""
+    docs = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body:
+            first = node.body[0]
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
+                docs.add(id(first.value))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docs:
+            yield node.lineno, node.value
+
+
+def _names_a_run_folder_path(text: str) -> bool:
+    """True when a piece of the string, between slashes, is a run-folder name or one of its name patterns."""
+    from hw3_utils import runfolder as rf
+
+    names = {rf.CONFIG_JSON, rf.CHECKPOINTS, rf.FID_JSON, rf.PREVIEWS, rf.FID_CACHE, *(f"{f}.png" for f in rf.FIGURES)}
+    prefixes = (rf.SAMPLES_PREFIX, rf.CHECKPOINT_GLOB.split("*")[0], "epoch_")  # samples_*, step_*.pt, epoch_NNN.png
+    pattern = re.compile(rf"({'|'.join(map(re.escape, prefixes))})([*\d].*)?")
+    return any(part in names or pattern.fullmatch(part) for part in re.split(r"[/\\]", text))
+
+
+# where a literal names something else that happens to share a run folder's name
+NOT_THE_RUN_FOLDER = {("hw3_utils/fid.py", "checkpoints"): "torch hub's folder of downloaded weights"}
+
+
+def test_run_folder_paths_come_only_from_runfolder():
+    """No file or folder name of the run folder is spelled outside hw3_utils/runfolder.py: the library, the grader,
+    the bench and the notebooks' code ask it (tests may spell them, to check the layout from outside)."""
+    sources = [p for d in ("hw3_utils", "grader", "bench") for p in sorted((ROOT / d).rglob("*.py"))]
+    found = []
+    for path in sources:
+        rel = path.relative_to(ROOT).as_posix()
+        if rel == "hw3_utils/runfolder.py":
+            continue
+        for line, text in _string_constants(ast.parse(path.read_text(encoding="utf-8"))):
+            if _names_a_run_folder_path(text) and (rel, text) not in NOT_THE_RUN_FOLDER:
+                found.append(f"{rel}:{line}: {text!r}")
+    for nb_path in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        for k, cell in enumerate(nbformat.read(nb_path, as_version=4).cells):
+            if cell.cell_type == "code":
+                for line, text in _string_constants(ast.parse(_code(cell.source))):
+                    if _names_a_run_folder_path(text):
+                        found.append(f"notebooks/{nb_path.name} cell {k}, line {line}: {text!r}")
+    assert not found, "run-folder paths spelled outside runfolder.py (use its functions):\n" + "\n".join(found)
+

@@ -94,16 +94,17 @@ def _write_pngs(arr: torch.Tensor, folder: Path) -> None:
 def run(case: dict) -> dict:
     from hw3_utils import pipeline
     from hw3_utils.config import get_config
+    from hw3_utils.runfolder import checkpoint_dir, checkpoint_path, samples_dir
 
     cfg = get_config("full-smoke", verbose=False, num_samples=case["new"].shape[0])
     with tempfile.TemporaryDirectory(prefix="hw3check-") as tmp:
         run_dir, refdir = Path(tmp) / "run", Path(tmp) / "refs"
-        (run_dir / "checkpoints").mkdir(parents=True)
+        checkpoint_dir(run_dir).mkdir(parents=True)
         refdir.mkdir()
         for epoch, (step, arr) in enumerate(((10, case["old"]), (20, case["new"])), start=1):
-            torch.save({"model": {}, "ema": {}, "config": cfg.to_dict(), "epoch": epoch, "step": step},
-                       run_dir / "checkpoints" / f"step_{step:08d}.pt")
-            _write_pngs(arr, run_dir / f"samples_step_{step:08d}")
+            ckpt = checkpoint_path(run_dir, step)
+            torch.save({"model": {}, "ema": {}, "config": cfg.to_dict(), "epoch": epoch, "step": step}, ckpt)
+            _write_pngs(arr, samples_dir(run_dir, ckpt))
         scores = pipeline.score_run(run_dir, cfg, device=None, backend=CheapFID(case, refdir))
     if not isinstance(scores, dict) or not {"train", "test"} <= set(scores):
         raise TypeError(f"score_run should return a dict with keys 'train' and 'test', got {scores!r:.200}")
