@@ -7,9 +7,9 @@ the run takes budget / that many steps, re-estimated from the run's own recent p
 instead, each arm trains exactly that many epochs of its own batch size, as a student's run does.
 Training is train.py's own parts (`new_state`, `tensor_batches`, `train_epoch`: the CLI's step through `TrainStep`,
 lr schedule, EMA update and data order, the short last batch padded). Several EMA copies ride along in every run
-(an EMA costs one lerp per step). Each evaluation draws --samples images with the kit's samplers (`DDPM.sample`,
-Algorithm 2 respaced, or `DDPM.ddim_sample`) from a fixed noise seed and scores their FID against the cached MNIST
-training statistics (all 60,000 images), quantised exactly as the kit's PNGs (`fid.tensor_stats`).
+(an EMA costs one lerp per step). Each evaluation draws --samples images with the kit's sampler
+(`sampling.sample`: Algorithm 2 respaced, or DDIM) from a fixed noise seed and scores their FID against the cached
+MNIST training statistics (all 60,000 images), quantised exactly as the kit's PNGs (`fid.tensor_stats`).
 
 Levers, and where each comes from:
 - width (`model_channels`), channel multipliers and the bottleneck width: where the FLOPs go, the
@@ -25,8 +25,8 @@ Levers, and where each comes from:
 - GroupNorm groups (Wu & He 2018, arXiv:1803.08494; the report does not give a number): with 8 groups at
   width 16, each group of 2 channels loses its mean, and most seeds' networks learn to ignore the image mean of
   x_t (`mean_err_T`); one group (`groups=1`, normalising over all channels as LayerNorm does) keeps it;
-- the cosine alpha-bar schedule (Nichol & Dhariwal 2021, eq. 17; `diffusion.cosine_betas`);
-- Min-SNR-5 loss weighting (Hang et al. 2023, arXiv:2303.09556; `DDPM.min_snr_weights`);
+- the cosine alpha-bar schedule (Nichol & Dhariwal 2021, eq. 17; `levers.cosine_betas`);
+- Min-SNR-5 loss weighting (Hang et al. 2023, arXiv:2303.09556; `levers.min_snr_weights`);
 - sampler steps (respacing, Nichol & Dhariwal 2021 sec. 4) and DDIM eta (Song et al. 2021,
   arXiv:2010.02502, eq. 16): evaluations `ddpm<K>`, `ddim<K>`, `ddim<K>e<eta>`;
   the sampler's variance, sigma_t^2 = beta-tilde_t (the profile's) or beta_t (Ho et al. 2020, sec. 3.2: both
@@ -59,12 +59,14 @@ from pathlib import Path
 
 import _common as C
 import torch
+from levers import cosine_betas, min_snr_weights
 
 from hw3_utils import fid, get_config, train
 from hw3_utils.cuda_graphs import TrainStep
 from hw3_utils.data import load_mnist, load_tensor, subset
-from hw3_utils.diffusion import DDPM, cosine_betas
+from hw3_utils.diffusion import DDPM
 from hw3_utils.runfolder import checkpoint_paths
+from hw3_utils.sampling import sample
 from hw3_utils.train import build_model, load_model, make_optimizer
 from hw3_utils.unet import count_parameters
 from hw3_utils.viz import png_bytes
@@ -144,7 +146,7 @@ def train_for(cfg, extras: dict, data: torch.Tensor, budget: float | None, total
         plain = step_fn
 
         def step_fn(x0, t, noise, weights):  # Min-SNR weights on top of the batch's per-image weights
-            return plain(x0, t, noise, weights * ddpm.min_snr_weights(t, extras["min_snr"]))
+            return plain(x0, t, noise, weights * min_snr_weights(ddpm, t, extras["min_snr"]))
 
     losses, t0 = [], time.perf_counter()
     mark = (0, t0)  # (step, time) of the last pace estimate
@@ -202,10 +204,10 @@ def draw(model, ddpm: DDPM, cfg, spec: str, n: int, batch: int) -> torch.Tensor:
     if kind.startswith("ddpm"):
         if m.group(3):  # ddpm<K>b: sigma_t^2 = beta_t instead of the posterior's beta-tilde_t
             ddpm = DDPM(variance="beta", dtype=ddpm.betas.dtype, betas=ddpm.betas)
-        return ddpm.sample(model, n, cfg.image_shape, generator=g, progress=False, batch_size=batch,
-                           clip_denoised=cfg.clip_denoised, steps=int(m.group(2)))
-    return ddpm.ddim_sample(model, n, steps=int(m.group(4)), eta=float(m.group(5) or 0), shape=cfg.image_shape,
-                            generator=g, progress=False, batch_size=batch, clip_denoised=cfg.clip_denoised)
+        return sample(model, ddpm, cfg, n=n, method="ddpm", steps=int(m.group(2)), generator=g, progress=False,
+                      batch_size=batch)
+    return sample(model, ddpm, cfg, n=n, method="ddim", steps=int(m.group(4)), eta=float(m.group(5) or 0),
+                  generator=g, progress=False, batch_size=batch)
 
 
 def evaluate(net, ddpm, cfg, spec, args, ref, name: str = "") -> dict:

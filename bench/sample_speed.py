@@ -8,11 +8,11 @@ The model has the profile's shapes and freshly initialised weights (speed does n
 them), or the EMA weights of a run folder with --run.
 
   ancestral: for each mode and each --batch-sizes B, --warmup steps then --steps timed DDPM steps
-      (ddpm.p_sample, exactly the step ddpm.sample repeats) in --repeats chunks; ms/step is the
+      (ddpm.p_sample, exactly the step `sampling.sample` repeats) in --repeats chunks; ms/step is the
       median. PROJECTED time for N images = ms/step x T x ceil(N / B) (not measured end to end;
       evaluate.py's sample wall times are the end-to-end numbers).
   DDIM: for each mode, every --ddim-measure step count is MEASURED end to end for N images at
-      --ddim-batch (ddpm.ddim_sample as make_sampler calls it, with a fresh GraphedModel per run, so
+      --ddim-batch (`sampling.sample` as make_sampler calls it, with a fresh GraphedModel per run, so
       the graph capture is included; batches and seeds as generate_samples, no PNG writing);
       the other --ddim-steps counts are projected from that run's time per step.
 A benchmark: prints, asserts nothing.
@@ -32,7 +32,7 @@ import time
 import _common as C
 import torch
 
-from hw3_utils import DDPM, GraphedModel, build_model, load_model
+from hw3_utils import DDPM, GraphedModel, build_model, load_model, sample
 from hw3_utils.cuda_graphs import autocast
 
 MODES = {  # name: (graphs, bf16, channels_last + cudnn.benchmark)
@@ -131,8 +131,8 @@ def main(argv=None) -> dict:
             net = make_net()  # fresh, as make_sampler builds one: the capture is part of the time
             for b in range(math.ceil(n / ddim_batch)):  # batches and seeds as generate_samples
                 gen = torch.Generator(device).manual_seed(cfg.seed * 1_000_003 + b)
-                ddpm.ddim_sample(net, min(ddim_batch, n - b * ddim_batch), steps=k, eta=0.0,
-                                 shape=cfg.image_shape, generator=gen, progress=False, device=device)
+                sample(net, ddpm, cfg, n=min(ddim_batch, n - b * ddim_batch), method="ddim", steps=k, eta=0.0,
+                       clip=False, generator=gen, progress=False, device=device)
             C.sync(device)
             sec = time.perf_counter() - t0
             per_step = sec / k

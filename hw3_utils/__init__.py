@@ -1,8 +1,9 @@
 """hw3_utils: the tested core of the DDPM-on-MNIST course kit.
 
 config (Config, profiles) -> data (MNIST in [-1, 1]) -> unet (eps_theta) -> diffusion (DDPM:
-schedule, q_sample, loss, samplers) -> train (EMA, checkpoints, resume) -> fid (pytorch-fid)
--> viz (grids, process grid, sliders). `python -m hw3_utils all` runs the pipeline headless.
+schedule, q_sample, loss, p_sample) -> sampling (sample: Algorithm 2, respacing, DDIM, clipping)
+-> train (EMA, checkpoints, resume) -> fid (pytorch-fid) -> viz (grids, process grid, sliders).
+`python -m hw3_utils all` runs the pipeline headless.
 """
 
 # First, before any module loads torch and with it OpenMP: how idle OpenMP threads wait (_openmp.py).
@@ -11,6 +12,7 @@ from .config import PROFILES, Config, config_diff, get_config, resolve_profile, 
 from .cuda_graphs import GraphedModel, TrainStep
 from .data import DataNotFoundError, load_mnist, load_tensor, make_loader, mnist_transform, subset
 from .diffusion import DDPM
+from .digits import class_histogram, classifier_fid, classifier_kid, digit_accuracy, load_classifier
 from .fid import (
     FIDError,
     FIDWeightsError,
@@ -28,6 +30,7 @@ from .fid import (
     tensor_stats,
 )
 from .pipeline import REPORT_FID, draw_samples, make_sampler, run_all
+from .sampling import sample
 from .train import (
     CheckpointError,
     NonFiniteLossError,
@@ -72,8 +75,14 @@ __all__ = [
     "mnist_transform",
     "subset",
     "DDPM",
+    "sample",
     "GraphedModel",
     "TrainStep",
+    "class_histogram",
+    "classifier_fid",
+    "classifier_kid",
+    "digit_accuracy",
+    "load_classifier",
     "FIDError",
     "FIDWeightsError",
     "compute_fid",

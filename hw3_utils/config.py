@@ -68,7 +68,7 @@ class Config:
 
     # sampling: the report's sampler is Algorithm 2 with all T steps and no clipping
     sampler: str = "ddpm"  # "ddpm": ancestral (Algorithm 2); "ddim": DDIM with eta = 0 (deterministic)
-    # None: all T steps (the report); "ddpm" with fewer runs Algorithm 2 on a respaced schedule (DDPM.respaced)
+    # None: all T steps (the report); "ddpm" with fewer runs Algorithm 2 on a respaced schedule (sampling.respaced)
     sample_steps: int | None = None
     # x0-hat clipped to [-1, 1] at every step, as Ho et al.'s released code (clip_denoised) and
     # diffusers' DDPMScheduler (clip_sample) do; the paper's Algorithm 2 does not, nor the report.

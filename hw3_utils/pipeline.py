@@ -25,6 +25,7 @@ from .runfolder import (
     samples_dir,
     write_fid_json,
 )
+from .sampling import sample
 from .train import CheckpointError, load_model, newest_checkpoint_info, pick_device, train_model
 
 __all__ = ["make_sampler", "draw_samples", "preview_samples", "save_previews", "samples_folder", "score_run",
@@ -42,28 +43,18 @@ REPORT_REFERENCES = {
 
 def make_sampler(model, cfg: Config, method: str | None = None, steps: int | None = None, eta: float = 0.0,
                  variance: str | None = None, clip_denoised: bool | None = None, progress: bool = True):
-    """A function (n, generator) -> (n, C, 28, 28) images in [-1, 1] for `generate_samples`.
-
-    By default the config's sampler: cfg.sampler ("ddpm": Algorithm 2, "ddim": DDIM with `eta`),
-    cfg.sample_steps steps (all T, the report's, in the full profile) and cfg.clip_denoised.
-    On CUDA with CUDA graphs (default there) the model call is replayed from a CUDA graph.
+    """A function (n, generator) -> (n, C, 28, 28) images in [-1, 1] for `generate_samples`: `sampling.sample`
+    with the config's sampler, or the arguments given instead (cfg.sampler, cfg.sample_steps, cfg.variance,
+    cfg.clip_denoised). On CUDA with CUDA graphs (default there) the model call is replayed from a CUDA graph.
     """
-    method = method or cfg.sampler
-    steps = steps or cfg.sample_steps or cfg.timesteps
-    clip = cfg.clip_denoised if clip_denoised is None else clip_denoised
-    if method not in ("ddpm", "ddim"):
-        raise ValueError(f"method must be 'ddpm' or 'ddim', got {method!r}")
     device = next(model.parameters()).device
     ddpm = DDPM(cfg.timesteps, cfg.beta_start, cfg.beta_end, variance or cfg.variance).to(device)
     graphs = device.type == "cuda" and cfg.cuda_graphs is not False
     net = GraphedModel(model, amp_bf16=cfg.amp_bf16, graphs=graphs)  # eager (+autocast) off CUDA
 
     def sampler(n: int, generator=None):
-        if method == "ddpm":
-            return ddpm.sample(net, n, cfg.image_shape, generator=generator, progress=progress, device=device,
-                               clip_denoised=clip, steps=steps)
-        return ddpm.ddim_sample(net, n, steps=steps, eta=eta, shape=cfg.image_shape, generator=generator,
-                                progress=progress, device=device, clip_denoised=clip)
+        return sample(net, ddpm, cfg, n=n, method=method, steps=steps, eta=eta, clip=clip_denoised,
+                      generator=generator, progress=progress, device=device)
 
     return sampler
 
@@ -81,7 +72,7 @@ def draw_samples(sampler, cfg: Config, folder, n: int | None = None, device=None
                                    seed=cfg.seed, device=device, progress=progress)
 
 
-PREVIEW_SAMPLES, PREVIEW_STEPS = 16, 30  # a few seconds on a laptop CPU at the cpu profile's width
+PREVIEW_SAMPLES, PREVIEW_STEPS = 16, 30  # few enough to redraw after every epoch at a small cost to training
 
 
 @torch.no_grad()
@@ -92,8 +83,8 @@ def preview_samples(model, cfg: Config) -> torch.Tensor:
     device = next(model.parameters()).device
     ddpm = DDPM.from_config(cfg).to(device)
     g = torch.Generator(device).manual_seed(cfg.seed + 1)
-    return ddpm.sample(model, PREVIEW_SAMPLES, cfg.image_shape, generator=g, progress=False, clip_denoised=True,
-                       steps=min(PREVIEW_STEPS, cfg.timesteps))
+    return sample(model, ddpm, cfg, n=PREVIEW_SAMPLES, method="ddpm", steps=min(PREVIEW_STEPS, cfg.timesteps),
+                  clip=True, generator=g, progress=False)
 
 
 def save_previews(run, cfg: Config):
@@ -189,8 +180,8 @@ def run_all(cfg: Config, out, device=None, data_root=None, progress: bool = True
     model = load_model(out, "ema", device)
     ddpm = DDPM.from_config(cfg).to(device)
     g = torch.Generator(device).manual_seed(cfg.seed)
-    _, frames, labels = ddpm.sample(model, cfg.viz_samples, cfg.image_shape, generator=g, snapshots=cfg.viz_frames,
-                                    progress=progress, clip_denoised=cfg.clip_denoised, steps=cfg.sample_steps)
+    _, frames, labels = sample(model, ddpm, cfg, n=cfg.viz_samples, snapshots=cfg.viz_frames, generator=g,
+                               progress=progress)  # the config's sampler, as the FID samples below
     save_figure(process_grid(frames, labels), figure_path(out, "process_grid"))
 
     t1 = time.perf_counter()
@@ -203,8 +194,8 @@ def run_all(cfg: Config, out, device=None, data_root=None, progress: bool = True
     t2 = time.perf_counter()
     table = fid_table(out, cfg, device, data_root)
     t_fid = time.perf_counter() - t2
-    # to 0.01 s: a smoke run's sampling takes well under 0.1 s. fid: Inception over the samples (and any
-    # reference not cached yet)
+    # to 0.01 s, so that a smoke run's short sampling still reads as a time. fid: Inception over the samples
+    # (and any reference not cached yet)
     timings = dict(train_seconds=round(t_train, 2), sample_seconds=round(t_sample, 2), fid_seconds=round(t_fid, 2))
     final_loss = result.history[-1] if result.history else None
     path = write_fid_json(out, cfg, table, device, **timings, final_loss=final_loss)

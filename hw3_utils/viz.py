@@ -41,7 +41,7 @@ def show_images(images: torch.Tensor, nrow: int = 8, title: str | None = None, s
 def process_grid(frames: torch.Tensor, labels, scale: float = 0.7):
     """The report's diffusion-process figure: rows = timesteps (noise at top), columns = samples.
 
-    frames: (S, B, C, H, W) in [-1, 1] from `DDPM.sample(..., snapshots=S)`; labels: S timesteps.
+    frames: (S, B, C, H, W) in [-1, 1] from `sampling.sample(..., snapshots=S)`; labels: S timesteps.
     """
     s, b = frames.shape[:2]
     fig, axes = plt.subplots(s, 1, figsize=(b * scale, s * scale + 0.4), squeeze=False)
@@ -182,7 +182,7 @@ def noising_slider(ddpm, x0: torch.Tensor, ts, seed: int = 0, nrow: int = 8):
 
 
 def denoising_slider(frames: torch.Tensor, labels, nrow: int = 8):
-    """Slider over reverse-diffusion snapshots from `DDPM.sample(..., snapshots=k)`."""
+    """Slider over reverse-diffusion snapshots from `sampling.sample(..., snapshots=k)`."""
     return frame_slider(frames, labels, description="t", nrow=nrow,
                         caption="{description} = {label} (x_t; noise at T, digits at 0)")
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from hw3_utils import DDPM, Config, TrainStep, build_model
+from hw3_utils import DDPM, Config, TrainStep, build_model, sample
 
 REPO = Path(__file__).resolve().parent.parent
 BENCH = REPO / "bench"
@@ -304,9 +304,8 @@ def test_cpu_ablation_draw_b_suffix_samples_with_sigma_squared_beta():
     net = lambda x, t: 0.1 * x  # noqa: E731 (any eps-predictor will do: the test is about the sampler's variance)
     ddpm = DDPM.from_config(cfg)
     got = cpu_ablation.draw(net, ddpm, cfg, "ddpm4b", 6, 3)
-    want = DDPM(cfg.timesteps, cfg.beta_start, cfg.beta_end, "beta").sample(
-        net, 6, cfg.image_shape, generator=torch.Generator().manual_seed(10_000 + cfg.seed), progress=False,
-        batch_size=3, clip_denoised=cfg.clip_denoised, steps=4)
+    want = sample(net, DDPM(cfg.timesteps, cfg.beta_start, cfg.beta_end, "beta"), cfg, n=6, steps=4, batch_size=3,
+                  generator=torch.Generator().manual_seed(10_000 + cfg.seed), progress=False)
     assert torch.equal(got, want)
     posterior = cpu_ablation.draw(net, ddpm, cfg, "ddpm4", 6, 3)
     assert (got - posterior).abs().max() > 1e-3

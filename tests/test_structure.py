@@ -44,7 +44,7 @@ def test_no_import_cycles_between_the_modules():
 
 
 def test_module_names_are_not_hidden_by_functions():
-    for name in ("config", "data", "unet", "diffusion", "train", "fid", "viz", "pipeline"):
+    for name in ("config", "data", "unet", "diffusion", "sampling", "train", "fid", "viz", "pipeline"):
         assert isinstance(getattr(hw3_utils, name), types.ModuleType), f"hw3_utils.{name} is not the module"
     assert hw3_utils.train is importlib.import_module("hw3_utils.train")
     assert callable(hw3_utils.train_model) and hw3_utils.train.train_model is hw3_utils.train_model
@@ -83,8 +83,8 @@ def test_each_task_lives_in_its_own_module():
 def test_sample_shows_algorithm_2s_loop_and_fast_is_split():
     import inspect
 
-    src = inspect.getsource(hw3_utils.DDPM.sample)
-    assert "self.p_sample(net, x, t, generator)" in src and "for i, t in enumerate(" in src
+    src = inspect.getsource(hw3_utils.sampling.ancestral)
+    assert "ddpm.p_sample(net, x, t, generator)" in src and "for t in range(" in src
     assert not (PKG / "fast.py").exists() and (PKG / "cuda_graphs.py").exists()
     fields = {f for f in hw3_utils.Config().to_dict()}
     assert {"tensor_data", "cuda_graphs"} <= fields and "fast" not in fields
@@ -142,3 +142,69 @@ def test_run_folder_paths_come_only_from_runfolder():
                         found.append(f"notebooks/{nb_path.name} cell {k}, line {line}: {text!r}")
     assert not found, "run-folder paths spelled outside runfolder.py (use its functions):\n" + "\n".join(found)
 
+
+# sampling has one owner: hw3_utils/sampling.py ------------------------------------------------------
+SAMPLERS = PKG / "sampling.py"
+REVERSE_STEPS = {"p_sample", "ddim_step"}  # one step of a sampler: only sampling.py loops over them
+OWN_SAMPLERS = {"sample", "ddim_sample"}  # methods DDPM no longer has; `sampling.sample` is the entry
+LOOPS = (ast.For, ast.AsyncFor, ast.While, ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)
+
+
+def _called(call: ast.Call) -> str:
+    f = call.func
+    return f.attr if isinstance(f, ast.Attribute) else f.id if isinstance(f, ast.Name) else ""
+
+
+def _run_by(loop: ast.AST):
+    """The nodes a loop runs: its subtree, less the bodies of functions it only defines."""
+    for child in ast.iter_child_nodes(loop):
+        if not isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)):
+            yield child
+            yield from _run_by(child)
+
+
+def sampling_outside_the_samplers(source: str) -> list[str]:
+    """What `source` does that only sampling.py may: a reverse step called inside a loop, or a sampler
+    called as a method of something other than the `sampling` module (`ddpm.sample(...)`)."""
+    tree, found = ast.parse(source), []
+    for loop in (n for n in ast.walk(tree) if isinstance(n, LOOPS)):
+        found += [f"{_called(c)} in a loop, line {c.lineno}" for c in _run_by(loop)
+                  if isinstance(c, ast.Call) and _called(c) in REVERSE_STEPS]
+    for c in ast.walk(tree):
+        if isinstance(c, ast.Call) and isinstance(c.func, ast.Attribute) and c.func.attr in OWN_SAMPLERS:
+            owner = c.func.value
+            if not (isinstance(owner, ast.Name) and owner.id == "sampling"):
+                found.append(f".{c.func.attr}(...) of {ast.unparse(owner)}, line {c.lineno}")
+    return sorted(set(found))
+
+
+def _code_outside_the_samplers():
+    """(name, source) of every .py file of hw3_utils/, grader/ and bench/ but sampling.py, and of each
+    notebook's code cells (IPython magics left out)."""
+    for folder in ("hw3_utils", "grader", "bench"):
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            if path != SAMPLERS:
+                yield str(path.relative_to(ROOT)), path.read_text()
+    for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        cells = nbformat.read(path, as_version=4).cells
+        yield path.name, "\n".join(_code(c.source) for c in cells if c.cell_type == "code")
+
+
+def test_the_sampling_check_finds_a_loop_and_a_ddpm_sampler():
+    loop = "x = noise\nfor t in reversed(range(T)):\n    x = ddpm.p_sample(model, x, t)\n"
+    assert sampling_outside_the_samplers(loop) == ["p_sample in a loop, line 3"]
+    assert sampling_outside_the_samplers("xs = [ddim_step(d, m, x, t, t - 1) for t in ts]")
+    assert sampling_outside_the_samplers("while t:\n    if t > 0:\n        x, t = ddpm.p_sample(m, x, t), t - 1")
+    # one step timed by a function a loop defines (bench/sample_speed.py) is not a sampling loop
+    assert not sampling_outside_the_samplers("for b in sizes:\n    def step():\n        ddpm.p_sample(m, x, 5)")
+    assert sampling_outside_the_samplers("imgs = DDPM.from_config(cfg).sample(model, 8)")
+    assert not sampling_outside_the_samplers("imgs = sample(model, ddpm, cfg, n=8)\nx = ddpm.p_sample(m, x, 3)")
+    assert not sampling_outside_the_samplers("from hw3_utils import sampling\nimgs = sampling.sample(m, d, n=8)")
+
+
+def test_no_sampling_loop_outside_the_samplers_module():
+    found = {name: sampling_outside_the_samplers(source) for name, source in _code_outside_the_samplers()}
+    assert {"hw3_utils/pipeline.py", "grader/release.py", "bench/cpu_ablation.py", "05_sampling_and_fid.ipynb"} <= set(
+        found)
+    assert not {k: v for k, v in found.items() if v}, "sampling outside hw3_utils/sampling.py (call sampling.sample)"
+    assert not {"sample", "ddim_sample", "ddim_step", "respaced", "clipped"} & set(dir(hw3_utils.DDPM))

@@ -13,7 +13,7 @@ import torch
 from conftest import tiny_config
 
 from grader.patches import applied_in_process
-from hw3_utils import DDPM, get_config, train_model
+from hw3_utils import DDPM, get_config, sample, train_model
 from hw3_utils.pipeline import make_sampler
 from hw3_utils.tasks import variants
 
@@ -45,10 +45,8 @@ def test_correct_variant_trains_and_samples(task_patch, profile, data_dir):
         result = train_model(cfg, None, device="cpu", progress=False, data_root=data_dir)
         assert len(result.history) == 1 and all(torch.isfinite(torch.tensor(result.history)))
         images = make_sampler(result.ema, cfg, progress=False)(2, torch.Generator().manual_seed(0))
-        # the process grid's path too: Algorithm 2 with snapshots, the profile's steps and clipping
-        _, frames, labels = DDPM.from_config(cfg).sample(result.ema, 2, cfg.image_shape, snapshots=3,
-                                                         generator=torch.Generator().manual_seed(1),
-                                                         progress=False, clip_denoised=cfg.clip_denoised,
-                                                         steps=cfg.sample_steps)
+        # the process grid's path too: the profile's sampler (steps, clipping), with snapshots
+        _, frames, labels = sample(result.ema, DDPM.from_config(cfg), cfg, n=2, snapshots=3, progress=False,
+                                   generator=torch.Generator().manual_seed(1))
     assert images.shape == (2, *cfg.image_shape) and torch.isfinite(images).all()
     assert frames.shape == (3, 2, *cfg.image_shape) and labels[-1] == 0
