@@ -3,12 +3,12 @@ submitted files, in the sandbox (grader/sandbox.py), one task after the other.
 
 A task that hangs or crashes fails alone and the runner starts again after it. The grader's own clock bounds
 each task and the whole run, whatever the code writes on any pipe. What comes back on the results pipe is
-validated before anything touches it (`plain_tensor`); a failure is a typed `TaskResult` (grader/render.py).
+validated before anything touches it (hw3_utils/results_pipe.py, the protocol both sides share); a failure is a
+typed `TaskResult` (grader/render.py).
 """
 
 from __future__ import annotations
 
-import io
 import os
 import re
 import shutil
@@ -20,12 +20,13 @@ from pathlib import Path
 
 import torch
 
+from hw3_utils import results_pipe
+
 from . import sandbox
-from .extract import MiB, _tasks
+from .extract import _tasks
 from .render import Kind, TaskResult, failed
 
 STARTUP_SECONDS = 120.0  # importing torch and the kit, before the first task starts
-RESULT_LIMIT = 64 * MiB  # one task's outputs on the results pipe
 
 
 def import_error(stderr: str, kit: Path) -> str:
@@ -58,53 +59,24 @@ def _describe_exit(rc: int | None) -> tuple[Kind, str]:
     return Kind.CRASH, f"crashed: exit code {rc}"
 
 
-def plain_tensor(v, expected: torch.Tensor) -> str | None:
-    """Why `v`, sent by a submission, is not a tensor the grader may compute with (None: it is).
-
-    Before any arithmetic: a plain dense CPU tensor (not a subclass, meta, sparse or quantized one), of a real
-    dtype and a sane element count (a stride-0 view of 2**50 elements is refused, not expanded; a wrong
-    shape is left to `compare`, which explains it). A view beyond its storage cannot reach here: torch.load
-    rebuilds every tensor with `set_`, which refuses one.
-    """
-    if type(v) is not torch.Tensor:
-        return f"is a {type(v).__name__}, not a tensor"
-    if v.layout != torch.strided or v.device.type != "cpu" or v.is_quantized or v.is_meta:
-        return f"is a {str(v.layout).removeprefix('torch.')} tensor on {v.device.type}, not a dense CPU tensor"
-    if v.numel() > 16 * max(expected.numel(), 1024):
-        return f"has {v.numel()} elements, far more than the {expected.numel()} expected"
-    if v.dtype not in (torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.int64, torch.int32,
-                       torch.uint8, torch.bool):
-        return f"has dtype {v.dtype}"
-    return None
-
-
-def _load_result(data: bytes, tid: str, expected: list[dict]) -> list | TaskResult:
-    """A task's result, validated before use: its outputs [{name: plain tensor}] or a typed failure."""
+def _load_result(data: bytes, expected: list[dict]) -> list | TaskResult:
+    """A task's result, validated before use (`results_pipe.decode`): its outputs [{name: plain tensor}] or a
+    typed failure."""
     try:
-        obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except Exception as err:
-        return failed(Kind.WRONG, f"its outputs could not be read ({type(err).__name__})")
-    if isinstance(obj, dict) and isinstance(obj.get("error"), str):  # the runner's report of an exception
-        kind = Kind.NOT_IMPLEMENTED if obj.get("kind") == "not implemented" else Kind.ERROR
-        return failed(kind, obj["error"][:1000])
-    outs = obj.get("outputs") if isinstance(obj, dict) else None
-    if not isinstance(outs, list) or len(outs) != len(expected) or not all(
-            isinstance(o, dict) and set(o) == set(e) for o, e in zip(outs, expected)):
-        return failed(Kind.WRONG, "malformed outputs")
-    for k, (o, e) in enumerate(zip(outs, expected)):
-        for name, v in o.items():
-            why = plain_tensor(v, e[name])
-            if why:
-                return failed(Kind.WRONG, f"malformed outputs: case {k + 1}'s {name} {why}")
-    return [{name: v.clone() for name, v in o.items()} for o in outs]
+        got = results_pipe.decode(data, expected)
+    except results_pipe.Malformed as err:
+        return failed(Kind.WRONG, str(err))
+    if isinstance(got, results_pipe.TaskError):
+        return failed(Kind.NOT_IMPLEMENTED if got.not_implemented else Kind.ERROR, got.message)
+    return got
 
 
 class _Results(threading.Thread):
-    """Reads the runner's results pipe (hw3_utils.checks.run_cases): when each task started, and its bytes."""
+    """Reads the checks runner's results pipe (`results_pipe.read_records`): when each task started, its bytes."""
 
     def __init__(self, fd: int, tasks: list[str]):
         super().__init__(daemon=True)
-        self.fd, self.tasks = fd, set(tasks)
+        self.fd, self.tasks = fd, list(tasks)
         self.started: dict[str, float] = {}
         self.payloads: dict[str, bytes] = {}
         self.last = time.monotonic()  # when the last record arrived: a run that stops reporting is stopped
@@ -112,22 +84,33 @@ class _Results(threading.Thread):
 
     def run(self):
         with open(self.fd, "rb") as f:
-            while line := f.readline(100):
+            for kind, tid, data in results_pipe.read_records(f, self.tasks):
                 self.last = time.monotonic()
-                parts = line.decode("ascii", "replace").split()
-                if len(parts) == 2 and parts[0] == "S" and parts[1] in self.tasks:
-                    self.started.setdefault(parts[1], time.monotonic())
-                    continue
-                if len(parts) == 3 and parts[0] == "R" and parts[1] in self.tasks and parts[2].isdigit() \
-                        and int(parts[2]) <= RESULT_LIMIT:
-                    data = f.read(int(parts[2]))
-                    self.last = time.monotonic()
-                    if len(data) == int(parts[2]):
-                        self.payloads.setdefault(parts[1], data)
-                        continue
-                break  # something else wrote on the pipe: ignore the rest, but drain it
-            while f.read(1 << 16):
-                pass
+                if kind == "S":
+                    self.started.setdefault(tid, self.last)
+                else:
+                    self.payloads.setdefault(tid, data)
+
+
+def _watch(run: sandbox.Run, pipe: _Results, remaining: list[str], task_timeout: float, startup: float) -> str | None:
+    """Wait for the run to end; None when it exits by itself, else why the grader's own clock stopped it (a task
+    over its time, the import, a run that stopped reporting, the whole run), whatever it writes on any pipe."""
+    t0 = time.monotonic()
+    deadline = t0 + startup + task_timeout * len(remaining) + 10
+    while run.poll() is None:
+        now = time.monotonic()
+        seen = dict(pipe.started)
+        inflight = next((t for t in remaining if t in seen and t not in pipe.payloads), None)
+        if inflight and now - seen[inflight] > task_timeout:
+            return f"time limit exceeded ({task_timeout:g} s)"
+        if not seen and now - t0 > startup:
+            return f"time limit exceeded while importing hw3_utils ({startup:g} s)"
+        if seen and not inflight and now - pipe.last > task_timeout:  # reported, then neither ran nor exited
+            return f"time limit exceeded: the code stopped without finishing ({task_timeout:g} s)"
+        if now > deadline:
+            return f"time limit exceeded for the whole submission ({deadline - t0:.0f} s)"
+        time.sleep(0.05)
+    return None
 
 
 def run_submission(work: Path, cases: dict, expected: dict, task_timeout: float, zygote: sandbox.Zygote,
@@ -146,34 +129,11 @@ def run_submission(work: Path, cases: dict, expected: dict, task_timeout: float,
     remaining = list(tasks)
     while remaining:
         argv = [sandbox.python(), "-m", "hw3_utils.checks", "--run", "--cases", str(kit / "cases.pt"),
-                "--results-fd", "{results_fd}", "--tasks", *remaining]
+                "--results-fd", "{results_fd}", *remaining]
         cpu = int(startup + task_timeout * len(remaining) + 30)
         run = sandbox.Run(argv, work, env, cpu, zygote)
         pipe = _Results(run.results, remaining)
-        t0 = time.monotonic()
-        # The grader's own clock bounds the whole run, whatever the code writes on any pipe.
-        deadline = t0 + startup + task_timeout * len(remaining) + 10
-        reason = None
-        while True:
-            rc = run.poll()
-            now = time.monotonic()
-            seen = dict(pipe.started)
-            inflight = next((t for t in remaining if t in seen and t not in pipe.payloads), None)
-            if rc is not None:
-                break
-            if inflight and now - seen[inflight] > task_timeout:
-                reason = f"time limit exceeded ({task_timeout:g} s)"
-                break
-            if not seen and now - t0 > startup:
-                reason = f"time limit exceeded while importing hw3_utils ({startup:g} s)"
-                break
-            if seen and not inflight and now - pipe.last > task_timeout:  # reported, then neither ran nor exited
-                reason = f"time limit exceeded: the code stopped without finishing ({task_timeout:g} s)"
-                break
-            if now > deadline:
-                reason = f"time limit exceeded for the whole submission ({deadline - t0:.0f} s)"
-                break
-            time.sleep(0.05)
+        reason = _watch(run, pipe, remaining, task_timeout, startup)
         run.close()  # a finished run's stray children go with the namespace or the process group
         pipe.join(timeout=10)
         printed = max(printed, run.printed())
@@ -182,7 +142,7 @@ def run_submission(work: Path, cases: dict, expected: dict, task_timeout: float,
         done = []
         for t in remaining:
             if t in pipe.payloads:
-                results[t] = _load_result(pipe.payloads[t], t, expected[t])
+                results[t] = _load_result(pipe.payloads[t], expected[t])
                 done.append(t)
         if not seen and not done:  # nothing started: the kit did not import (or the startup timed out)
             if reason:

@@ -11,20 +11,20 @@ case data, so a mistake in one task costs points only there. The expected output
 references in `check_data.pt` (tensors only, read with weights_only=True); the student's float32
 outputs must lie within the task's tolerance of them (README, "Tolerances").
 
-`python -m hw3_utils.checks --run --cases CASES.pt --results-fd N [--tasks ...]` is the grader's
-entry: it only computes outputs and sends them down the pipe N; the comparison happens in the grader.
+`python -m hw3_utils.checks --run --cases CASES.pt --results-fd N [TASK ...]` is the grader's entry: it only
+computes outputs and sends them down the pipe N (hw3_utils/results_pipe.py); the comparison happens in the grader.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import traceback
 from pathlib import Path
 
 import torch
 
+from . import results_pipe
 from .tasks import TASK_FILES, TASKS, Task, task
 
 __all__ = ["TASKS", "TASK_FILES", "TaskCheckFailed", "check", "check_all", "compare", "main"]
@@ -300,53 +300,45 @@ def check_all(task_ids=None) -> dict[str, bool]:
 
 # the grader's runner ---------------------------------------------------------------------------
 def run_cases(cases_path, results_fd: int, tasks=None) -> None:
-    """For each task in order, on the pipe `results_fd`: b"S <task>\\n" when it starts, then
-    b"R <task> <n>\\n" and n bytes of torch.save({"outputs": [...]} or {"error": str})."""
-    import io
-
-    def send(data: bytes) -> None:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(results_fd, view):]
-
+    """Run each task in order (default: every task of the cases file) and send its outputs, or the error its code
+    raised, on the results pipe `results_fd` (hw3_utils/results_pipe.py holds the protocol)."""
     cases = torch.load(cases_path, map_location="cpu", weights_only=True)
     for tid in tasks or [t for t in TASKS if t in cases]:
-        send(f"S {tid}\n".encode())
+        results_pipe.send(results_fd, results_pipe.started(tid))
         try:
-            payload = {"outputs": [task_outputs(tid, c) for c in cases[tid]]}
+            payload = results_pipe.outputs_payload([task_outputs(tid, c) for c in cases[tid]])
         except NotImplementedError as err:
-            payload = {"error": not_implemented(TASKS[tid], err), "kind": "not implemented"}
+            payload = results_pipe.error_payload(not_implemented(TASKS[tid], err), not_implemented=True)
         except KeyboardInterrupt:
             raise
         except BaseException as err:  # SystemExit too: one task's failure must not end the run
-            payload = {"error": describe_error(err)}
-        buf = io.BytesIO()
+            payload = results_pipe.error_payload(describe_error(err))
         try:
-            torch.save(payload, buf)
+            record = results_pipe.result(tid, payload)
         except Exception as err:
-            buf = io.BytesIO()
-            torch.save({"error": f"outputs could not be saved: {describe_error(err)}"}, buf)
-        data = buf.getvalue()
-        send(f"R {tid} {len(data)}\n".encode() + data)
+            record = results_pipe.result(tid, results_pipe.error_payload(
+                f"outputs could not be saved: {describe_error(err)}"))
+        results_pipe.send(results_fd, record)
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m hw3_utils.checks", description="Check the assignment's tasks.")
-    p.add_argument("tasks", nargs="*", help=f"task ids ({', '.join(TASKS)}); all when none")
-    p.add_argument("--run", action="store_true", help="grader mode: send the outputs for --cases to --results-fd")
-    p.add_argument("--cases")
-    p.add_argument("--results-fd", type=int)
-    p.add_argument("--tasks", dest="task_list", nargs="*")
+    p.add_argument("tasks", nargs="*", metavar="TASK",
+                   help=f"the tasks to check, or with --run to run ({', '.join(TASKS)}); all when none")
+    p.add_argument("--run", action="store_true",
+                   help="the grader's mode: run the tasks on --cases and send their outputs to --results-fd")
+    p.add_argument("--cases", help="with --run: the cases file (torch.save of {task: [case, ...]})")
+    p.add_argument("--results-fd", type=int, help="with --run: the results pipe's file descriptor")
     args = p.parse_args(argv)
+    unknown = [t for t in args.tasks if t not in TASKS]
+    if unknown:
+        p.error(f"unknown task(s) {unknown}; the tasks are {', '.join(TASKS)}")
     if args.run:
         if not args.cases or args.results_fd is None:
             p.error("--run needs --cases and --results-fd")
         torch.set_num_threads(1)
-        run_cases(args.cases, args.results_fd, args.task_list or None)
+        run_cases(args.cases, args.results_fd, args.tasks or None)
         return 0
-    unknown = [t for t in args.tasks if t not in TASKS]
-    if unknown:
-        p.error(f"unknown task(s) {unknown}; the tasks are {', '.join(TASKS)}")
     results = check_all(args.tasks or None)
     if not args.tasks:  # the written half: graded by hand, so only said, never failed
         from .answers import empty_answers

@@ -109,14 +109,13 @@ def worker_count(requested: int) -> int:
     return max(0, min(requested, cores if cores > 1 else 0))
 
 
-def make_loader(cfg: Config, dataset: Dataset, epoch: int, start_batch: int = 0,
-                device: torch.device | str = "cpu") -> DataLoader:
+def make_loader(cfg: Config, dataset: Dataset, epoch: int, device: torch.device | str = "cpu") -> DataLoader:
     """The report's DataLoader (shuffled, batch 128, workers, pin_memory on CUDA) for one epoch.
 
-    The shuffle is `epoch_permutation(len(dataset), cfg.seed, epoch)`; `start_batch` skips
-    the batches a resumed run has already trained on. Batches are (x0, label), x0 (B, C, 28, 28).
+    The shuffle is `epoch_permutation(len(dataset), cfg.seed, epoch)`, so a resumed run sees the same
+    batches. Batches are (x0, label), x0 (B, C, 28, 28).
     """
-    order = epoch_permutation(len(dataset), cfg.seed, epoch)[start_batch * cfg.batch_size:]
+    order = epoch_permutation(len(dataset), cfg.seed, epoch)
     workers = worker_count(cfg.num_workers)
     return DataLoader(
         dataset,

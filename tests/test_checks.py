@@ -160,6 +160,85 @@ def test_cli_exit_status(capsys):
     assert "PASS  Task 3" in capsys.readouterr().out
 
 
+# the results pipe: the checks runner's side and the grader's --------------------------------------
+def _records(data: bytes, tasks) -> list:
+    import io
+
+    from hw3_utils import results_pipe
+
+    return list(results_pipe.read_records(io.BytesIO(data), tasks))
+
+
+def test_the_grader_mode_runs_the_named_tasks_and_its_records_decode(tmp_path):
+    """`python -m hw3_utils.checks --run --cases C --results-fd N 3 2a`: only the positional tasks, in their
+    order; each result decodes to the outputs task_outputs gives (the grader's comparison starts from them)."""
+    import os
+    import subprocess
+    import sys
+
+    from hw3_utils import results_pipe
+
+    cases = {tid: checks.public_inputs(tid) for tid in ("2a", "3", "4")}
+    torch.save(cases, tmp_path / "cases.pt")
+    r, w = os.pipe()
+    proc = subprocess.Popen([sys.executable, "-m", "hw3_utils.checks", "--run", "--cases", str(tmp_path / "cases.pt"),
+                             "--results-fd", str(w), "3", "2a"], pass_fds=(w,))
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        records = list(results_pipe.read_records(f, cases))
+    assert proc.wait(timeout=120) == 0
+    assert [(kind, tid) for kind, tid, _ in records] == [("S", "3"), ("R", "3"), ("S", "2a"), ("R", "2a")]
+    for _, tid, data in records[1::2]:
+        want = [checks.task_outputs(tid, c) for c in cases[tid]]
+        got = results_pipe.decode(data, want)
+        assert all(torch.equal(g[k], w[k]) for g, w in zip(got, want) for k in w)
+
+
+def test_the_pipe_reader_stops_at_what_is_not_a_record_and_drains_it():
+    from hw3_utils import results_pipe as rp
+
+    ok = rp.started("3") + rp.result("3", rp.error_payload("boom"))
+    assert [(k, t) for k, t, _ in _records(ok, ["3"])] == [("S", "3"), ("R", "3")]
+    assert _records(rp.started("9") + ok, ["3"]) == []  # a task it does not wait for: the rest is ignored
+    assert _records(b"S 3 extra\n" + ok, ["3"]) == []
+    assert _records(b"x" * 500 + b"\n" + ok, ["3"]) == []  # a header over MAX_HEADER bytes
+    too_big = f"R 3 {rp.MAX_RESULT + 1}\n".encode()
+    assert _records(rp.started("3") + too_big + b"0" * 10, ["3"]) == [("S", "3", None)]
+    assert _records(rp.started("3") + b"R 3 100\nshort", ["3"]) == [("S", "3", None)]  # the pipe closed early
+
+
+def _payload(obj) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return buf.getvalue()
+
+
+def test_decode_returns_outputs_errors_or_says_what_is_malformed():
+    from hw3_utils import results_pipe as rp
+
+    expected = [{"x": torch.zeros(2, 3)}, {"x": torch.zeros(2, 3)}]
+    good = [{"x": torch.ones(2, 3)}, {"x": torch.full((2, 3), 2.0)}]
+    got = rp.decode(_payload(rp.outputs_payload(good)), expected)
+    assert all(torch.equal(g["x"], w["x"]) for g, w in zip(got, good))
+    err = rp.decode(_payload(rp.error_payload("Task 3 is not implemented", not_implemented=True)), expected)
+    assert err == rp.TaskError("Task 3 is not implemented", not_implemented=True)
+    assert rp.decode(_payload(rp.error_payload("x" * 5000)), expected) == rp.TaskError("x" * 1000)
+    malformed = {
+        b"not a pickle": "could not be read",
+        _payload({"outputs": good[:1]}): "malformed outputs",  # one case short
+        _payload({"outputs": [{"y": torch.ones(2, 3)}] * 2}): "malformed outputs",  # another name
+        _payload({"outputs": [{"x": [1.0]}] * 2}): "case 1's x is a list, not a tensor",
+        _payload({"outputs": [{"x": torch.ones(2, 3, dtype=torch.complex64)}] * 2}): "has dtype torch.complex64",
+        _payload({"outputs": [{"x": torch.zeros(1).expand(2**40)}] * 2}): "far more than the 6 expected",
+        _payload({"outputs": [{"x": torch.zeros(2, 3).to_sparse()}] * 2}): "sparse_coo tensor",
+    }
+    for data, why in malformed.items():
+        with pytest.raises(rp.Malformed, match=why):
+            rp.decode(data, expected)
+
+
 # check_data.pt --------------------------------------------------------------------------------
 def _perturbed(obj, rel: float):
     if isinstance(obj, torch.Tensor):
