@@ -9,7 +9,7 @@ module per task; this module runs them and compares. Each task is checked on its
 task builds on another one, the other's function is replaced by reference values carried in the
 case data, so a mistake in one task costs points only there. The expected outputs are float64
 references in `check_data.pt` (tensors only, read with weights_only=True); the student's float32
-outputs must lie within the task's tolerance of them (README, "Tolerances").
+outputs must lie within the task's tolerance of them (docs/instructors.md, "Tolerances").
 
 `python -m hw3_utils.checks --run --cases CASES.pt --results-fd N [TASK ...]` is the grader's entry: it only
 computes outputs and sends them down the pipe N (hw3_utils/results_pipe.py); the comparison happens in the grader.

@@ -98,8 +98,8 @@ def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
 
 
 def forking_is_safe() -> bool:
-    """False inside a Jupyter kernel: forking it for DataLoader workers broke its ZeroMQ sockets once in the
-    browser test here ("Socket operation on non-socket", a dead kernel in notebook 05)."""
+    """False inside a Jupyter kernel: forking it for DataLoader workers can break its ZeroMQ sockets
+    ("Socket operation on non-socket", a dead kernel)."""
     return "ipykernel" not in sys.modules
 
 
@@ -132,9 +132,9 @@ def load_tensor(dataset: Dataset, device: torch.device | str = "cpu", num_worker
 
     Every image goes through the dataset's own transform (the one `load_mnist` attached: the
     student's `mnist_transform`), once, exactly as the DataLoader path applies it, so the two paths
-    give bitwise equal batches and the transform is treated as a black box. That costs seconds for
-    60,000 images (README, "The cpu profile"), against minutes of training. `num_workers` is capped
-    at the machine's cores, and 0 inside a Jupyter kernel (`forking_is_safe`).
+    give bitwise equal batches and the transform is treated as a black box: a one-off cost, small against
+    training (docs/decisions/cpu-step.md). `num_workers` is capped at the machine's cores, and 0 inside a
+    Jupyter kernel (`forking_is_safe`).
     """
     workers = worker_count(num_workers) if forking_is_safe() else 0
     loader = DataLoader(dataset, batch_size=1000, shuffle=False, num_workers=workers)

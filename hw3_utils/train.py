@@ -5,6 +5,13 @@ config, loss history) under `<run_dir>/checkpoints/`; the two newest are kept. `
 resumes from the newest readable one, so re-running after a disconnect continues where it
 stopped, with the same data order and random draws as an uninterrupted run.
 
+`train_model` is made of parts that others (bench/cpu_ablation.py) train with too:
+- `new_state` (model, EMA, Adam, generator: a `TrainState`), `restore` and `save_checkpoint` (the checkpoint);
+- `training_data`, then per epoch `epoch_batches`: `tensor_batches` (fixed-shape, the short last batch padded)
+  or `loader_batches` (the report's DataLoader);
+- `train_epoch`: `train_step` (Algorithm 1's step at the learning rate `lr_at`, then `ema_update`) per batch,
+  the NaN check and the step log every cfg.log_every steps.
+
 The function is `train_model`, not `train`, so that `hw3_utils.train` stays this module.
 """
 
