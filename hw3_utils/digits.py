@@ -17,8 +17,8 @@ What each score can and cannot say:
 - `classifier_fid`, `classifier_kid`: how far the samples' features lie from real MNIST's, in the
   classifier's penultimate layer (FEATURE_DIM numbers per image). Sensitive to digit shape and
   class balance, blind to what the classifier learned to ignore (texture, faint noise), which
-  Inception FID sees. Values compare only between runs scored by the same classifier (the file name
-  in the cache key says which) and the same sample count: FID's bias grows as the count falls; KID's
+  Inception FID sees. Values compare only between runs scored by the same classifier (one weights
+  file, one sha256) and, for FID, the same sample count: FID's bias grows as the count falls; KID's
   estimator is unbiased, so small sample sets compare better with it (its std says how well).
 """
 
@@ -45,8 +45,8 @@ from .runfolder import fid_cache_dir
 NUM_CLASSES = 10
 FEATURE_DIM = 128
 MNIST_TRAIN = 60_000
-# The training recipe (docs/decisions/digits-classifier.md): AdamW under a one-cycle learning rate,
-# inputs shifted by up to SHIFT pixels so the classifier does not depend on a digit's exact position.
+# The training recipe, whose accuracy and time bench/digits_classifier.py records: AdamW under a one-cycle
+# learning rate, inputs shifted by up to SHIFT pixels so the classifier does not hang on a digit's exact position.
 SEED, EPOCHS, BATCH_SIZE, MAX_LR, WEIGHT_DECAY, SHIFT = 0, 4, 128, 3e-3, 1e-4, 2
 WEIGHTS_STEM = "mnist_digits"
 
@@ -93,6 +93,9 @@ def prepare(images: torch.Tensor) -> torch.Tensor:
             or tuple(images.shape[2:]) != (28, 28) or images.shape[0] < 1:
         shape = tuple(images.shape) if torch.is_tensor(images) else type(images).__name__
         raise DigitsError(f"the digit scores take images (N, 1 or 3, 28, 28) in [-1, 1], got {shape}")
+    if not images.is_floating_point():
+        raise DigitsError(f"the digit scores take float images in [-1, 1], got {images.dtype} (0..255 images: "
+                          "divide by 127.5 and subtract 1)")
     x = images.detach().float().cpu()
     if not torch.isfinite(x).all():
         raise DigitsError("the images hold NaN or inf values (did sampling diverge?); the digit scores need finite "
@@ -178,7 +181,7 @@ def _outputs(classifier: DigitClassifier, x: torch.Tensor, batch_size: int = 100
     return torch.cat(logits), torch.cat(feats)
 
 
-def test_accuracy(classifier: DigitClassifier, root=None) -> float:
+def mnist_test_accuracy(classifier: DigitClassifier, root=None) -> float:
     """Fraction of MNIST's 10,000 test images the classifier reads as their label."""
     images, labels = mnist_arrays("test", root)
     logits, _ = _outputs(classifier, _to_input(images))
@@ -284,7 +287,7 @@ def _train_and_cache(count: int | None, path: Path, why_not: str | None, root) -
     start = time.perf_counter()
     model = train_classifier(count, root=root)
     seconds = time.perf_counter() - start
-    accuracy = test_accuracy(model, root)
+    accuracy = mnist_test_accuracy(model, root)
     save_classifier(model, path, count, accuracy)
     print(f" done in {seconds:.0f} s, MNIST test accuracy {accuracy:.2%}, cached as {path.name}", flush=True)
     return read_classifier(path)

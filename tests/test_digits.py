@@ -56,7 +56,7 @@ def test_prepare_reads_a_tensor_as_its_saved_pngs(tmp_path):
 
 
 @pytest.mark.parametrize("bad", [torch.zeros(2, 2, 28, 28), torch.zeros(2, 1, 32, 32), torch.zeros(28, 28),
-                                 torch.full((2, 1, 28, 28), float("nan"))])
+                                 torch.full((2, 1, 28, 28), float("nan")), torch.zeros(2, 1, 28, 28).byte()])
 def test_prepare_refuses_what_is_not_a_batch_of_digits(bad):
     with pytest.raises(digits.DigitsError, match="images"):
         digits.prepare(bad)
