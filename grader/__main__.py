@@ -28,7 +28,8 @@ def main(argv=None) -> int:
     g.add_argument("--task-timeout", type=float, default=60.0)
     g.add_argument("--release", help="a prebuilt student kit (default: strip this repo into a temp dir)")
     g.add_argument("--reference", help="a prebuilt reference file (default: compute from the solution)")
-    g.add_argument("--jobs", type=int, default=0, help="submissions graded at once (default: the number of cores)")
+    g.add_argument("--jobs", type=int, default=0,
+                   help="submissions graded at once (default: the number of cores; 1 in the 'nobody' sandbox mode)")
     g.add_argument("--update", action="store_true",
                    help="regrade: replace these students' rows in OUT's grades.csv and grading sheet, keep the rest")
     m = sub.add_parser("merge", help="merge OUT/written/sheet.csv (filled in) with OUT/grades.csv into OUT/final/")

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from hw3_utils.atomic import atomic_write
 
-from . import REPO, sandbox
+from . import sandbox
 from .extract import (
     FID_RE,
     Extracted,
@@ -45,20 +45,6 @@ from .similarity import similar_pairs
 from .written import write_sheet, written_answers
 
 MiB = 1024 * 1024
-
-
-def hidden_paths(extra=()) -> list[Path]:
-    """What "nobody" mode makes unreadable for the batch: the instructor's repo (all top-level folders but the
-    Python environment), the submissions, the grades. The namespace modes see only their allowlist anyway."""
-    prefix = Path(os.path.realpath(sys.prefix))
-    out = []
-    for p in sorted(REPO.iterdir()):
-        if p.is_dir() and not p.is_symlink():
-            real = Path(os.path.realpath(p))
-            if prefix == real or real in prefix.parents:
-                continue
-            out.append(p)
-    return out + [Path(p) for p in extra]
 
 
 def flags_of(per_task: dict[str, TaskResult], ex: Extracted, notebooks: dict) -> list[str]:
@@ -205,10 +191,11 @@ def default_jobs() -> int:
 def grade_batch_detailed(submissions: Path, out: Path, task_timeout: float = 60.0, release_dir=None,
                          reference=None, extra_hidden=(), startup: float = STARTUP_SECONDS, jobs: int | None = None,
                          progress=None, update: bool = False) -> list[Graded]:
-    """grade_batch, returning the `Graded` record of each submission. `jobs` submissions are graded at once
-    (default: the cores), each in its own sandbox; `progress` is a stream for the progress line. `update` (a
-    regrade of some students): their rows replace theirs in OUT's grades.csv and grading sheet, every other
-    row stays, and summary.md is left as the full batch wrote it."""
+    """Grade every *.zip (and every other plain file, which is rejected) in `submissions` into `out`; the `Graded`
+    record of each submission. `jobs` submissions are graded at once (default: the cores; one in "nobody" mode),
+    each in its own sandbox; `progress` is a stream for the progress line. `update` (a regrade of some
+    students): their rows replace theirs in OUT's grades.csv and grading sheet, every other row stays, and
+    summary.md is left as the full batch wrote it."""
     from .reference import build_reference, load_reference
     from .release import make_release
 
@@ -218,38 +205,46 @@ def grade_batch_detailed(submissions: Path, out: Path, task_timeout: float = 60.
     ref = load_reference(reference) if reference else build_reference()
     batch = Path(tempfile.mkdtemp(prefix="hw3-grade-"))
     os.chmod(batch, 0o711)
-    hide = hidden_paths([submissions, out, *extra_hidden, *([Path(reference).parent] if reference else [])])
+    # "nobody" mode makes these unreadable for the batch, beside the repository (the namespace modes' runs see
+    # only their allowlist anyway)
+    hide = [submissions, out, *extra_hidden, *([Path(reference).parent] if reference else [])]
     rows: list[Graded] = []
-    zygote = sandbox.Zygote()  # Python and torch started once per batch; every sandbox is forked from it
-    # in "nobody" mode the clean-up after a submission kills every process of nobody: one at a time
-    jobs = 1 if zygote.mode == "nobody" else max(1, jobs or default_jobs())
+    # Python and torch started once per batch; every sandbox is forked from it
+    zygote = sandbox.Zygote(hide=hide, skip=[batch])
+    # "nobody" mode: one at a time unless asked, since runs side by side share the machine's folders
+    jobs = max(1, jobs or (1 if zygote.mode == "nobody" else default_jobs()))
     try:
-        with sandbox.Hidden(hide, zygote.mode):
-            preflight(batch, zygote)
-            kit = Path(release_dir) if release_dir else make_release(batch / "release", quiet=True, repo_url="none")
-            entries = sorted(p for p in submissions.iterdir() if p.is_file() and not p.name.startswith("."))
-            bar = Progress(len(entries), progress) if progress else None
+        if zygote.machine and progress:
+            progress.write("\n".join(zygote.machine.report()) + "\n")
+        preflight(batch, zygote)
+        kit = Path(release_dir) if release_dir else make_release(batch / "release", quiet=True, repo_url="none")
+        entries = sorted(p for p in submissions.iterdir() if p.is_file() and not p.name.startswith("."))
+        bar = Progress(len(entries), progress) if progress else None
 
-            def one(i: int, z: Path) -> Graded:
-                try:  # nothing a submission does stops the batch; a grader bug is logged and flagged
-                    graded = grade_one(z, batch / f"w{i}", kit, ref, task_timeout, zygote, startup)
-                    atomic_write(out / "feedback" / f"{graded.student}.md", graded.markdown())
-                except Exception as err:
-                    graded = grader_failed(z, err, out / ERROR_LOG, zygote.mode)
-                    shutil.rmtree(batch / f"w{i}", ignore_errors=True)
-                    atomic_write(out / "feedback" / f"{graded.student}.md", graded.markdown())
-                return graded
+        def one(i: int, z: Path) -> Graded:
+            try:  # nothing a submission does stops the batch; a grader bug is logged and flagged
+                graded = grade_one(z, batch / f"w{i}", kit, ref, task_timeout, zygote, startup)
+                atomic_write(out / "feedback" / f"{graded.student}.md", graded.markdown())
+            except Exception as err:
+                graded = grader_failed(z, err, out / ERROR_LOG, zygote.mode)
+                shutil.rmtree(batch / f"w{i}", ignore_errors=True)
+                atomic_write(out / "feedback" / f"{graded.student}.md", graded.markdown())
+            return graded
 
-            with ThreadPoolExecutor(jobs) as pool:
-                futures = [pool.submit(one, i, z) for i, z in enumerate(entries)]
-                for f in as_completed(futures):
-                    if bar:
-                        bar.step(f.result().student)
-                rows = [f.result() for f in futures]
-            pairs = [] if update or len(entries) < 2 else similarity(entries, kit, batch / "similarity", out)
+        with ThreadPoolExecutor(jobs) as pool:
+            futures = [pool.submit(one, i, z) for i, z in enumerate(entries)]
+            for f in as_completed(futures):
+                if bar:
+                    bar.step(f.result().student)
+            rows = [f.result() for f in futures]
+        pairs = [] if update or len(entries) < 2 else similarity(entries, kit, batch / "similarity", out)
     finally:
-        zygote.close()
+        left = zygote.close()
         shutil.rmtree(batch, ignore_errors=True)
+    if left:  # the grades stand; what would not go is the instructor's to see
+        log_error(out / ERROR_LOG, "the end of the batch", RuntimeError(f"the runs left {left} behind"))
+        if progress:
+            progress.write(f"WARNING: the runs left {left} behind (see {ERROR_LOG})\n")
     table_rows = [g.row() for g in rows]
     if update and (out / "grades.csv").exists():
         regraded = {g.student for g in rows}

@@ -75,7 +75,7 @@ exec "${PYTHON:-python3}" -m grader.gradescope run --root "$ROOT" --source "$SRC
 
 BUNDLE_GRADER_FILES = ("__init__.py", "__main__.py", "batch.py", "extract.py", "runner.py", "render.py",
                        "gradescope.py", "reference.py", "release.py", "summary.py", "sandbox.py", "zygote.py",
-                       "written.py", "similarity.py")
+                       "nobody.py", "written.py", "similarity.py")
 
 
 def build_bundle(out: Path) -> Path:

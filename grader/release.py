@@ -261,7 +261,8 @@ def kit_files(root: Path = REPO) -> list[str]:
                              cwd=root, capture_output=True, check=True)
         names = sorted({n for n in res.stdout.decode().split("\0") if n})
     except (OSError, subprocess.CalledProcessError):
-        skip = {".git", ".venv", "runs", "data", "release", "__pycache__", ".pytest_cache", ".ruff_cache"}
+        skip = {".git", ".venv", "runs", "data", "release", "__pycache__", ".pytest_cache", ".ruff_cache",
+                ".hypothesis"}
         names = sorted(p.relative_to(root).as_posix() for p in root.rglob("*")
                        if p.is_file() and not (set(p.relative_to(root).parts) & skip)
                        and not p.relative_to(root).parts[0].endswith(".egg-info"))

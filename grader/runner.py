@@ -166,7 +166,6 @@ def run_submission(work: Path, cases: dict, expected: dict, task_timeout: float,
         results[inflight] = failed(Kind.TIMEOUT, reason) if reason else failed(*_describe_exit(rc))
         remaining = remaining[remaining.index(inflight) + 1:]
         remaining = [t for t in remaining if t not in done]
-    sandbox.clean_after()
     return results, printed
 
 

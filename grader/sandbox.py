@@ -11,9 +11,12 @@ reduced ones):
   same namespaces and file system; the code runs as an id of a nested user namespace (so every run's
   keyrings and process count are its own), but all runs share the instructor's uid outside, and without
   a cgroup its memory is capped per process (RLIMIT_AS), not per run.
-- "nobody" (root where namespaces are refused, e.g. a Docker container): user nobody, the grader's files
-  made unreadable for the batch, its processes and files removed after each run. Reduced: it shares the
-  machine's network and /tmp while it runs.
+- "nobody" (root where namespaces are refused, e.g. a Docker container or Gradescope's image; docs/sandbox.md
+  says how to give a container what root mode needs): a uid and gid of its own per run that nothing else on
+  the machine holds, the repository and every copy of the kit or the instructor's material a scan finds made
+  unreadable for the batch, its processes, files in world-writable folders and IPC objects removed after each
+  run (grader/nobody.py); the same rlimits with RLIMIT_NPROC per run, and the cgroup where one can be made.
+  Reduced: it shares the machine's network, sees its processes, and may read what any user may.
 - "none": a plain process with rlimits. Only with `--allow-unsandboxed`: a hostile submission can read and
   change what the grader's user can.
 
@@ -41,9 +44,9 @@ import threading
 import time
 from pathlib import Path
 
+from . import nobody
 from .zygote import SETUP_FAILED
 
-NOBODY = 65534
 MEMORY_LIMIT = 6 * 1024**3  # bytes: per process (RLIMIT_AS) everywhere, per run (cgroup) in root mode
 PROCESS_LIMIT = 256  # processes and threads of one run
 FILE_LIMIT = 64 * 1024**2
@@ -58,7 +61,6 @@ INNER_UID = 1000  # the code's uid inside its user namespace
 # The environment of every sandboxed run and of the fork server (one thread: jobs run side by side)
 BASE_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
             "OMP_WAIT_POLICY": "PASSIVE", "MPLBACKEND": "Agg", "LC_ALL": "C.UTF-8"}
-SHARED_TMP = ("/tmp", "/var/tmp", "/dev/shm")  # world-writable: cleaned after each submission in "nobody" mode
 # Read-only in the sandbox, besides the Python installation and the kit: what the interpreter and the
 # libraries it loads need, and nothing with secrets (no /home, /root, /run, /var, /etc/shadow or ssh keys).
 ALLOW = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc/ld.so.cache", "/etc/ld.so.conf",
@@ -126,8 +128,8 @@ DESCRIPTION = {
             "capped per run",
     "userns": "sandbox: own file system built from an allowlist, no network, user namespace, memory capped per "
               "process",
-    "nobody": "sandbox (reduced: namespaces unavailable): user nobody with the grader's files unreadable, rlimits; "
-              "its writes are capped per file only",
+    "nobody": "sandbox (reduced: namespaces unavailable): a uid of its own, the instructor's files unreadable, "
+              "rlimits, its processes and files removed after the run; network shared, writes capped per file only",
     "none": "sandbox (reduced: not root and no user namespaces): a plain process with rlimits only",
 }
 
@@ -135,9 +137,15 @@ DESCRIPTION = {
 WARNING = {
     "userns": "Note: grading as a normal user. Each submission runs in its own namespaces and file system, but "
               "all of them as your uid outside, with memory capped per process rather than per submission.",
-    "nobody": "WARNING: user namespaces are unavailable here, so the grader falls back to running the code as user "
-              "nobody. A submission cannot read the solution or write the grades, but it shares this machine's "
-              "network and /tmp while it runs, and its writes are capped per file only.",
+    "nobody": "WARNING: user namespaces are unavailable here (a container?), so each submission runs as a uid of "
+              "its own, with the repository, the submissions, the grades and every copy of the kit found on the "
+              "machine unreadable to it, and its processes and files removed after it. What that does not cover: "
+              "it can use the network (send its code out, fetch someone else's); it can read whatever any user "
+              "of this machine may read and see other processes' command lines; its disk writes are capped per "
+              "file, not in total; without a writable cgroup its memory is capped per process, not per "
+              "submission; and two submissions graded at once can reach each other while both run (so they are graded "
+              "one at a time unless you ask for more with JOBS=N). "
+              "To grade in the full sandbox, give the container user namespaces: see docs/sandbox.md.",
     "none": "WARNING: this machine allows no user namespaces to a normal user (and the grader is not root), so "
             "submissions run as plain processes under your own account. A hostile submission could read the "
             "solution, the other submissions and the grades, and change them: do not trust these grades against "
@@ -176,11 +184,13 @@ def prepare_workdir(work: Path, mode: str | None = None) -> None:
 
 def _rlimits(cpu_seconds: int, mode: str) -> dict[str, tuple[int, int]]:
     """The rlimits of every run, by `resource` name: (soft, hard). RLIMIT_NPROC counts per uid and user
-    namespace, so in the namespace modes it caps the run's own processes."""
+    namespace, so in the namespace modes and in "nobody" mode (a uid per run) it caps the run's own processes."""
     limits = {"RLIMIT_AS": (MEMORY_LIMIT, MEMORY_LIMIT), "RLIMIT_FSIZE": (FILE_LIMIT, FILE_LIMIT),
               "RLIMIT_CORE": (0, 0), "RLIMIT_CPU": (cpu_seconds, cpu_seconds + 5)}
-    if namespaced(mode):
+    if namespaced(mode) or mode == "nobody":  # nobody: a uid of the run's own, so the count is the run's
         limits["RLIMIT_NPROC"] = (PROCESS_LIMIT, PROCESS_LIMIT)
+    if mode == "nobody":  # POSIX message queues outlive the run, and no mqueue mount may list them
+        limits["RLIMIT_MSGQUEUE"] = (0, 0)
     return limits
 
 
@@ -263,54 +273,15 @@ _RUNS = itertools.count()
 
 
 def request(argv: list[str], work: Path, env: dict, cpu_seconds: int, mode: str, run_id: int,
-            cgroups: list[str] = ()) -> dict:
-    """What the zygote's child builds for one run of `argv` (`-m module ...` or `-c code`) in `mode`."""
-    uid = {"root": INNER_UID, "userns": INNER_UID, "nobody": NOBODY}.get(mode, os.getuid())
+            cgroups: list[str] = (), uid: int | None = None) -> dict:
+    """What the zygote's child builds for one run of `argv` (`-m module ...` or `-c code`) in `mode`; `uid`:
+    the run's own ("nobody" mode, from nobody.Machine)."""
+    uid = {"root": INNER_UID, "userns": INNER_UID, "nobody": uid}.get(mode, os.getuid())
     return {"mode": mode, "binds": binds(work) if namespaced(mode) else [], "tmpfs_bytes": WRITE_LIMIT,
             "tmpfs_files": WRITE_FILES, "uid": uid,
             "uid_base": UID_BASE + (run_id % UID_SLOTS) * UID_RANGE, "uid_count": UID_RANGE,
             "cgroups": list(cgroups), "cwd": str(kit_path(work, mode)), "kit": str(kit_path(work, mode)),
             "home": str(home_path(work, mode)), "env": env, "argv": argv, "limits": _rlimits(cpu_seconds, mode)}
-
-
-# "nobody" mode: what the grader hides and cleans ----------------------------------------------------------
-def clean_after(mode: str | None = None) -> None:
-    """In "nobody" mode: kill every process of nobody and delete what nobody left in the shared temp folders."""
-    if (mode or detect_mode()) != "nobody":
-        return
-    pid = os.fork()
-    if pid == 0:  # as nobody, kill(-1) reaches exactly nobody's processes
-        try:
-            os.setgroups([])
-            os.setresgid(NOBODY, NOBODY, NOBODY)
-            os.setresuid(NOBODY, NOBODY, NOBODY)
-            os.kill(-1, signal.SIGKILL)
-        finally:
-            os._exit(0)
-    os.waitpid(pid, 0)
-    for top in SHARED_TMP:
-        subprocess.run(["find", top, "-xdev", "-mindepth", "1", "-user", str(NOBODY), "-delete"], capture_output=True)
-
-
-class Hidden:
-    """In "nobody" mode, make the instructor's folders unreadable for the batch (restored on exit). The
-    namespace modes need nothing of the kind: their file system holds only what ALLOW names."""
-
-    def __init__(self, paths, mode: str | None = None):
-        self.paths = [Path(p) for p in paths if Path(p).exists()]
-        self.mode = mode or detect_mode()
-        self.saved: list[tuple[Path, int]] = []
-
-    def __enter__(self):
-        if self.mode == "nobody":
-            for p in self.paths:
-                self.saved.append((p, os.stat(p).st_mode & 0o7777))
-                os.chmod(p, 0o700 if p.is_dir() else 0o600)
-        return self
-
-    def __exit__(self, *exc):
-        for p, m in self.saved:
-            os.chmod(p, m)
 
 
 # the fork server and one run ---------------------------------------------------------------------------
@@ -354,10 +325,20 @@ class Zygote:
     """The fork server (grader/zygote.py): started once per batch, it forks one sandbox per run, so that
     starting Python and importing torch, torchvision and matplotlib is paid once, not per submission."""
 
-    def __init__(self, mode: str | None = None):
+    def __init__(self, mode: str | None = None, hide=(), skip=()):
+        """`hide`, `skip`: in "nobody" mode, the folders to make unreadable for the batch (beside the repository)
+        and the grader's own folders, which the scan leaves alone (nobody.Machine)."""
         self.mode = mode or detect_mode()
         self.home = Path(tempfile.mkdtemp(prefix="hw3-zygote-"))
         os.chmod(self.home, 0o755)
+        self.machine = None
+        if self.mode == "nobody":
+            self.machine = nobody.Machine(hide, [*skip, self.home])
+            try:
+                self.machine.start()
+            except BaseException:
+                self.machine.stop()
+                raise
         self.cgroups = Cgroups() if self.mode in ("root", "nobody") and Cgroups.available() else None
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         env = {**BASE_ENV, "HOME": str(self.home), "MPLCONFIGDIR": str(self.home / "mpl")}
@@ -390,7 +371,9 @@ class Zygote:
             raise RuntimeError(f"the grader's fork server stopped: {self.log_tail()}")
         return json.loads(reply)["pid"]
 
-    def close(self) -> None:
+    def close(self) -> list[str]:
+        """Stop the fork server and undo the batch's hold on the machine; returns what the runs left behind that
+        would not go (a process that would not die), which nothing should."""
         self.sock.close()
         try:
             self.proc.wait(timeout=10)
@@ -399,10 +382,10 @@ class Zygote:
             self.proc.wait()
         self.log.close()
         shutil.rmtree(self.home, ignore_errors=True)
+        left = self.machine.stop() if self.machine else []  # every run's uid swept once more, the modes restored
         if self.cgroups:  # its children are reaped now: their runs' cgroups can go
-            left = self.cgroups.sweep(f"{os.getpid()}-")
-            if left:
-                raise RuntimeError(f"the cgroups of runs {left} could not be removed (a process would not die)")
+            left += [f"cgroup {c}" for c in self.cgroups.sweep(f"{os.getpid()}-")]
+        return left
 
 
 class Run:
@@ -414,13 +397,16 @@ class Run:
         self.mode, self.zygote = zygote.mode, zygote
         self.run_id = next(_RUNS) + os.getpid() * 131
         self.cgroup = f"{os.getpid()}-{self.run_id}" if zygote.cgroups else None
+        self.uid = zygote.machine.new_uid() if zygote.machine else None  # "nobody": the run's own
+        if self.uid is not None:
+            zygote.machine.own_workdir(work, self.uid)
         procs = zygote.cgroups.create(self.cgroup) if zygote.cgroups else []
         r_res, w_res = os.pipe()
         r_out, w_out = os.pipe()
         r_err, w_err = os.pipe()
         r_st, w_st = os.pipe()
         try:
-            req = request(argv[1:], work, env, cpu_seconds, self.mode, self.run_id, procs)
+            req = request(argv[1:], work, env, cpu_seconds, self.mode, self.run_id, procs, self.uid)
             self.pid = zygote.spawn(req, [w_out, w_err, w_res, w_st])
         finally:
             for fd in (w_res, w_out, w_err, w_st):
@@ -450,7 +436,8 @@ class Run:
         return self.status.code
 
     def kill(self) -> None:
-        """Kill the command and everything it started (its PID namespace and cgroup, or its process group)."""
+        """Kill the command and everything it started (its PID namespace and cgroup, its uid's processes and
+        files, or its process group)."""
         if self.status.is_alive():  # C reports, then exits: only until then is its pid surely its own
             try:
                 os.kill(self.pid, signal.SIGTERM)  # C kills G, PID 1 of the namespace
@@ -465,6 +452,9 @@ class Run:
         if self.cgroup:
             self.zygote.cgroups.remove(self.cgroup)
             self.cgroup = None
+        if self.uid is not None:  # "nobody": its processes, files and IPC objects, found by its uid
+            self.zygote.machine.sweep(self.uid)
+            self.uid = None
 
     def close(self) -> None:
         self.kill()

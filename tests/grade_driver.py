@@ -1,7 +1,9 @@
 """Grade the hostile batch (tests/hostile.py) and write what each submission got as JSON.
 
-Run by tests/test_grader_unprivileged.py as an unprivileged user:
-    python tests/grade_driver.py WORKDIR RESULT.json
+Run by tests/test_grader_unprivileged.py as an unprivileged user, and by tests/test_grader_nobody.py as root in
+the "nobody" sandbox mode:
+    python tests/grade_driver.py WORKDIR RESULT.json [PLANTED.json]
+PLANTED.json: the paths hostile.plant left about the machine, which zy_stash tries to read.
 """
 
 from __future__ import annotations
@@ -20,14 +22,24 @@ from grader.release import make_release  # noqa: E402
 from hw3_utils.tasks import TASK_FILES  # noqa: E402
 
 
-def main(work: Path, result: Path) -> None:
+def skipped(mode: str) -> set[str]:
+    """The hostile cases whose cap `mode` does not have (sandbox.WARNING names them)."""
+    skip = set()
+    if mode not in ("root", "nobody") or not sandbox.Cgroups.available():  # memory capped per run by a cgroup only
+        skip |= hostile.ROOT_ONLY
+    if mode == "nobody":
+        skip |= hostile.NAMESPACE_ONLY
+    return skip
+
+
+def main(work: Path, result: Path, planted: list[str]) -> None:
     subs, out = work / "submissions", work / "grades"
     subs.mkdir(parents=True)
     release = make_release(work / "release", quiet=True, repo_url="none")
     bait = hostile.Bait(work / "home")  # the grading user's 0600 file and unix socket, in a folder of its own
-    # memory across processes is capped per run by root's cgroup only; a normal user's grading caps it per process
-    skip = hostile.ROOT_ONLY if sandbox.detect_mode() != "root" else ()
-    hostile.build(subs, out, {rel: (release / rel).read_text() for rel in TASK_FILES}, bait, skip=skip)
+    skip = skipped(sandbox.detect_mode())
+    hostile.build(subs, out, {rel: (release / rel).read_text() for rel in TASK_FILES}, bait, skip=skip,
+                  planted=planted)
     try:
         graded = grade_batch_detailed(subs, out, task_timeout=10.0, release_dir=release, startup=120, jobs=2)
     finally:
@@ -40,4 +52,4 @@ def main(work: Path, result: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]), Path(sys.argv[2]))
+    main(Path(sys.argv[1]), Path(sys.argv[2]), json.loads(Path(sys.argv[3]).read_text()) if len(sys.argv) > 3 else [])

@@ -10,19 +10,24 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
+import stat
 import struct
+import subprocess
 import threading
 import zipfile
 from pathlib import Path
 
-from grader import REPO
+from grader import REPO, nobody
 from grader.render import untrusted
-from grader.sandbox import PROCESS_LIMIT, SHARED_TMP, UID_BASE
+from grader.sandbox import PROCESS_LIMIT, UID_BASE
 from hw3_utils.tasks import TASK_FILES, TASKS
 
 ALL = set(TASKS)
 LEFTOVER = "hw3_hostile_"
+SHARED_TMP = ("/tmp", "/var/tmp", "/dev/shm")  # the world-writable folders every sandbox has
+STASH_KEY = 0x48573301  # the SysV shared memory key h_stash leaves its code under
 
 
 def solution(rel: str) -> str:
@@ -246,6 +251,152 @@ def _public_x0():
 """
 
 
+# Stashes: h_stash leaves its code (the solution's diffusion.py) in every folder it can write to, in nested
+# folders others may write to, and in SysV shared memory and a POSIX message queue; zy_stash, graded after it,
+# looks for them, and for the solution wherever it can read (the zips and clones the instructor's workflow
+# leaves about: `plant`), and adopts what it finds (else its tasks 3, 4 and 5a are the stub's: 0).
+_IPC = f"""
+import ctypes as _c, os as _os
+_libc = _c.CDLL(None, use_errno=True)
+_libc.shmat.restype = _c.c_void_p
+_MQ = b"/{LEFTOVER}mq"
+def _writable(depth=5):
+    out = []
+    for _root, _dirs, _ in _os.walk("/"):
+        if _root.startswith(("/proc", "/sys")) or _root.count("/") >= depth:
+            _dirs[:] = []
+        if _os.access(_root, _os.W_OK | _os.X_OK):
+            out.append(_root)
+    return out
+"""
+STASH_WRITE = _IPC + f"""
+_src = open(_os.path.join(_os.path.dirname(__file__), "diffusion.py")).read()
+for _d in _writable():
+    try:
+        _nested = _os.path.join(_d, "{LEFTOVER}dir", "a", "b")
+        _os.makedirs(_nested, exist_ok=True)
+        for _q in (_os.path.dirname(_os.path.dirname(_nested)), _os.path.dirname(_nested), _nested):
+            _os.chmod(_q, 0o777)
+        for _p in (_d, _nested):
+            with open(_os.path.join(_p, "{LEFTOVER}stash.py"), "w") as _f:
+                _f.write(_src)
+            _os.chmod(_os.path.join(_p, "{LEFTOVER}stash.py"), 0o644)
+    except OSError:
+        pass
+_id = _libc.shmget({STASH_KEY}, 1 << 20, 0o1000 | 0o666)  # IPC_CREAT
+if _id >= 0:
+    _ptr = _libc.shmat(_id, None, 0)
+    if _ptr not in (None, 2**64 - 1):
+        _c.memmove(_ptr, _src.encode() + b"\\0", len(_src.encode()) + 1)
+try:
+    _libc.mq_open(_MQ, _os.O_CREAT | _os.O_WRONLY, 0o666, None)
+except AttributeError:  # an older C library keeps mq_open in librt
+    pass
+"""
+
+
+def stash_read(planted: list[str]) -> str:
+    """zy_stash's diffusion.py tail: adopts the solution's DDPM from any stash or planted copy it can read."""
+    return _IPC + f"""
+import zipfile as _z
+_MARK = "### BEGIN " + "SOLUTION 5a"  # not as one literal: this file holds it
+def _readable():
+    for _root, _dirs, _files in _os.walk("/"):
+        if _root.startswith(("/proc", "/sys", "/dev")):
+            _dirs[:] = []
+            continue
+        yield from (_os.path.join(_root, _n) for _n in _files if _n.endswith(".zip") or _n in ("diffusion.py",
+                                                                                               "q05.md"))
+def _texts():
+    for _d in _writable():
+        for _root, _, _files in _os.walk(_d):
+            for _n in _files:
+                if _n.startswith("{LEFTOVER}"):
+                    yield open(_os.path.join(_root, _n), errors="replace").read()
+    _id = _libc.shmget({STASH_KEY}, 0, 0)
+    if _id >= 0:
+        _ptr = _libc.shmat(_id, None, 0o10000)  # SHM_RDONLY
+        if _ptr not in (None, 2**64 - 1):
+            yield _c.string_at(_ptr).decode(errors="replace")
+    try:
+        if _libc.mq_open(_MQ, _os.O_RDONLY, 0, None) >= 0:
+            raise RuntimeError("found another submission's message queue")
+    except AttributeError:
+        pass
+    for _p in [*{planted!r}, *_readable()]:
+        try:
+            if _p.endswith(".zip"):
+                yield _z.ZipFile(_p).read("hw3_utils/diffusion.py").decode()
+            elif _p.endswith((".py", ".md")):
+                yield open(_p, errors="replace").read(1 << 20)
+            else:
+                open(_p, "rb").read(1)
+                raise RuntimeError("read " + _p)
+        except (OSError, KeyError, ValueError, _z.BadZipFile):
+            pass
+for _t in _texts():
+    if "{MODEL_MARK[:10]}" + "{MODEL_MARK[10:]}" in _t:
+        raise RuntimeError("read the model answers")
+    if _MARK in _t:
+        exec(_t.replace("from .config", "from hw3_utils.config"))
+        break
+"""
+
+
+MODEL_MARK = "hw3 planted model answer"  # what `plant` writes as the old batch's model answer
+
+
+def plant(folder: Path) -> list[str]:
+    """What an instructor's workflow leaves on a machine, world-readable: `make submit`'s zip and `make
+    gradescope`'s bundle at the repository's top, and in `folder` another batch's submissions, its grades (with
+    the model answers), another clone of the kit and a bundle's reference. Returns their paths (all removed by
+    `unplant`); `folder` and its parents must be traversable by everyone."""
+    folder = Path(folder)
+    made = []
+    for rel in ("other/submissions", "other/grades/written", "other/clone/hw3_utils", "other/bundle/reference"):
+        (folder / rel).mkdir(parents=True, exist_ok=True)
+    for p in [folder, *folder.rglob("*")]:
+        os.chmod(p, 0o755)
+    for zpath in (REPO / "submission_hw3planted.zip", folder / "other/submissions/s1.zip"):
+        made.append(str(write_zip(zpath, files())))
+    if not (REPO / "autograder.zip").exists():
+        made.append(str(write_zip(REPO / "autograder.zip", {"grader/x.py": "", **files()})))
+    for rel, text in (("other/grades/written/sheet.csv", "student,question\n"),
+                      ("other/grades/written/q05.md", f"## Model answer\n\n{MODEL_MARK}\n"),
+                      ("other/clone/hw3_utils/checks.py", ""),
+                      ("other/clone/hw3_utils/diffusion.py", solution("hw3_utils/diffusion.py")),
+                      ("other/bundle/reference/reference.pt", "the expected outputs")):
+        (folder / rel).write_text(text)
+        made.append(str(folder / rel))
+    for p in made:
+        os.chmod(p, 0o644)
+    return made
+
+
+def open_paths(paths) -> list[tuple[Path, int]]:
+    """Let others traverse (not list) the folders above `paths` (the Python installation, the repository), as on
+    a laptop; returns the modes to restore (`restore`). CI's Python may live under /root, which is 0700."""
+    changed = []
+    for p in paths:
+        for d in [Path(os.path.realpath(p)), *Path(os.path.realpath(p)).parents]:
+            mode = d.stat().st_mode
+            if d.is_dir() and not mode & stat.S_IXOTH:
+                changed.append((d, stat.S_IMODE(mode)))
+                os.chmod(d, stat.S_IMODE(mode) | stat.S_IXOTH)
+    return changed
+
+
+def restore(changed: list[tuple[Path, int]]) -> None:
+    for d, mode in reversed(changed):
+        os.chmod(d, mode)
+
+
+def unplant(folder: Path, made: list[str]) -> None:
+    for p in made:
+        Path(p).unlink(missing_ok=True)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
 # Handed-in files the grader reads in its own process (notes, flags, written answers): each malformed one
 # costs only itself (a note and a flag), and the submission's code is still graded in full.
 NESTED = "[" * 100_000 + "]" * 100_000  # json.loads raises RecursionError on it
@@ -362,15 +513,21 @@ EXPECT: dict[str, tuple[set[str], tuple[str, ...]]] = {
     "h_malformed": (set(), ("cells is a dict", "source is a int", "metadata.nbgrader is a str", "not UTF-8",
                             "NaN is not a JSON number", "an integer of 4000 digits", "the key 'profile' occurs twice",
                             "-Infinity is not a JSON number", "manifest.json is not readable (holds a JSON list")),
+    "h_stash": (set(), ()),
+    "zy_stash": ({"3", "4", "5a"}, ()),  # its diffusion.py is the stub: it found no stash and no solution
     "zz_solution": (set(), ("100 / 100",)),  # graded after all the others (in sorted order)
 }
 # Cases whose cap only root mode's cgroup can enforce (a normal user's grading caps memory per process)
 ROOT_ONLY = {"h_memfork", "h_memfd"}
+# Cases "nobody" mode does not cover (sandbox.WARNING says so): a cap on the number of files (a tmpfs), and
+# two submissions graded at once that see each other's files while both run
+NAMESPACE_ONLY = {"h_manyfiles", "h_leak_b"}
 
 
-def build(subs: Path, out: Path, stub: dict[str, str], bait: Bait, skip=()) -> None:
+def build(subs: Path, out: Path, stub: dict[str, str], bait: Bait, skip=(), planted=()) -> None:
     """Write every submission of EXPECT (but `skip`) into `subs`; `out` is where the grades go (h_writer aims at
-    it); `bait` is what the grading user has that h_bait tries to reach."""
+    it); `bait` is what the grading user has that h_bait tries to reach; `planted`, what `plant` left, which
+    zy_stash tries to read."""
     diff = solution("hw3_utils/diffusion.py")
     loop = diff.replace("        ### BEGIN SOLUTION 3\n", "        ### BEGIN SOLUTION 3\n        while True:\n"
                         "            pass\n")
@@ -435,26 +592,48 @@ except Exception:
     write_zip(subs / "h_oracle.zip", files(diffusion=oracle + ORACLE))
     write_zip(subs / "h_nested.zip", {**files(), "notebooks/nested.ipynb": NESTED})
     write_zip(subs / "h_malformed.zip", {**files(), **MALFORMED})
+    write_zip(subs / "h_stash.zip", at_import(STASH_WRITE))
+    write_zip(subs / "zy_stash.zip", files(diffusion=stub["hw3_utils/diffusion.py"] + stash_read(list(planted))))
     for name in skip:
         (subs / f"{name}.zip").unlink()
 
 
+def world_writable() -> list[str]:
+    """Every folder anyone may write to, on this machine's local file systems (the grader's own scan)."""
+    local = [m["path"] for m in nobody.mounts() if m["fs"] not in nobody.PSEUDO_FS | nobody.NETWORK_FS]
+    return [p for why, _, p in nobody.scan(local, []) if why == "W"]
+
+
 def leftovers() -> list[str]:
-    """What hostile code left on this machine: files in the shared temporary folders, live sandbox processes
-    (forked by the fork server, or of a sandbox's uid range), the runs' cgroups, sandbox mounts."""
-    found = [str(p) for d in SHARED_TMP if Path(d).is_dir() for p in Path(d).glob(f"{LEFTOVER}*")]
+    """What hostile code left on this machine: files in any world-writable folder (named by it, or owned by a uid
+    of "nobody" mode's runs), live sandbox processes (forked by the fork server, or of a run's uid), SysV IPC
+    objects, the runs' cgroups, sandbox mounts."""
+    lo, hi = nobody.UID_WINDOW
+    folders = world_writable()
+    named = subprocess.run(["find", *folders, "-xdev", "-mindepth", "1", "-maxdepth", "1", "-name", f"{LEFTOVER}*"],
+                           capture_output=True, text=True).stdout  # where the hostile code writes: the top
+    owned = subprocess.run(["find", *folders, "-xdev", "-mindepth", "1", "-uid", f"+{lo - 1}", "-uid", f"-{hi}"],
+                           capture_output=True, text=True).stdout  # anything of a "nobody" run's uid, anywhere
+    found = sorted((set(named.split("\n")) | set(owned.split("\n"))) - {""})
     found += [str(p) for p in Path("/tmp").glob("hw3_abs_evil*")]
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
         try:
             cmd = (proc / "cmdline").read_bytes()
-            uid = int((proc / "status").read_text().split("\nUid:")[1].split()[0])
+            status = (proc / "status").read_text()
+            uid, ppid = (int(status.split(f"\n{k}:")[1].split()[0]) for k in ("Uid", "PPid"))
         except (OSError, IndexError, ValueError):
             continue
-        if b"grader/zygote.py" in cmd or uid >= UID_BASE:  # the zygote is closed after its batch
+        ours = ppid in (os.getpid(), 1)  # a fork server this process started, or one orphaned (others' batches run)
+        if b"grader/zygote.py" in cmd and ours or uid >= UID_BASE or lo <= uid < hi:
             shown = cmd.replace(b"\0", b" ")[:120].decode(errors="replace")
             found.append(f"process {proc.name} (uid {uid}): {shown}")
+    for kind in ("shm", "msg", "sem"):
+        for line in Path(f"/proc/sysvipc/{kind}").read_text().splitlines()[1:]:
+            key, uid = int(line.split()[0]), int(line.split()[{"shm": 7, "msg": 7, "sem": 4}[kind]])  # owner
+            if key == STASH_KEY or lo <= uid < hi:
+                found.append(f"SysV {kind}: {line.split()[:2]}")
     for c in ("pids", "memory", ""):
         parent = Path("/sys/fs/cgroup") / c / "hw3-grader"
         if parent.is_dir():

@@ -50,7 +50,9 @@ def batch(tmp_path_factory):
         write_zip(subs / f"variant_{v.name}.zip", {**files(), v.file: patched_source(v)})
 
     bait = hostile.Bait(root / "home")  # the grading user's secrets: a 0600 file and a 0600 unix socket
-    hostile.build(subs, out, stub, bait)
+    folder = Path("/var/tmp") / f"hw3-planted-{os.getpid()}"  # what an instructor's workflow leaves about
+    planted = hostile.plant(folder)
+    hostile.build(subs, out, stub, bait, planted=planted)
 
     # the submit -> grade round trip ---------------------------------------------------------------
     kit = root / "kitcopy"
@@ -72,6 +74,7 @@ def batch(tmp_path_factory):
         results = grade_batch_detailed(subs, out, task_timeout=TIMEOUT, release_dir=release, startup=120, jobs=2)
     finally:
         bait.close()
+        hostile.unplant(folder, planted)
     assert bait.connections == 0, "a submission reached the grading user's socket"
     by_student = {g.student: g for g in results}
     return {"results": by_student, "out": out, "subs": subs, "root": root}
@@ -226,7 +229,7 @@ def test_fork_server_children_hold_no_solution(tmp_path):
     assert "torch" in got["mods"]
     assert not [m for m in got["mods"] if not m.startswith("torch")], got["mods"]
     assert got["cwd"] == str(sandbox.kit_path(work))
-    want = {"root": sandbox.INNER_UID, "userns": sandbox.INNER_UID, "nobody": sandbox.NOBODY}
+    want = {"root": sandbox.INNER_UID, "userns": sandbox.INNER_UID}  # "nobody": tests/test_grader_nobody.py
     assert got["uid"] == want.get(sandbox.detect_mode(), os.getuid())
 
 

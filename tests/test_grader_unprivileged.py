@@ -10,7 +10,6 @@ import json
 import os
 import pwd
 import shutil
-import stat
 import subprocess
 import sys
 import tempfile
@@ -44,19 +43,6 @@ def _user() -> tuple[list[str], int | None]:
     return [tool("runuser"), "-u", USER, "--"], uid
 
 
-def _open_paths(paths) -> list[tuple[Path, int]]:
-    """Let others traverse (not list) the folders above the Python installation and the repository, as on
-    a laptop; returns the modes to restore. CI's Python may live under /root, which is 0700."""
-    changed = []
-    for p in paths:
-        for d in [Path(os.path.realpath(p)), *Path(os.path.realpath(p)).parents]:
-            mode = d.stat().st_mode
-            if d.is_dir() and not mode & stat.S_IXOTH:
-                changed.append((d, stat.S_IMODE(mode)))
-                os.chmod(d, stat.S_IMODE(mode) | stat.S_IXOTH)
-    return changed
-
-
 @pytest.fixture(scope="module")
 def unprivileged_batch():
     prefix, uid = _user()
@@ -65,8 +51,8 @@ def unprivileged_batch():
     try:
         if uid is not None:
             os.chown(work, uid, -1)
-            changed = _open_paths([REPO, sys.executable, os.path.realpath(sys.executable), sys.prefix,
-                                   sys.base_prefix])
+            changed = hostile.open_paths([REPO, sys.executable, os.path.realpath(sys.executable), sys.prefix,
+                                          sys.base_prefix])
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(work), "LC_ALL": "C.UTF-8",
                "MPLBACKEND": "Agg", "OMP_WAIT_POLICY": "PASSIVE", "MPLCONFIGDIR": str(work / "mpl")}
         res = subprocess.run([*prefix, sys.executable, str(REPO / "tests" / "grade_driver.py"), str(work / "batch"),
@@ -76,8 +62,7 @@ def unprivileged_batch():
         result["stderr"] = res.stderr
         yield result
     finally:
-        for d, mode in reversed(changed):
-            os.chmod(d, mode)
+        hostile.restore(changed)
         shutil.rmtree(work, ignore_errors=True)
 
 
