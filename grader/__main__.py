@@ -69,8 +69,7 @@ def cmd_grade(args) -> None:
     from .summary import headline, summarize
 
     mode = sandbox.detect_mode()
-    print(f"{sandbox.DESCRIPTION[mode]}" + (f"\n{sandbox.WARNING[mode]}" if mode in sandbox.WARNING else ""),
-          file=sys.stderr)
+    print(sandbox.banner(mode), file=sys.stderr)
     graded = grade_batch_detailed(Path(args.submissions), Path(args.out), task_timeout=args.task_timeout,
                                   release_dir=args.release, reference=args.reference, jobs=args.jobs or None,
                                   progress=sys.stderr, update=args.update)

@@ -210,25 +210,36 @@ def processes_of(uids: set[int]) -> list[int]:
     return out
 
 
+def _kill(pid: int, uids: set[int]) -> None:
+    """SIGKILL `pid` if it is a process of `uids`: through a pidfd, so a pid reused meanwhile is never hit (where
+    a container refuses pidfds, by pid right after the check)."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    except OSError:
+        fd = None
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+        uid = {int(x) for line in status.splitlines() if line.startswith("Uid:") for x in line.split()[1:4]}
+        if uid & uids and fd is not None:  # the process that status describes
+            signal.pidfd_send_signal(fd, signal.SIGKILL)
+        elif uid & uids:
+            os.kill(pid, signal.SIGKILL)
+    except OSError:
+        pass
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
 def kill_all(uids: set[int], seconds: float = 10.0) -> list[int]:
-    """SIGKILL every process of `uids` until none is left (a fork racing the kill is caught on the next round);
-    through a pidfd, so a pid reused meanwhile is never hit. Returns those still alive after `seconds`."""
+    """SIGKILL every process of `uids` until none is left (a fork racing the kill is caught on the next round).
+    Returns those still alive after `seconds`."""
     deadline = time.monotonic() + seconds
     while (pids := processes_of(uids)) and time.monotonic() < deadline:
         for pid in pids:
-            try:
-                fd = os.pidfd_open(pid)
-            except OSError:
-                continue
-            try:
-                status = Path(f"/proc/{pid}/status").read_text()
-                uid = {int(x) for line in status.splitlines() if line.startswith("Uid:") for x in line.split()[1:4]}
-                if uid & uids:  # the pidfd holds the process that status describes
-                    signal.pidfd_send_signal(fd, signal.SIGKILL)
-            except OSError:
-                pass
-            finally:
-                os.close(fd)
+            _kill(pid, uids)
         time.sleep(0.02)
     return processes_of(uids)
 

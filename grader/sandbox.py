@@ -142,16 +142,24 @@ WARNING = {
               "machine unreadable to it, and its processes and files removed after it. What that does not cover: "
               "it can use the network (send its code out, fetch someone else's); it can read whatever any user "
               "of this machine may read and see other processes' command lines; its disk writes are capped per "
-              "file, not in total; without a writable cgroup its memory is capped per process, not per "
-              "submission; and two submissions graded at once can reach each other while both run (so they are graded "
-              "one at a time unless you ask for more with JOBS=N). "
-              "To grade in the full sandbox, give the container user namespaces: see docs/sandbox.md.",
+              "file, not in total; and two submissions graded at once can reach each other while both run (so "
+              "they are graded one at a time unless you ask for more with JOBS=N). To grade in the full sandbox, "
+              "give the container user namespaces: see docs/sandbox.md.",
     "none": "WARNING: this machine allows no user namespaces to a normal user (and the grader is not root), so "
             "submissions run as plain processes under your own account. A hostile submission could read the "
             "solution, the other submissions and the grades, and change them: do not trust these grades against "
             "hostile code. Grade as root, or where unprivileged user namespaces are enabled "
             "(sysctl kernel.unprivileged_userns_clone=1, or user.max_user_namespaces > 0).",
 }
+
+
+def banner(mode: str) -> str:
+    """What `python -m grader grade` says first: the mode, what it means for trust, and a cap this machine lacks."""
+    lines = [DESCRIPTION[mode], *([WARNING[mode]] if mode in WARNING else [])]
+    if mode in ("root", "nobody") and not Cgroups.available():
+        lines.append("Note: no cgroup can be made here (a container without a writable /sys/fs/cgroup), so memory "
+                     f"is capped per process ({MEMORY_LIMIT // 1024**3} GiB of address space), not per submission.")
+    return "\n".join(lines)
 
 
 def namespaced(mode: str | None = None) -> bool:
