@@ -5,7 +5,9 @@ patches   : applies the tasks' known mistakes and correct variants (source patch
 reference : expected outputs of the solution (check_data.pt, the grader's reference)
 sandbox   : how a submission's code runs: modes, the allowlist of its file system, cgroups, one run
 zygote    : the fork server, the one launch path: torch imported once per batch, a sandbox forked per run
+nobody    : the "nobody" mode's hold on the machine: a uid per run, the instructor's files hidden, leftovers swept
 extract   : a submission zip's allowlisted members, extracted safely; notes on notebooks, fid.json, manifest
+            (read only through hw3_utils.student_files: bounded in size, depth and type)
 runner    : one submission's run, task by task, with time limits; its outputs validated
 render    : typed task results, `untrusted` (text from a submission made safe once), the feedback
 batch     : the batch: grade_one, grades.csv, the feedback files, the summary

@@ -30,6 +30,7 @@ import ctypes
 import json
 import os
 import pwd
+import re
 import secrets
 import shutil
 import signal
@@ -60,30 +61,26 @@ def python_env() -> list[Path]:
 
 
 def repo_entries(repo: Path = REPO) -> list[Path]:
-    """Every entry of the repository but the folders holding the Python environment: made unreadable."""
+    """Every entry of the repository but the folders holding the Python environment (and links, whose targets
+    are entries themselves or not the repository's): made unreadable."""
     keep = python_env()
-    out = []
-    for p in sorted(repo.iterdir()):
-        real = Path(os.path.realpath(p))
-        if any(real == env or real in env.parents for env in keep) or p == JOURNAL:
-            continue
-        out.append(real if p.is_symlink() else p)
-    return out
+    return [p for p in sorted(repo.iterdir()) if not p.is_symlink() and p != JOURNAL
+            and not any(p.resolve() == env or p.resolve() in env.parents for env in keep)]
 
 
 # the scan ---------------------------------------------------------------------------------------------------
 def mounts() -> list[dict]:
-    """The mounts of this machine: {"path", "fs", "ro"} from /proc/self/mountinfo (one per device and root)."""
+    """The mounts of this machine: {"path", "fs"} from /proc/self/mountinfo (one per device and root)."""
     out, seen = [], set()
     for line in Path("/proc/self/mountinfo").read_text().splitlines():
         left, _, right = line.partition(" - ")
         f, r = left.split(), right.split()
-        path = f[4].encode().decode("unicode_escape")  # \040 for a space
+        path = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), f[4])  # \040 for a space
         key = (f[2], f[3])
         if key in seen or not r:
             continue
         seen.add(key)
-        out.append({"path": path, "fs": r[0], "ro": "ro" in f[5].split(",")})
+        out.append({"path": path, "fs": r[0]})
     return out
 
 
