@@ -202,15 +202,24 @@ def strip_text(text: str, where: str = "<text>", tasks=None) -> tuple[str, list[
 
 
 def strip_answer(src: str, where: str) -> str:
-    """A written answer cell for students: the model answer replaced by YOUR ANSWER HERE, the rubric removed
-    (what nbgrader's ClearSolutions and ClearMarkScheme do to such a cell)."""
+    """A written answer cell for students: its solution region (the model answer with the rubric inside it,
+    hw3_utils/answers.py) replaced by YOUR ANSWER HERE line by line, exactly as nbgrader's ClearSolutions
+    replaces it, so that both releases give the same cell and nbgrader's checksum of it."""
     from hw3_utils.answers import MARK_SCHEME, PLACEHOLDER, SOLUTION
 
-    for (begin, end), replacement in ((SOLUTION, PLACEHOLDER), (MARK_SCHEME, "")):
-        if src.count(begin) != 1 or src.count(end) != 1 or src.index(begin) > src.index(end):
+    lines = src.split("\n")
+    for begin, end in (SOLUTION, MARK_SCHEME):
+        starts = [k for k, line in enumerate(lines) if begin in line]
+        ends = [k for k, line in enumerate(lines) if end in line]
+        if len(starts) != 1 or len(ends) != 1 or starts[0] > ends[0]:
             raise MarkerError(f"{where}: an answer cell needs one '{begin}' ... '{end}' region")
-        src = src[:src.index(begin)] + replacement + src[src.index(end) + len(end):]
-    return src.rstrip() + "\n"
+        if begin == SOLUTION[0]:
+            region = starts[0], ends[0]
+        elif not region[0] < starts[0] < ends[0] < region[1]:
+            raise MarkerError(f"{where}: the '{begin}' region must lie inside the '{SOLUTION[0]}' region "
+                              "(nbgrader accepts a mark scheme there only)")
+    indent = lines[region[0]][:len(lines[region[0]]) - len(lines[region[0]].lstrip())]
+    return "\n".join(lines[:region[0]] + [indent + PLACEHOLDER] + lines[region[1] + 1:])
 
 
 def strip_notebook(text: str, where: str = "<notebook>", tasks=None) -> tuple[str, list[str]]:
@@ -223,6 +232,7 @@ def strip_notebook(text: str, where: str = "<notebook>", tasks=None) -> tuple[st
     for k, cell in enumerate(nb.get("cells", [])):
         if is_answer_cell(cell):
             cell["source"] = strip_answer(cell_source(cell), f"{where} (cell {k + 1})").splitlines(keepends=True)
+            cell.setdefault("metadata", {})["deletable"] = False  # what nbgrader's LockCells writes for it
             continue
         if cell.get("cell_type") != "code":
             continue

@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from hw3_utils.answers import MARK_SCHEME, SOLUTION, answers, between, cell_source, is_answer_cell
+from hw3_utils.answers import answers, cell_source, instructor_parts, is_answer_cell
 from hw3_utils.atomic import atomic_write
 
 from . import REPO
@@ -50,8 +50,9 @@ def questions(root: Path = REPO) -> list[Question]:
             prompt = cell_source(cells[k - 1]) if k else ""
             head, _, body = prompt.partition("\n")
             meta = cell["metadata"]["nbgrader"]
+            model, rubric = instructor_parts(src)
             out.append(Question(meta["grade_id"], path.stem, int(meta["points"]), head.lstrip("# ").strip(),
-                                body.strip(), between(src, MARK_SCHEME), between(src, SOLUTION)))
+                                body.strip(), rubric, model))
     return out
 
 

@@ -2,10 +2,14 @@
 
 Each written question is a Markdown prompt cell followed by an answer cell, marked as nbgrader marks a
 manually graded answer: cell metadata `nbgrader = {grade: true, solution: true, points: P, grade_id: "q04"}`.
-In the instructor's kit the answer cell holds a model answer between `### BEGIN SOLUTION` and
-`### END SOLUTION` and the rubric between `=== BEGIN MARK SCHEME ===` and `=== END MARK SCHEME ===`; the
-student release has `YOUR ANSWER HERE` in their place (grader/release.py). The grader reads the answers from
-the submitted notebooks; `python -m hw3_utils.checks` and `make submit` say which are still empty.
+In the instructor's kit the answer cell is the hint line (HINT), then one solution region (SOLUTION's two
+marker lines) holding the model answer followed by the rubric between MARK_SCHEME's two marker lines: a mark
+scheme inside the solution region is where nbgrader accepts one in such a cell, and where nbgrader's checksum
+of the released cell leaves it out, so that a blank answer still scores 0 by itself. Each marker stands on a
+line of its own.
+The student release has `YOUR ANSWER HERE` in place of the region (grader/release.py, as nbgrader's
+ClearSolutions does). The grader reads the answers from the submitted notebooks; `python -m hw3_utils.checks`
+and `make submit` say which are still empty.
 """
 
 from __future__ import annotations
@@ -46,6 +50,15 @@ def between(text: str, markers: tuple[str, str]) -> str:
     """The text between a (begin, end) pair of markers, stripped; "" when they are not there."""
     m = re.search(re.escape(markers[0]) + r"(.*?)" + re.escape(markers[1]), text, re.S)
     return m.group(1).strip() if m else ""
+
+
+def instructor_parts(src: str) -> tuple[str, str]:
+    """(model answer, rubric) of an instructor's answer cell: the solution region without its mark scheme,
+    and the mark scheme; "" for a part that is not there."""
+    region = between(src, SOLUTION)
+    rubric = between(region, MARK_SCHEME)
+    model = re.sub(re.escape(MARK_SCHEME[0]) + ".*?" + re.escape(MARK_SCHEME[1]), "", region, flags=re.S)
+    return model.strip(), rubric
 
 
 def answer_text(src: str) -> str:

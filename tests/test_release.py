@@ -226,3 +226,17 @@ def test_release_names_where_students_download_the_fid_statistics(tmp_path):
         make_release(tmp_path / "kit2", quiet=True, repo_url="none", fid_stats_url=url, fid_stats_dir=stats)
     plain = make_release(tmp_path / "kit3", quiet=True, repo_url="none")
     assert json.loads((plain / "hw3_utils" / "fid_references.json").read_text()) == {"url": None, "sha256": {}}
+
+
+def test_release_strips_an_answer_cell_as_nbgrader_does():
+    from grader.release import strip_answer
+    from hw3_utils.answers import HINT, MARK_SCHEME, PLACEHOLDER, SOLUTION
+
+    model, rubric = "A model answer.", "- 1 point: a rubric."
+    cell = f"{HINT}\n\n{SOLUTION[0]}\n{model}\n\n{MARK_SCHEME[0]}\n{rubric}\n{MARK_SCHEME[1]}\n{SOLUTION[1]}\nafter"
+    assert strip_answer(cell, "q") == f"{HINT}\n\n{PLACEHOLDER}\nafter"
+    outside = f"{HINT}\n{SOLUTION[0]}\n{model}\n{SOLUTION[1]}\n{MARK_SCHEME[0]}\n{rubric}\n{MARK_SCHEME[1]}"
+    with pytest.raises(MarkerError, match="must lie inside"):
+        strip_answer(outside, "q")
+    with pytest.raises(MarkerError, match="needs one"):
+        strip_answer(f"{HINT}\n{SOLUTION[0]}\n{model}\n{SOLUTION[1]}", "q")
