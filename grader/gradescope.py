@@ -160,19 +160,28 @@ def run(root: Path, source: Path, task_timeout: float = 60.0) -> dict:
     return result
 
 
+METADATA_BYTES = 1024 * 1024  # submission_metadata.json: Gradescope's, holding fields a student typed
+
+
 def submitter(path: Path) -> tuple[str, str]:
     """(student id, a line for the output) from Gradescope's submission_metadata.json: the submitter's student
-    id (else email, else name), the submission time, and how late it was against the due dates."""
+    id (else email, else name), the submission time, and how late it was against the due dates. Read as a
+    handed-in file (hw3_utils.student_files): one it cannot use gives ("submission", "")."""
     from datetime import datetime
+
+    from hw3_utils.student_files import Unreadable, load_json
 
     from .render import safe_name, untrusted
 
     try:
-        meta = json.loads(Path(path).read_text(encoding="utf-8"))
-        user = (meta.get("users") or [{}])[0]
-    except (OSError, ValueError, AttributeError, IndexError):
+        meta = load_json(path, METADATA_BYTES)
+    except Unreadable:
         return "submission", ""
-    who = user.get("sid") or (user.get("email") or "").split("@")[0] or user.get("name") or "submission"
+    users = meta.get("users")
+    user = users[0] if isinstance(users, list) and users and isinstance(users[0], dict) else {}
+    text = {k: str(user[k]) for k in ("sid", "email", "name") if isinstance(user.get(k), (str, int))}
+    who = text.get("sid") or text.get("email", "").split("@")[0] or text.get("name") or "submission"
+    assignment = meta.get("assignment") if isinstance(meta.get("assignment"), dict) else {}
 
     def when(key, source):
         try:
@@ -181,14 +190,18 @@ def submitter(path: Path) -> tuple[str, str]:
             return None
 
     created = when("created_at", meta)
-    due, late_due = when("due_date", meta.get("assignment") or {}), when("late_due_date", meta.get("assignment") or {})
-    line = f"Submitted by {untrusted(user.get('name') or who, 80)} ({untrusted(who, 40)})"
+    due, late_due = when("due_date", assignment), when("late_due_date", assignment)
+    line = f"Submitted by {untrusted(text.get('name') or who, 80)} ({untrusted(who, 40)})"
     if created:
         line += f" at {created.isoformat(timespec='minutes')}"
-        if due and created > due:
+        try:  # a due date with a time zone and a submission time without one do not compare
+            late = [d for d in (due, late_due) if d and created > d]
+        except TypeError:
+            late = []
+        if due in late:
             hours = (created - due).total_seconds() / 3600
             line += f", **{hours:.1f} h after the due date**" + (
-                " and after the late due date" if late_due and created > late_due else "")
+                " and after the late due date" if late_due in late else "")
     return safe_name(who), line + ".\n\n"
 
 

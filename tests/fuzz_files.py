@@ -18,6 +18,9 @@ BASE_NOTEBOOK = json.loads((REPO / "notebooks" / "03_forward_diffusion.ipynb").r
 BASE_FID = fid_record(get_config("cpu", verbose=False), {"fid_vs_mnist_train": 17.4, "fid_vs_mnist_test": 17.3,
                                                          "fid_floor_test_vs_train": 8.9}, "cpu")
 BASE_MANIFEST = {"student": "x", "kit_version": "v1", "files": {"hw3_utils/data.py": "0" * 64}}
+BASE_METADATA = {"users": [{"sid": "s123", "email": "ada@uni.edu", "name": "Ada"}],  # Gradescope's
+                 "created_at": "2026-01-10T12:00:00+00:00",
+                 "assignment": {"due_date": "2026-01-10T10:00:00+00:00", "late_due_date": "2026-01-12T10:00:00+00:00"}}
 
 # any JSON value: wrong types everywhere, NaN and infinities, integers past 64 bits, lone surrogates
 scalars = (st.none() | st.booleans() | st.integers(min_value=-2**80, max_value=2**80)

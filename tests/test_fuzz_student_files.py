@@ -17,7 +17,16 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from fuzz_files import BASE_FID, BASE_MANIFEST, BASE_NOTEBOOK, honest_notebooks, hostile_bytes, json_values, mutated
+from fuzz_files import (
+    BASE_FID,
+    BASE_MANIFEST,
+    BASE_METADATA,
+    BASE_NOTEBOOK,
+    honest_notebooks,
+    hostile_bytes,
+    json_values,
+    mutated,
+)
 from hypothesis import HealthCheck, Phase, event, example, given, settings
 from hypothesis import strategies as st
 
@@ -32,6 +41,7 @@ from grader.extract import (
     read_notebooks,
     unreadable,
 )
+from grader.gradescope import submitter
 from grader.render import Graded, passed
 from grader.written import write_sheet, written_answers
 from hw3_utils import report
@@ -47,7 +57,7 @@ from hw3_utils.student_files import (
 )
 from hw3_utils.tasks import TASKS
 
-EXAMPLES = {"notebook": 300, "fid": 150, "manifest": 150, "nbformat": 200, "depth": 300}
+EXAMPLES = {"notebook": 300, "fid": 150, "manifest": 150, "metadata": 100, "nbformat": 200, "depth": 300}
 _FUZZ = settings(deadline=None, derandomize=True, database=None, phases=[Phase.explicit, Phase.generate],
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                        HealthCheck.function_scoped_fixture])
@@ -128,6 +138,19 @@ def test_every_manifest_reader_survives(folder, data, tmp_path):
     assert all(isinstance(n, str) for n in notes)
     g = _graded(notes, [], {})
     write_sheet([g], tmp_path)
+
+
+@fuzz("metadata")
+@given(data=hostile_bytes(BASE_METADATA))
+@example(data=json.dumps(BASE_METADATA).encode())
+@example(data=json.dumps({**BASE_METADATA, "created_at": "2026-01-10T12:00:00"}).encode())  # no time zone
+def test_gradescope_metadata_reader_survives(folder, data):
+    """Gradescope's submission_metadata.json carries what a student typed: whatever it holds, the grader gets a
+    safe student id and a line, never an exception."""
+    who, line = submitter(_write(folder, "submission_metadata.json", data))
+    assert who and set(who) <= set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
+    if data == json.dumps(BASE_METADATA).encode():
+        assert who == "s123" and "2.0 h after the due date**" in line and "late due date" not in line
 
 
 def _honest(nb) -> bool:
