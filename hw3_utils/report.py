@@ -29,8 +29,8 @@ REPORT = "report.html"
 # The seed report's sections, and the written questions each one holds
 SECTIONS = [
     ("1. Model description", ["q02", "q03"], []),
-    ("2. Implementation details", ["q01", "q04"], ["config"]),
-    ("3. Result analysis", ["q05", "q06", "q07"], ["loss_curve", "process_grid", "samples_grid", "fid"]),
+    ("2. Implementation details", ["q01", "q04", "q09"], ["config"]),
+    ("3. Result analysis", ["q05", "q06", "q10", "q07"], ["loss_curve", "process_grid", "samples_grid", "fid"]),
     ("4. Conclusion", ["q08"], []),
 ]
 CAPTIONS = {"loss_curve": "The training loss (every logged step, smoothed, epoch means)",
