@@ -5,6 +5,7 @@
 # make report: report.html from the notebooks as saved and the run folder (written answers, figures, FID)
 # make submit: pack submission_$(STUDENT).zip (task files, notebooks, report, fid.json, manifest); STUDENT: $USER
 # make quality: train the cpu profile from scratch, sample, FID beside the floor; fails if it stopped learning
+#              (tests/quality/; QUALITY_JSON: its record, QUALITY_GRIDS: a folder for its figures)
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -32,7 +33,7 @@ lab: $(VENV)/.installed
 	$(VENV)/bin/jupyter lab --ServerApp.root_dir="$(CURDIR)" $(LAB_ARGS) notebooks/01_data_prep.ipynb
 
 unit: $(VENV)/.installed-dev
-	$(PY) -m pytest tests -m "not browser"
+	$(PY) -m pytest tests -m "not browser and not quality"
 
 # JupyterLab in headless Chromium (Debian's chromium; see .ci/run)
 browser: $(VENV)/.installed-dev
@@ -51,8 +52,9 @@ lint: $(VENV)/.installed-dev
 test: lint unit notebooks
 
 QUALITY_JSON ?= runs/quality.json
-quality: $(VENV)/.installed
-	$(PY) bench/cpu_quality.py --json $(QUALITY_JSON)
+QUALITY_GRIDS ?=
+quality: $(VENV)/.installed-dev
+	HW3_QUALITY_JSON=$(QUALITY_JSON) HW3_QUALITY_GRIDS=$(QUALITY_GRIDS) $(PY) -m pytest tests/quality -m quality -s -q
 
 submit: $(VENV)/.installed
 	$(PY) -m hw3_utils.submit $(if $(STUDENT),--student $(STUDENT),)

@@ -1,31 +1,35 @@
-"""Shared pieces of the bench scripts: config from --profile/--set, device, timing, environment, JSON."""
+"""Shared pieces of the benches: config from --profile/--set, device, timing, tables, and the bench's training.
+
+Import it before torch (every bench does): hw3_utils sets how OpenMP threads wait, which libgomp reads once,
+when torch loads it (hw3_utils/_openmp.py); a bench must run as the kit does.
+"""
 
 from __future__ import annotations
 
 import argparse
-import json
+import copy
+import itertools
 import math
 import statistics
 import sys
 import time
 from pathlib import Path
 
-# `python bench/x.py` from a checkout where hw3_utils is not installed (the GPU machine): use the repo's copy.
+import torch
+
+from bench.levers import make_ddpm, min_snr_weights
+from hw3_utils import get_config, pick_device, train
+from hw3_utils.config import parse_overrides
+from hw3_utils.cuda_graphs import TrainStep
+from hw3_utils.data import load_mnist, load_tensor, subset
+from hw3_utils.runfolder import environment  # noqa: F401  (one description of the machine, shared)
+
 REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
 
-# hw3_utils before torch: its import sets how OpenMP threads wait, which libgomp reads once, when torch loads
-# it (hw3_utils/_openmp.py); a bench must run as the kit does
-import hw3_utils  # noqa: E402,F401,I001
 
-# isort: split
-import torch  # noqa: E402
-
-from hw3_utils import get_config, pick_device  # noqa: E402
-from hw3_utils.atomic import atomic_write  # noqa: E402
-from hw3_utils.config import parse_overrides  # noqa: E402
-from hw3_utils.pipeline import environment  # noqa: E402,F401  (one description of the machine, shared)
+def argv_of(argv) -> list[str]:
+    """The arguments a bench's main(argv) was given (its record keeps them): sys.argv[1:] when None."""
+    return list(map(str, sys.argv[1:] if argv is None else argv))
 
 
 def add_config_args(p: argparse.ArgumentParser, default_profile: str = "full") -> None:
@@ -33,7 +37,12 @@ def add_config_args(p: argparse.ArgumentParser, default_profile: str = "full") -
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                    help="override config fields like the CLI, e.g. --set model_channels=8 train_subset=64")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
-    p.add_argument("--json", default=None, metavar="PATH", help="also write the results as JSON here")
+    add_json_arg(p)
+
+
+def add_json_arg(p: argparse.ArgumentParser, default=None) -> None:
+    p.add_argument("--json", default=default, metavar="PATH",
+                   help="write the record here (keep it as bench/results/<bench>/<name>.json for docs/results.md)")
 
 
 def parse_sets(items: list[str]) -> dict:
@@ -109,9 +118,63 @@ def table(rows: list[list[str]], header: list[str]) -> str:
     return "\n".join([line(header), sep, *map(line, rows)])
 
 
-def write_json(path, record: dict) -> None:
-    if path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(path, json.dumps(record, indent=2, default=str))
-        print(f"wrote {path}")
+# the bench's training: the kit's own parts (train.py), as `python -m hw3_utils train` runs them --------------
+def training_data(cfg, cache: dict) -> torch.Tensor:
+    """The run's training images as one tensor, loaded once per (channels, subset) into `cache`."""
+    key = (cfg.in_channels, cfg.train_subset)
+    if key not in cache:
+        cache[key] = load_tensor(subset(load_mnist(train=True, in_channels=cfg.in_channels), cfg.train_subset),
+                                 num_workers=cfg.num_workers)
+    return cache[key]
+
+
+# steps at which the total is re-estimated from the run's own pace: inside the profile's 200-step warm-up,
+# where the lr does not depend on the total; several, so that a burst of load early on is outweighed by the
+# steps after it
+RECALIBRATE_AT = (100, 150, 195)
+
+
+def train_for(cfg, extras: dict, data: torch.Tensor, budget: float | None, total: int, decays: list[float],
+              stop: int | None = None, on_step=None):
+    """About `budget` seconds of the kit's training (train.py's parts: `train_epoch` on `tensor_batches`, the short
+    last batch padded, as `train_model` trains): `total` steps from a probe, re-estimated from the run's own pace
+    at each of RECALIBRATE_AT (a probe alone misses when the machine's load changes). budget None: exactly
+    `total` steps of schedule. `stop`: end after that many steps (the lr schedule still spans `total`);
+    `on_step(step, model, emas)` after every step. `extras`: the levers the Config has no field for
+    (levers.make_ddpm's schedule, `min_snr`).
+    Returns (model, {decay: EMA copy}, losses, seconds)."""
+    state = train.new_state(cfg, "cpu")
+    state.total_steps = total
+    emas = {d: state.ema if d == cfg.ema_decay else copy.deepcopy(state.model).requires_grad_(False) for d in decays}
+    ddpm = make_ddpm(cfg, extras)
+    step_fn = TrainStep(state.model, ddpm, state.optimizer)
+    if extras.get("min_snr"):
+        plain = step_fn
+
+        def step_fn(x0, t, noise, weights):  # Min-SNR weights on top of the batch's per-image weights
+            return plain(x0, t, noise, weights * min_snr_weights(ddpm, t, extras["min_snr"]))
+
+    losses, t0 = [], time.perf_counter()
+    mark = (0, t0)  # (step, time) of the last pace estimate
+
+    def after_step(state):
+        nonlocal mark
+        for d, ema in emas.items():
+            if ema is not state.ema:  # train_step updated the run's own
+                train.ema_update(ema, state.model, state.step, d)
+        if on_step is not None:
+            on_step(state.step, state.model, emas)
+        if budget is not None and state.step in RECALIBRATE_AT and state.total_steps > 2 * RECALIBRATE_AT[-1]:
+            # the rest of the budget at the pace since the last estimate
+            now = time.perf_counter()
+            pace = (now - mark[1]) / (state.step - mark[0])
+            state.total_steps = max(state.step + 1, state.step + int((budget - (now - t0)) / pace))
+            mark = (state.step, now)
+
+    end = lambda: min(state.total_steps, stop or state.total_steps)  # noqa: E731 (the total is re-estimated)
+    while state.step < end():
+        n = min(train.steps_per_epoch(len(data), cfg), end() - state.step)
+        batches = itertools.islice(train.tensor_batches(data, cfg, state.epoch), n)
+        losses += train.train_epoch(state, cfg, step_fn, batches, n, progress=False, on_step=after_step).tolist()
+        state.epoch += 1
+    return state.model, emas, losses, time.perf_counter() - t0

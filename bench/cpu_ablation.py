@@ -36,20 +36,18 @@ Levers, and where each comes from:
 Each row also has `mean_err_T` (`DDPM.mean_error`): how far the model is from following the mean of x_t near
 t = T, which is what turns a run with a good loss into samples with grey backgrounds and bright blobs.
 
-Writes --json after every evaluation, so an interrupted run keeps what it measured, and skips
-(arm, seed, evaluation) rows already in that file. Prints one table: each row, then the mean
-over seeds per arm and evaluation.
+Writes its record (--json) after every evaluation, so an interrupted run keeps what it measured, and skips
+(arm, seed, evaluation) rows already in that file; a row's name is "<arm> <evaluation>". Prints one table:
+each row, then the mean over seeds per arm and evaluation.
 
-    python bench/cpu_ablation.py --budget 600 --seeds 0 1 --json bench/ablation.json   # the issue's setting
-    python bench/cpu_ablation.py --budget 150 --arms base cosine --evals profile ddpm50 --seeds 0
-    python bench/cpu_ablation.py --epochs 5 --arms base b16 --seeds 0 --evals ddpm50   # at a student's run length
+    python -m bench cpu_ablation --budget 600 --seeds 0 1 --json ablation.json
+    python -m bench cpu_ablation --budget 150 --arms base cosine --evals profile ddpm50 --seeds 0
+    python -m bench cpu_ablation --epochs 5 --arms base b16 --seeds 0 --evals ddpm50   # at a student's run length
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
-import itertools
 import json
 import math
 import re
@@ -57,10 +55,11 @@ import statistics
 import time
 from pathlib import Path
 
-import _common as C
 import torch
-from levers import cosine_betas, min_snr_weights
 
+from bench import _common as C
+from bench.levers import make_ddpm, mean_error
+from bench.record import check_record, write_record
 from hw3_utils import fid, get_config, train
 from hw3_utils.cuda_graphs import TrainStep
 from hw3_utils.data import load_mnist, load_tensor, subset
@@ -102,12 +101,6 @@ ARMS: dict[str, tuple[dict, dict, str]] = {
 EVAL = re.compile(r"^(profile|ddpm(\d+)(b?)|ddim(\d+)(?:e([0-9.]+))?)(?:@([0-9.]+|raw))?$")
 
 
-def make_ddpm(cfg, extras: dict) -> DDPM:
-    if extras.get("schedule") == "cosine":
-        return DDPM(variance=cfg.variance, betas=cosine_betas(cfg.timesteps))
-    return DDPM.from_config(cfg)
-
-
 def seconds_per_step(cfg, extras: dict, data: torch.Tensor, steps: int = 20, warmup: int = 5) -> float:
     """Wall seconds of one optimiser step of this arm, timed on a throwaway model."""
     model = build_model(cfg, "cpu")
@@ -121,75 +114,6 @@ def seconds_per_step(cfg, extras: dict, data: torch.Tensor, steps: int = 20, war
         t = torch.randint(0, cfg.timesteps, (cfg.batch_size,), generator=g)
         step(x0, t, torch.randn(x0.shape, generator=g), None)
     return (time.perf_counter() - t0) / steps
-
-
-# steps at which the total is re-estimated from the run's own pace: inside the profile's 200-step warm-up,
-# where the lr does not depend on the total; several, so that a burst of load early on (which once halved
-# a run) is outweighed by the steps after it
-RECALIBRATE_AT = (100, 150, 195)
-
-
-def train_for(cfg, extras: dict, data: torch.Tensor, budget: float | None, total: int, decays: list[float],
-              stop: int | None = None, on_step=None):
-    """About `budget` seconds of the kit's training (train.py's parts: `train_epoch` on `tensor_batches`, the short
-    last batch padded, as `train_model` trains): `total` steps from the probe, re-estimated from the run's own pace
-    at each of RECALIBRATE_AT (a probe alone misses when the machine's load changes). budget None: exactly
-    `total` steps of schedule. `stop`: end after that many steps (the lr schedule still spans `total`);
-    `on_step(step, model, emas)` after every step.
-    Returns (model, {decay: EMA copy}, losses, seconds)."""
-    state = train.new_state(cfg, "cpu")
-    state.total_steps = total
-    emas = {d: state.ema if d == cfg.ema_decay else copy.deepcopy(state.model).requires_grad_(False) for d in decays}
-    ddpm = make_ddpm(cfg, extras)
-    step_fn = TrainStep(state.model, ddpm, state.optimizer)
-    if extras.get("min_snr"):
-        plain = step_fn
-
-        def step_fn(x0, t, noise, weights):  # Min-SNR weights on top of the batch's per-image weights
-            return plain(x0, t, noise, weights * min_snr_weights(ddpm, t, extras["min_snr"]))
-
-    losses, t0 = [], time.perf_counter()
-    mark = (0, t0)  # (step, time) of the last pace estimate
-
-    def after_step(state):
-        nonlocal mark
-        for d, ema in emas.items():
-            if ema is not state.ema:  # train_step updated the run's own
-                train.ema_update(ema, state.model, state.step, d)
-        if on_step is not None:
-            on_step(state.step, state.model, emas)
-        if budget is not None and state.step in RECALIBRATE_AT and state.total_steps > 2 * RECALIBRATE_AT[-1]:
-            # the rest of the budget at the pace since the last estimate
-            now = time.perf_counter()
-            pace = (now - mark[1]) / (state.step - mark[0])
-            state.total_steps = max(state.step + 1, state.step + int((budget - (now - t0)) / pace))
-            mark = (state.step, now)
-
-    end = lambda: min(state.total_steps, stop or state.total_steps)  # noqa: E731 (the total is re-estimated)
-    while state.step < end():
-        n = min(train.steps_per_epoch(len(data), cfg), end() - state.step)
-        batches = itertools.islice(train.tensor_batches(data, cfg, state.epoch), n)
-        losses += train.train_epoch(state, cfg, step_fn, batches, n, progress=False, on_step=after_step).tolist()
-        state.epoch += 1
-    return state.model, emas, losses, time.perf_counter() - t0
-
-
-def mean_error(net, ddpm: DDPM, x0: torch.Tensor) -> float:
-    """`DDPM.mean_error` at t = T-1 with the bench's fixed noise (seed 0), the same for every run."""
-    return ddpm.mean_error(net, x0, generator=torch.Generator().manual_seed(0))
-
-
-@torch.no_grad()
-def mean_slope(net, ddpm: DDPM, x0: torch.Tensor) -> float:
-    """Least-squares slope of the image mean of eps_theta(x_t, t) on the image mean of x_t, at t = T-1.
-
-    1 for a model that follows x_t's mean (eps-hat = x_t there, up to sqrt(alpha-bar_T) x0), 0 for one
-    blind to it; the bench's fixed noise (seed 0). x0: (B, C, H, W) in [-1, 1]."""
-    t = torch.full((x0.shape[0],), ddpm.timesteps - 1)
-    x_t = ddpm.q_sample(x0, t, torch.randn(x0.shape, generator=torch.Generator().manual_seed(0)))
-    mx, me = x_t.mean(dim=(1, 2, 3)), net(x_t, t).float().mean(dim=(1, 2, 3))
-    mx, me = mx - mx.mean(), me - me.mean()
-    return float((mx * me).sum() / (mx * mx).sum())
 
 
 @torch.no_grad()
@@ -210,7 +134,7 @@ def draw(model, ddpm: DDPM, cfg, spec: str, n: int, batch: int) -> torch.Tensor:
                   generator=g, progress=False, batch_size=batch)
 
 
-def evaluate(net, ddpm, cfg, spec, args, ref, name: str = "") -> dict:
+def evaluate(net, ddpm, cfg, spec, args, name: str = "") -> dict:
     """Draw args.samples images for one evaluation and score them: {fid, sample_s, score_s, samples}.
     With --save, the first 64 images go to <save>/<name>_<spec>.png (a run's FID alone hides what went wrong)."""
     t0 = time.perf_counter()
@@ -219,17 +143,8 @@ def evaluate(net, ddpm, cfg, spec, args, ref, name: str = "") -> dict:
     if args.save:
         Path(args.save, f"{name}_{spec}.png").write_bytes(png_bytes(images[:64], upscale=2))
     t0 = time.perf_counter()
-    score = fid.frechet_distance(*fid.tensor_stats(images, batch_size=cfg.fid_batch_size), *ref)
+    score = fid.frechet_distance(*fid.tensor_stats(images, batch_size=cfg.fid_batch_size), *args.ref)
     return {"fid": score, "sample_s": t_sample, "score_s": time.perf_counter() - t0, "samples": args.samples}
-
-
-def training_data(cfg, cache: dict) -> torch.Tensor:
-    """The run's training images as one tensor, loaded once per (channels, subset) into `cache`."""
-    key = (cfg.in_channels, cfg.train_subset)
-    if key not in cache:
-        cache[key] = load_tensor(subset(load_mnist(train=True, in_channels=cfg.in_channels), cfg.train_subset),
-                                 num_workers=cfg.num_workers)
-    return cache[key]
 
 
 def probe_images(cfg) -> torch.Tensor:
@@ -237,36 +152,98 @@ def probe_images(cfg) -> torch.Tensor:
     return load_tensor(subset(load_mnist(train=True, in_channels=cfg.in_channels), 1024), num_workers=0)
 
 
-def evaluate_run(run: Path, args, record: dict, done: set, ref, path: Path) -> None:
+def load_record(path: Path) -> tuple[list[dict], dict]:
+    """(rows, config) of the record at `path`, to resume it; ([], {}) when there is none yet."""
+    if not path.exists():
+        return [], {}
+    rec = json.loads(path.read_text())
+    problems = check_record(rec)
+    if problems or rec["bench"] != "cpu_ablation":
+        raise SystemExit(f"{path} is not a cpu_ablation record ({'; '.join(problems) or rec['bench']}): "
+                         "give --json a new path")
+    return rec["rows"], rec["config"]
+
+
+def row_key(row: dict) -> tuple:
+    """What makes a row done: (its name, "<arm> <evaluation>", seed, budget, fixed epochs)."""
+    return row["name"], row["seed"], row.get("budget_s"), row.get("fixed_epochs")
+
+
+def evaluate_run(run: Path, args, rows: list, config: dict, save) -> None:
     """The sampler evaluations on a trained run's EMA weights (the run's own training, its own EMA decay)."""
     ckpt = checkpoint_paths(run)[0]  # the newest
     ema = load_model(ckpt, "ema", device="cpu").eval()
     cfg = ema.config
     arm = f"run:{run.name}"
+    config.setdefault("weights", {})[arm] = str(ckpt)  # the checkpoint evaluated
     nets = {None: ema}
     ddpm, probe = DDPM.from_config(cfg), probe_images(cfg)
+    done = {row_key(r) for r in rows}
     for spec in args.evals:
-        if (arm, cfg.seed, spec, None, None) in done:
+        if (f"{arm} {spec}", cfg.seed, None, None) in done:
             continue
         which = EVAL.match(spec).group(6)
         if which not in (None, "raw"):
             raise SystemExit(f"{spec}: a run folder holds one EMA ({cfg.ema_decay}); drop the @<decay>")
-        raw = which == "raw"
         if which not in nets:  # the raw weights, loaded once for all the evaluations that ask for them
             nets[which] = load_model(ckpt, "model", device="cpu").eval()
         net = nets[which]
-        row = {"arm": arm, "seed": cfg.seed, "eval": spec, "ema": "raw" if raw else cfg.ema_decay,
-               "checkpoint": str(ckpt), "params": count_parameters(net), "steps": int(ckpt.stem.split("_")[1]),
-               "epochs": cfg.epochs, "train_s": float("nan"), "ms_per_step": float("nan"),
+        row = {"name": f"{arm} {spec}", "seed": cfg.seed, "ema": None if which == "raw" else cfg.ema_decay,
+               "params": count_parameters(net), "steps": int(ckpt.stem.split("_")[1]),
+               "epochs": cfg.epochs, "train_s": None, "ms_per_step": None,
                "mean_err_T": mean_error(net, ddpm, probe),
-               **evaluate(net, ddpm, cfg, spec, args, ref, arm.replace(":", "_"))}
-        record["rows"].append(row)
-        C.write_json(path, record)
+               **evaluate(net, ddpm, cfg, spec, args, arm.replace(":", "_"))}
+        rows.append(row)
+        save()
         print(f"{arm} {spec}: FID {row['fid']:.2f}, mean error at T {row['mean_err_T']:.4f}, "
               f"sampling {row['sample_s']:.0f} s", flush=True)
 
 
+def train_arm(arm: str, seed: int, todo: list[str], args, rows: list, datasets: dict, save) -> None:
+    """Train one arm from scratch for the budget (or --epochs), then its evaluations `todo`, one row each."""
+    overrides, extras, _ = ARMS[arm]
+    budget = None if args.epochs else args.budget
+    cfg = get_config("cpu", verbose=False, **{**overrides, **C.parse_sets(args.set), "seed": seed})
+    data = C.training_data(cfg, datasets)
+    if args.epochs:
+        total = args.epochs * train.steps_per_epoch(len(data), cfg)
+    else:
+        total = max(1, int(budget / seconds_per_step(cfg, extras, data)))
+    decays = sorted({*args.emas, cfg.ema_decay})
+    model, emas, losses, secs = C.train_for(cfg, extras, data, budget, total, decays)
+    total = len(losses)
+    ddpm = make_ddpm(cfg, extras)
+    name = f"{arm}_s{seed}_" + (f"{args.epochs}ep" if args.epochs else f"{budget:g}s")
+    if args.save:  # the weights, to look again without training again
+        torch.save({"config": cfg.to_dict(), "extras": extras, "model": model.state_dict(),
+                    "emas": {d: e.state_dict() for d, e in emas.items()}, "losses": losses},
+                   Path(args.save, f"{name}.pt"))
+    for spec in todo:
+        which = EVAL.match(spec).group(6)
+        if which == "raw":  # the trained weights themselves, no EMA
+            emas["raw"] = model
+        decay = which if which == "raw" else float(which or cfg.ema_decay)
+        if decay not in emas:
+            raise SystemExit(f"{spec}: EMA {decay} was not kept; add it to --emas")
+        row = {"name": f"{arm} {spec}", "seed": seed, "ema": None if decay == "raw" else decay, "budget_s": budget,
+               "fixed_epochs": args.epochs, "mean_err_T": mean_error(emas[decay].eval(), ddpm, data[:1024]),
+               "train_s": secs, "steps": total, "epochs": total * cfg.batch_size / len(data),
+               "ms_per_step": 1e3 * secs / total, "params": count_parameters(model),
+               "final_loss": statistics.fmean(losses[-200:]),
+               **evaluate(emas[decay].eval(), ddpm, cfg, spec, args, name)}
+        rows.append(row)
+        save()
+        print(f"{arm} seed {seed} {spec}: FID {row['fid']:.2f}, mean error at T {row['mean_err_T']:.4f}, "
+              f"{total} steps in {secs:.0f} s, sampling {row['sample_s']:.0f} s", flush=True)
+
+
+def arm_config(arm: str, sets: dict) -> dict:
+    overrides, extras, lever = ARMS[arm]
+    return {"overrides": {**overrides, **sets}, "extras": extras, "lever": lever}
+
+
 def main(argv=None) -> int:
+    argv = C.argv_of(argv)
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--budget", type=float, default=600.0, help="training seconds per run (default 600)")
     p.add_argument("--epochs", type=int, default=None,
@@ -286,7 +263,7 @@ def main(argv=None) -> int:
                    help="MNIST training images in the FID reference (default all 60,000, from the FID cache)")
     p.add_argument("--from-run", default=None, metavar="DIR",
                    help="no training: evaluate --evals on the EMA weights of a trained run folder (arm 'run:<name>')")
-    p.add_argument("--json", default="ablation.json", metavar="PATH")
+    C.add_json_arg(p, default="ablation.json")
     p.add_argument("--save", default=None, metavar="DIR",
                    help="keep each run's weights (<arm>_s<seed>_<budget>s.pt or _<epochs>ep.pt) and a 64-sample "
                         "grid per evaluation")
@@ -298,86 +275,48 @@ def main(argv=None) -> int:
         raise SystemExit(f"unknown evaluation(s) {bad}: use profile, ddpm<K>, ddpm<K>b, ddim<K> or ddim<K>e<eta>, "
                          "then @<decay> or @raw")
     path = Path(args.json)
-    record = json.loads(path.read_text()) if path.exists() else {
-        "bench": "cpu_ablation", **C.environment(torch.device("cpu")), "threads": torch.get_num_threads(), "rows": []}
-    done = {(r["arm"], r["seed"], r["eval"], r.get("budget_s"), r.get("fixed_epochs")) for r in record["rows"]}
-    budget = None if args.epochs else args.budget
+    rows, config = load_record(path)
     sets = C.parse_sets(args.set)
+    config.update(samples=args.samples, ref_count=args.ref_count, threads=torch.get_num_threads(),
+                  arms={**config.get("arms", {}), **{a: arm_config(a, sets) for a in args.arms if not args.from_run}})
+    save = lambda: write_record("cpu_ablation", rows, config, argv, path=path)  # noqa: E731
     ref_cfg = get_config("full", verbose=False, fid_ref_count=args.ref_count)
-    ref = fid.load_stats(fid.reference_stats(ref_cfg, progress=False)[1])
+    args.ref = fid.load_stats(fid.reference_stats(ref_cfg, progress=False)[1])
     if args.from_run:
-        evaluate_run(Path(args.from_run), args, record, done, ref, path)
-        print_table(record)
-        return 0
-    datasets: dict[tuple, torch.Tensor] = {}
-    for arm in args.arms:
-        overrides, extras, _ = ARMS[arm]
-        for seed in args.seeds:
-            todo = [e for e in args.evals if (arm, seed, e, budget, args.epochs) not in done]
-            if not todo:
-                continue
-            cfg = get_config("cpu", verbose=False, **{**overrides, **sets, "seed": seed})
-            data = training_data(cfg, datasets)
-            if args.epochs:
-                total = args.epochs * train.steps_per_epoch(len(data), cfg)
-            else:
-                total = max(1, int(budget / seconds_per_step(cfg, extras, data)))
-            decays = sorted({*args.emas, cfg.ema_decay})
-            model, emas, losses, secs = train_for(cfg, extras, data, budget, total, decays)
-            total = len(losses)
-            ddpm = make_ddpm(cfg, extras)
-            name = f"{arm}_s{seed}_" + (f"{args.epochs}ep" if args.epochs else f"{budget:g}s")
-            if args.save:  # the weights, to look again without training again
-                torch.save({"config": cfg.to_dict(), "extras": extras, "model": model.state_dict(),
-                            "emas": {d: e.state_dict() for d, e in emas.items()}, "losses": losses},
-                           Path(args.save, f"{name}.pt"))
-            for spec in todo:
-                which = EVAL.match(spec).group(6)
-                if which == "raw":  # the trained weights themselves, no EMA
-                    emas["raw"] = model
-                decay = which if which == "raw" else float(which or cfg.ema_decay)
-                if decay not in emas:
-                    raise SystemExit(f"{spec}: EMA {decay} was not kept; add it to --emas")
-                row = {"arm": arm, "seed": seed, "eval": spec, "ema": decay, "budget_s": budget,
-                       "fixed_epochs": args.epochs,
-                       "mean_err_T": mean_error(emas[decay].eval(), ddpm, data[:1024]),
-                       "train_s": secs, "steps": total, "epochs": total * cfg.batch_size / len(data),
-                       "ms_per_step": 1e3 * secs / total, "params": count_parameters(model),
-                       "final_loss": statistics.fmean(losses[-200:]),
-                       "overrides": {k: list(v) if isinstance(v, tuple) else v
-                                     for k, v in {**overrides, **sets}.items()},
-                       "extras": extras, **evaluate(emas[decay].eval(), ddpm, cfg, spec, args, ref, name)}
-                record["rows"].append(row)
-                C.write_json(path, record)
-                print(f"{arm} seed {seed} {spec}: FID {row['fid']:.2f}, mean error at T {row['mean_err_T']:.4f}, "
-                      f"{total} steps in {secs:.0f} s, "
-                      f"sampling {row['sample_s']:.0f} s", flush=True)
-    print_table(record)
+        evaluate_run(Path(args.from_run), args, rows, config, save)
+    else:
+        done, budget, datasets = {row_key(r) for r in rows}, None if args.epochs else args.budget, {}
+        for arm in args.arms:
+            for seed in args.seeds:
+                todo = [e for e in args.evals if (f"{arm} {e}", seed, budget, args.epochs) not in done]
+                if todo:
+                    train_arm(arm, seed, todo, args, rows, datasets, save)
+    print_table(rows)
     return 0
 
 
-def print_table(record: dict) -> None:
+def print_table(rows: list[dict]) -> None:
     groups: dict[tuple, list] = {}
-    for r in record["rows"]:
-        groups.setdefault((r.get("budget_s"), r.get("fixed_epochs"), r["arm"], r["eval"]), []).append(r)
-    rows = []
+    for r in rows:
+        groups.setdefault((r.get("budget_s"), r.get("fixed_epochs"), *r["name"].split(" ", 1)), []).append(r)
+    lines = []
     for (budget, fixed, arm, spec), rs in groups.items():
         fids = [r["fid"] for r in rs]
-        mean = lambda key, rs=rs: statistics.fmean(r[key] for r in rs)  # noqa: E731
+        mean = lambda key, rs=rs: statistics.fmean(math.nan if r.get(key) is None else r[key] for r in rs)  # noqa
         ms = f"{mean('ms_per_step'):.0f}" if math.isfinite(mean("ms_per_step")) else "-"
         fid_mean = f"{statistics.fmean(fids):.2f}"
-        errs = " / ".join(f"{r['mean_err_T']:.3f}" for r in rs if "mean_err_T" in r) or "-"
+        errs = " / ".join(f"{r['mean_err_T']:.3f}" for r in rs if r.get("mean_err_T") is not None) or "-"
         plan = f"{budget:g} s" if budget is not None else f"{fixed} epochs" if fixed else "-"
-        rows.append([plan, arm, spec, " / ".join(f"{f:.2f}" for f in fids),
-                     fid_mean, errs, C.fmt_s(mean("train_s")), f"{mean('steps'):.0f}", f"{mean('epochs'):.1f}", ms,
-                     f"{rs[0]['params'] / 1e6:.2f}M",
-                     f"{mean('sample_s'):.0f} s", ARMS.get(arm, ({}, {}, "a trained run folder"))[2]])
-    rows.sort(key=lambda r: (r[0], float(r[4])))  # by budget, then mean FID
-    print(f"\nFID-{record['rows'][0]['samples'] if record['rows'] else '?'} vs MNIST train (60,000) at equal training "
-          f"time or epochs, {record['device']}, {record['threads']} threads")
+        lines.append([plan, arm, spec, " / ".join(f"{f:.2f}" for f in fids),
+                      fid_mean, errs, C.fmt_s(mean("train_s")), f"{mean('steps'):.0f}", f"{mean('epochs'):.1f}", ms,
+                      f"{rs[0]['params'] / 1e6:.2f}M",
+                      f"{mean('sample_s'):.0f} s", ARMS.get(arm, ({}, {}, "a trained run folder"))[2]])
+    lines.sort(key=lambda r: (r[0], float(r[4])))  # by budget, then mean FID
+    print(f"\nFID-{rows[0]['samples'] if rows else '?'} vs MNIST train (60,000) at equal training "
+          f"time or epochs, {C.device_name('cpu')}")
     print("mean error at T: RMS of the image-mean of eps-hat - eps at t = T-1 (mean_error; 0.036 = ignores it)")
-    print(C.table(rows, ["budget", "arm", "evaluation", "FID per seed", "mean", "mean error at T", "trained", "steps",
-                         "epochs", "ms/step", "params", "sampling", "lever"]))
+    print(C.table(lines, ["budget", "arm", "evaluation", "FID per seed", "mean", "mean error at T", "trained", "steps",
+                          "epochs", "ms/step", "params", "sampling", "lever"]))
 
 
 if __name__ == "__main__":

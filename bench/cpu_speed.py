@@ -18,11 +18,14 @@ default (one parameter at a time: `foreach` is a CUDA default only), with `forea
 `--only-kit-step` runs them alone; `--kit-compile` adds the profile's step with the model under torch.compile,
 its compile time printed apart); and the sampling side: one model call on cfg.sample_batch_size images,
 NCHW and channels_last alternating.
-A benchmark: prints a table (and --json), asserts nothing.
+A benchmark: prints a table (and its record, --json), asserts nothing. Rows: ms_per_step and s_per_epoch
+(60,000 images); the kit's step adds vs_first (its time over the first way's) and opt_step_ms (`opt.step()` alone),
+a compiled row compile_s; a sampling row ms_per_call, s_for_samples (cfg.num_samples at the profile's steps)
+and vs_nchw.
 
-  python bench/cpu_speed.py                      # the cpu profile on this machine
-  python bench/cpu_speed.py --steps 3 --warmup 1 --repeats 1 --no-compile   # a quick look
-  python bench/cpu_speed.py --only-kit-step --steps 20 --repeats 10 --warmup 5   # the kit's step, 4 ways
+  python -m bench cpu_speed                      # the cpu profile on this machine
+  python -m bench cpu_speed --steps 3 --warmup 1 --repeats 1 --no-compile   # a quick look
+  python -m bench cpu_speed --only-kit-step --steps 20 --repeats 10 --warmup 5   # the kit's step, 4 ways
 """
 
 from __future__ import annotations
@@ -33,9 +36,10 @@ import dataclasses
 import statistics
 import time
 
-import _common as C
 import torch
 
+from bench import _common as C
+from bench.record import write_record
 from hw3_utils import DDPM, build_model, load_mnist, load_tensor, make_loader, subset
 from hw3_utils.cuda_graphs import TrainStep
 from hw3_utils.data import epoch_permutation
@@ -182,6 +186,7 @@ def time_sampling_calls(cfg, repeats: int) -> dict[bool, float]:
 
 
 def main(argv=None) -> int:
+    argv = C.argv_of(argv)
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     C.add_config_args(p, default_profile="cpu")
     p.add_argument("--steps", type=int, default=10)
@@ -194,16 +199,31 @@ def main(argv=None) -> int:
                    help="add a fifth kit's-step way: the cpu profile's step with the model under torch.compile")
     args = p.parse_args(argv)
     cfg = C.config_from_args(args)
+    rows = measure(cfg, args)
+    env = C.environment(torch.device("cpu"))
+    print(f"\n{env['device']}, torch {env['torch']}, profile {cfg.profile}: width {cfg.model_channels}, "
+          f"{cfg.in_channels} channel(s), batch {cfg.batch_size}; {args.steps} steps x {args.repeats} repeats")
+    print(C.table([printed(r) for r in rows], ["path", "ms/step", "s/epoch (60,000 images)", "note"]))
+    if args.json:
+        config = {"profile": cfg.profile, "set": C.parse_sets(args.set), "steps": args.steps, "warmup": args.warmup,
+                  "repeats": args.repeats, "batch_size": cfg.batch_size, "sample_batch_size": cfg.sample_batch_size,
+                  "num_samples": cfg.num_samples, "sample_steps": cfg.sample_steps or cfg.timesteps}
+        write_record("cpu_speed", rows, config, argv, path=args.json)
+    return 0
+
+
+def measure(cfg, args) -> list[dict]:
+    """The rows: each way of taking a training step asked for, then the sampling calls."""
     threads = torch.get_num_threads()
     dataset = subset(load_mnist(train=True, in_channels=cfg.in_channels), cfg.train_subset or 8192)
     data = load_tensor(dataset)
     kw = dict(warmup=args.warmup, steps=args.steps, repeats=args.repeats)
     rows = []
 
-    def row(name, ms, extra=""):
-        per_epoch = ms / 1000 * -(-60_000 // cfg.batch_size)
-        rows.append([name, f"{ms:.0f}", f"{per_epoch:.0f}", extra])
-        print(f"{name}: {ms:.0f} ms/step {extra}", flush=True)
+    def row(name, ms, **extra):
+        rows.append({"name": name, "ms_per_step": ms, "s_per_epoch": ms / 1000 * -(-60_000 // cfg.batch_size),
+                     **extra})
+        print(f"{name}: {ms:.0f} ms/step", flush=True)
 
     if not args.only_kit_step:
         row("dataloader (PIL workers), NCHW",
@@ -219,25 +239,30 @@ def main(argv=None) -> int:
         kit, compile_s = time_kit_steps(cfg, data, compiled=args.kit_compile, **kw)
         ref = next(iter(kit.values()))[0]
         for name, (ms, opt_ms) in kit.items():
-            row(f"kit's step (TrainStep + EMA), {name}", ms,
-                f"({ms / ref:.2f}x the first; opt.step() alone {opt_ms:.1f} ms"
-                + (f"; + {compile_s:.0f} s to compile)" if name == KIT_COMPILED else ")"))
+            row(f"kit's step (TrainStep + EMA), {name}", ms, vs_first=ms / ref, opt_step_ms=opt_ms,
+                **({"compile_s": compile_s} if name == KIT_COMPILED else {}))
     if not (args.no_compile or args.only_kit_step):
         ms, comp = time_steps(cfg, tensor_batches(data, cfg), compile_model=True, **kw)
-        row("tensor data, channels_last, torch.compile", ms, f"(+ {comp:.0f} s to compile)")
+        row("tensor data, channels_last, torch.compile", ms, compile_s=comp)
     steps = cfg.sample_steps or cfg.timesteps
     calls = time_sampling_calls(cfg, max(args.repeats, 3))
     for cl, ms in calls.items():
-        rows.append([f"sampling: one model call on {cfg.sample_batch_size} images, {'channels_last' if cl else 'NCHW'}",
-                     f"{ms:.0f}", "", f"{ms * steps / 1000 * cfg.num_samples / cfg.sample_batch_size:.0f} s "
-                     f"for {cfg.num_samples} samples x {steps} steps ({ms / calls[False]:.2f}x NCHW)"])
+        rows.append({"name": f"sampling: one model call on {cfg.sample_batch_size} images, "
+                             f"{'channels_last' if cl else 'NCHW'}", "ms_per_call": ms,
+                     "s_for_samples": ms * steps / 1000 * cfg.num_samples / cfg.sample_batch_size,
+                     "vs_nchw": ms / calls[False]})
         print(rows[-1], flush=True)
-    env = C.environment(torch.device("cpu"))
-    print(f"\n{env['device']}, torch {env['torch']}, profile {cfg.profile}: width {cfg.model_channels}, "
-          f"{cfg.in_channels} channel(s), batch {cfg.batch_size}; {args.steps} steps x {args.repeats} repeats")
-    print(C.table(rows, ["path", "ms/step", "s/epoch (60,000 images)", "note"]))
-    C.write_json(args.json, {"environment": env, "profile": cfg.profile, "rows": rows})
-    return 0
+    return rows
+
+
+def printed(r: dict) -> list[str]:
+    """One row of the printed table: path, ms/step, s/epoch, a note with the rest."""
+    if "ms_per_call" in r:
+        return [r["name"], f"{r['ms_per_call']:.0f}", "", f"{r['s_for_samples']:.0f} s for the profile's samples "
+                f"({r['vs_nchw']:.2f}x NCHW)"]
+    note = [f"{r['vs_first']:.2f}x the first; opt.step() alone {r['opt_step_ms']:.1f} ms"] if "vs_first" in r else []
+    note += [f"+ {r['compile_s']:.0f} s to compile"] if r.get("compile_s") is not None else []
+    return [r["name"], f"{r['ms_per_step']:.0f}", f"{r['s_per_epoch']:.0f}", f"({'; '.join(note)})" if note else ""]
 
 
 if __name__ == "__main__":

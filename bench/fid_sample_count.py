@@ -14,7 +14,10 @@ estimate is biased upwards by a term that shrinks about as 1/N (Chong & Forsyth 
 - and prints what the report's FID-10k (`REPORT_FID`) would read at --block samples if its gap were the
   real digits' gap or this run's gap: an estimate, labelled as one.
 
-    python bench/fid_sample_count.py --run runs/cpu --json bench/results/fid_sample_count.json
+Its record's rows: each block's FID ("this run, block K"), "this run, all", the real digits' two, the two
+estimates, and "timing" (seconds to sample and to run Inception; cached when the features were kept).
+
+    python -m bench fid_sample_count --run runs/cpu --json bench/results/fid_sample_count/<name>.json
 """
 
 from __future__ import annotations
@@ -24,9 +27,10 @@ import statistics
 import time
 from pathlib import Path
 
-import _common as C
 import numpy as np
 
+from bench import _common as C
+from bench.record import write_record
 from hw3_utils import REPORT_FID, Config, draw_samples, load_model, make_sampler
 from hw3_utils import fid as fidlib
 from hw3_utils.pipeline import samples_folder
@@ -49,14 +53,15 @@ def features(run: Path, cfg: Config, n: int, folder: Path, device, progress: boo
     return act, {"sample_s": t1 - t0, "inception_s": t2 - t1, "cached": False}
 
 
-def main(argv=None) -> dict:
+def main(argv=None) -> int:
+    argv = C.argv_of(argv)
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--run", required=True, help="a trained run folder (config.json, checkpoints/)")
     p.add_argument("--samples", type=int, default=10_000, help="samples to draw (default 10,000, the report's)")
     p.add_argument("--block", type=int, default=None, help="block size (default the run's num_samples)")
     p.add_argument("--out", default=None, help="sample folder (default <run>/eval/samples_<ckpt>_count_<samples>)")
     p.add_argument("--device", default=None, help="cpu, cuda ... (default: cuda when available)")
-    p.add_argument("--json", default=None, metavar="PATH", help="also write the results as JSON here")
+    C.add_json_arg(p)
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     run = Path(args.run)
@@ -92,24 +97,25 @@ def main(argv=None) -> dict:
     gap_real = real[block] - real[n_test]
     gap_model = statistics.mean(blocks) - model_all
     report = REPORT_FID["vs MNIST .npz"]
-    low, high = sorted((report + gap_real, report + gap_model))
-    rec = {
-        "bench": "fid_sample_count", "environment": C.environment(device), "run": str(run), "profile": cfg.profile,
-        "checkpoint": weights.removeprefix(SAMPLES_PREFIX), "samples": args.samples, "block": block,
-        **times, "model_fid_all": model_all, "model_fid_blocks": blocks,
-        "real_fid_block": real[block], "real_fid_all_test": real[n_test], "test_images": n_test,
-        "report_fid_10k": report, "report_at_block_if_real_gap": report + gap_real,
-        "report_at_block_if_model_gap": report + gap_model,
-    }
+    est = {"real digits'": report + gap_real, "this run's": report + gap_model}
     if args.json:
-        C.write_json(args.json, rec)
+        rows = [*({"name": f"this run, block {k + 1}", "fid": f, "images": block} for k, f in enumerate(blocks)),
+                {"name": "this run, all", "fid": model_all, "images": args.samples},
+                {"name": "real: MNIST test, the first block", "fid": real[block], "images": block},
+                {"name": "real: MNIST test, all", "fid": real[n_test], "images": n_test},
+                *({"name": f"the report at a block, if its gap were {k} (estimate)", "fid": v, "images": block}
+                  for k, v in est.items()),
+                {"name": "timing", **times}]
+        config = {"run": str(run), "profile": cfg.profile, "checkpoint": weights.removeprefix(SAMPLES_PREFIX),
+                  "samples": args.samples, "block": block, "report_fid_10k": report}
+        write_record("fid_sample_count", rows, config, argv, path=args.json, device=device)
 
     rows = [
         [f"this run ({cfg.profile})", f"{statistics.mean(blocks):.2f} (mean of {len(blocks)} blocks, "
          f"{min(blocks):.2f} to {max(blocks):.2f})", f"{model_all:.2f} ({args.samples:,} samples)"],
         ["real: MNIST test vs train", f"{real[block]:.2f} (the first {block:,})",
          f"{real[n_test]:.2f} ({n_test:,} test images)"],
-        ["the report (50 epochs on a GPU)", f"estimate {low:.2f} to {high:.2f}",
+        ["the report (50 epochs on a GPU)", f"estimate {min(est.values()):.2f} to {max(est.values()):.2f}",
          f"{report} (its FID-10k)"],
     ]
     head = f"FID vs MNIST train ({fidlib.reference_count(cfg, 'train'):,})"
@@ -118,8 +124,8 @@ def main(argv=None) -> dict:
           "adds each gap to its FID-10k: an estimate, not a measurement.")
     if not times["cached"]:
         print(f"sampling {times['sample_s']:.1f} s, Inception {times['inception_s']:.1f} s")
-    return rec
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

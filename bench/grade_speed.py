@@ -1,6 +1,6 @@
 """Seconds per submission of `make grade`, one at a time and in parallel, in one or more sandbox modes.
 
-    python bench/grade_speed.py [--count 300] [--jobs 1 2] [--modes root nobody] [--json PATH]
+    python -m bench grade_speed [--count 300] [--jobs 1 2] [--modes root nobody] [--json PATH]
 
 The submissions cycle through the solution, the stubs and every known mistake (tests check the grades;
 this only times them), each with the release's notebooks (one figure output each), a fid.json and a
@@ -9,7 +9,9 @@ reference is built once, outside the timings, as `make grade` does once per batc
 batch in each mode named (default: the one this machine gives; "nobody" needs root, and the Python
 installation readable by other users). It also times the fixed costs of one sandboxed run (in the first
 mode), and, for comparison, what a new Python process importing torch costs (what every run would pay without
-the fork server). It prints a table; it asserts nothing.
+the fork server). It prints a table; it asserts nothing. Its record's rows: "fixed cost (<mode>): <what>"
+(seconds), then "batch, <mode>, <jobs> jobs" (seconds, per submission, 300 projected); config keeps the sizes and
+the distinct grade totals of each batch.
 """
 
 from __future__ import annotations
@@ -19,25 +21,23 @@ import base64
 import hashlib
 import json
 import os
-import sys
 import tempfile
 import time
 import zipfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+from bench import _common as C
+from bench.record import write_record
+from grader import sandbox
+from grader.batch import default_jobs, grade_batch_detailed
+from grader.patches import patched_source
+from grader.reference import build_reference, save_reference
+from grader.release import make_release
+from hw3_utils import get_config
+from hw3_utils.runfolder import fid_record, submitted_fid_name
+from hw3_utils.tasks import TASK_FILES, mistakes
 
-from grader import sandbox  # noqa: E402
-from grader.batch import default_jobs, grade_batch_detailed  # noqa: E402
-from grader.patches import patched_source  # noqa: E402
-from grader.reference import build_reference, save_reference  # noqa: E402
-from grader.release import make_release  # noqa: E402
-from hw3_utils import get_config  # noqa: E402
-from hw3_utils.atomic import atomic_write  # noqa: E402
-from hw3_utils.runfolder import fid_record  # noqa: E402
-from hw3_utils.tasks import TASK_FILES, mistakes  # noqa: E402
+REPO = C.REPO
 
 TARGET = (300, 180.0)  # 300 submissions in 3 minutes on 2 cores
 
@@ -55,7 +55,7 @@ def handed_in(release: Path) -> dict[str, str]:
             code[0].update(outputs=[figure], execution_count=1)
         out[f"notebooks/{path.name}"] = json.dumps(nb)
     table = {"fid_vs_mnist_train": 17.4, "fid_vs_mnist_test": 17.3, "fid_floor_test_vs_train": 8.9}
-    out["runs/cpu/fid.json"] = json.dumps(fid_record(get_config("cpu", verbose=False), table, "cpu"))
+    out[submitted_fid_name("cpu")] = json.dumps(fid_record(get_config("cpu", verbose=False), table, "cpu"))
     sums = {n: hashlib.sha256(v.encode()).hexdigest() for n, v in out.items()}
     out["manifest.json"] = json.dumps({"kit_version": "bench", "files": sums})
     return out
@@ -125,17 +125,6 @@ def fixed_costs(root: Path, repeats: int = 3) -> dict[str, float]:
     return out
 
 
-def cpu_name() -> str:
-    """The CPU's model name (every figure names the machine it was measured on)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "CPU"
-
-
 def measure(root: Path, args) -> dict:
     """Fixed costs and batch times of grading args.count generated submissions, everything under `root`."""
     release = make_release(root / "release", quiet=True, repo_url="none")
@@ -147,7 +136,7 @@ def measure(root: Path, args) -> dict:
     save_reference(build_reference(), ref)
     modes = args.modes or [sandbox.detect_mode()]
     use_mode(modes[0])
-    res = {"mode": modes[0], "modes": modes, "cpu": cpu_name(), "cores": default_jobs(), "count": args.count,
+    res = {"mode": modes[0], "modes": modes, "cores": default_jobs(), "count": args.count,
            "fixed_costs_s": fixed_costs(root, args.repeats), "batches": []}
     for mode in modes:
         use_mode(mode)
@@ -162,15 +151,16 @@ def measure(root: Path, args) -> dict:
     return res
 
 
-def main() -> int:
+def main(argv=None) -> int:
+    argv = C.argv_of(argv)
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--count", type=int, default=300)
     p.add_argument("--jobs", type=int, nargs="+", default=[1, default_jobs()])
     p.add_argument("--modes", nargs="+", choices=sandbox.MODES, default=None,
                    help="sandbox modes to grade the batch in, one after the other (default: this machine's)")
-    p.add_argument("--json", default=None)
+    C.add_json_arg(p)
     p.add_argument("--repeats", type=int, default=3, help="runs per fixed cost (the median is shown)")
-    args = p.parse_args()
+    args = p.parse_args(argv)
     # the release, the generated submissions and the graded outputs (a few MB) go when the bench ends
     with tempfile.TemporaryDirectory(prefix="hw3-grade-speed-", ignore_cleanup_errors=True) as tmp:
         res = measure(Path(tmp), args)
@@ -184,11 +174,16 @@ def main() -> int:
     for b in res["batches"]:
         print(f"| {b['mode']} | {b['jobs']} | {b['seconds']:.0f} | {b['per_submission']:.2f} | "
               f"{b['projected_300_min']:.1f} min (target {limit / 60:.0f} min for {n}) |")
-    print(f"device: {cpu_name()}, {res['cores']} cores")
+    print(f"device: {C.device_name('cpu')}, {res['cores']} cores")
     if args.json:
-        atomic_write(Path(args.json), json.dumps(res, indent=2))
+        rows = [{"name": f"fixed cost ({res['mode']}): {k}", "seconds": v} for k, v in res["fixed_costs_s"].items()]
+        batches = [({"name": f"batch, {b['mode']}, {b['jobs']} jobs", **b}, b["totals"]) for b in res["batches"]]
+        rows += [{k: v for k, v in row.items() if k not in ("mode", "totals")} for row, _ in batches]
+        config = {"count": res["count"], "modes": res["modes"], "jobs": args.jobs, "repeats": args.repeats,
+                  "cores": res["cores"], "totals": {row["name"]: totals for row, totals in batches}}
+        write_record("grade_speed", rows, config, argv, path=args.json)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

@@ -17,7 +17,7 @@ difference to `eager` (max |a - b| / max |b| over all features) and the FID of t
 against MNIST's training statistics with each variant's features, beside eager's.
 Needs the cached statistics (runs/fid_cache/mnist_train_all.npz or $HW3_RUNS_DIR's).
 
-    python bench/inception_speed.py --images 500 --json /tmp/inception.json
+    python -m bench inception_speed --images 500 --json /tmp/inception.json
 """
 
 from __future__ import annotations
@@ -25,10 +25,11 @@ from __future__ import annotations
 import argparse
 import time
 
-import _common as C
 import numpy as np
 import torch
 
+from bench import _common as C
+from bench.record import write_record
 from hw3_utils import fid, get_config
 from hw3_utils.data import load_mnist
 
@@ -81,6 +82,7 @@ def features(fn, x: torch.Tensor, batch_size: int) -> np.ndarray:
 
 
 def main(argv=None) -> int:
+    argv = C.argv_of(argv)
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--images", type=int, default=500, help="MNIST test images to score (default 500)")
     p.add_argument("--batch-size", type=int, default=50, help="Inception batch (the kit's fid_batch_size: 50)")
@@ -88,14 +90,12 @@ def main(argv=None) -> int:
     p.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=VARIANTS)
     p.add_argument("--ref-count", type=int, default=None,
                    help="MNIST training images in the FID reference (default all 60,000, from the FID cache)")
-    p.add_argument("--json", default=None, metavar="PATH")
+    C.add_json_arg(p)
     args = p.parse_args(argv)
     x = images(args.images)
     ref_cfg = get_config("full", verbose=False, fid_ref_count=args.ref_count)
     mu_ref, sigma_ref = fid.load_stats(fid.reference_stats(ref_cfg, progress=False)[1])
-    record = {"bench": "inception_speed", "images": args.images, **C.environment(torch.device("cpu")),
-              "threads": torch.get_num_threads(), "rows": []}
-    feats, rows = {}, []
+    feats, rows, records = {}, [], []
     for variant in args.variants:
         t0 = time.perf_counter()
         fn = build(variant, x[:args.batch_size])
@@ -111,18 +111,21 @@ def main(argv=None) -> int:
         ref = feats.get("eager", f)
         rel = float(np.abs(f - ref).max() / np.abs(ref).max())
         score = fid.frechet_distance(*fid.activation_stats(f), mu_ref, sigma_ref)
-        row = {"variant": variant, "images_per_s": args.images / best, "seconds": best, "setup_s": setup,
+        row = {"name": variant, "images_per_s": args.images / best, "seconds": best, "setup_s": setup,
                "max_rel_feature_diff": rel, "fid_vs_train": score}
-        record["rows"].append(row)
-        base = record["rows"][0]
+        records.append(row)
+        base = records[0]
         rows.append([variant, f"{row['images_per_s']:.1f}", f"{best / base['seconds']:.2f}", f"{setup:.1f} s",
                      f"{rel:.1e}", f"{score:.4f}", f"{score - base['fid_vs_train']:+.4f}"])
         print(rows[-1], flush=True)
     print(f"\nInception pool3 over {args.images} MNIST test images, batch {args.batch_size}, "
-          f"{torch.get_num_threads()} threads, {record['device']}, torch {torch.__version__}")
+          f"{C.device_name('cpu')}, torch {torch.__version__}")
     print(C.table(rows, ["variant", "images/s", "time vs first", "setup + warm-up", "max rel. feature diff",
                          "FID vs train", "FID diff"]))
-    C.write_json(args.json, record)
+    if args.json:
+        config = {"images": args.images, "batch_size": args.batch_size, "repeats": args.repeats,
+                  "ref_count": args.ref_count}
+        write_record("inception_speed", records, config, argv, path=args.json)
     return 0
 
 

@@ -1,12 +1,15 @@
-"""Training levers the bench measures and no profile uses: the cosine schedule and Min-SNR loss weights.
+"""Training levers the bench measures and no profile uses (the cosine schedule, Min-SNR loss weights), and the
+probes that read what a lever changes (how well a network follows the image mean of x_t near t = T).
 
-They live here, not in hw3_utils, because students read hw3_utils/diffusion.py for their tasks; both
+They live here, not in hw3_utils, because students read hw3_utils/diffusion.py for their tasks; the levers
 plug into the kit's own pieces (`DDPM(betas=...)`, the per-image `weights` of `DDPM.loss`).
 """
 
 from __future__ import annotations
 
 import torch
+
+from hw3_utils.diffusion import DDPM
 
 
 def cosine_betas(timesteps: int, s: float = 0.008, max_beta: float = 0.999) -> torch.Tensor:
@@ -40,3 +43,28 @@ def min_snr_weights(ddpm, t: torch.Tensor, gamma: float = 5.0) -> torch.Tensor:
     """
     s = snr(ddpm, t)
     return s.clamp(max=gamma) / s
+
+
+def make_ddpm(cfg, extras: dict) -> DDPM:
+    """The run's DDPM: the profile's schedule, or the cosine one when extras["schedule"] == "cosine"."""
+    if extras.get("schedule") == "cosine":
+        return DDPM(variance=cfg.variance, betas=cosine_betas(cfg.timesteps))
+    return DDPM.from_config(cfg)
+
+
+def mean_error(net, ddpm: DDPM, x0: torch.Tensor) -> float:
+    """`DDPM.mean_error` at t = T-1 with the bench's fixed noise (seed 0), the same for every run."""
+    return ddpm.mean_error(net, x0, generator=torch.Generator().manual_seed(0))
+
+
+@torch.no_grad()
+def mean_slope(net, ddpm: DDPM, x0: torch.Tensor) -> float:
+    """Least-squares slope of the image mean of eps_theta(x_t, t) on the image mean of x_t, at t = T-1.
+
+    1 for a model that follows x_t's mean (eps-hat = x_t there, up to sqrt(alpha-bar_T) x0), 0 for one
+    blind to it; the bench's fixed noise (seed 0). x0: (B, C, H, W) in [-1, 1]."""
+    t = torch.full((x0.shape[0],), ddpm.timesteps - 1)
+    x_t = ddpm.q_sample(x0, t, torch.randn(x0.shape, generator=torch.Generator().manual_seed(0)))
+    mx, me = x_t.mean(dim=(1, 2, 3)), net(x_t, t).float().mean(dim=(1, 2, 3))
+    mx, me = mx - mx.mean(), me - me.mean()
+    return float((mx * me).sum() / (mx * mx).sum())

@@ -14,8 +14,11 @@ pure-Python busy loop, standing in for whatever else the student's machine is do
 The `kit` setting sets neither variable, so hw3_utils applies its own choice (`hw3_utils.OMP_SPIN_COUNT`)
 as it does for a student; the child reports what libgomp was given. A benchmark: prints, asserts nothing.
 
-    python bench/omp_spin.py                      # about 4 minutes on 2 cores
-    python bench/omp_spin.py --settings passive kit --conditions alone --repeats 1 --steps 2   # a smoke run
+Rows are named "<condition> <setting>"; each holds the three timings and what the child saw: spin_count
+(GOMP_SPINCOUNT, null when unset), passive (OMP_WAIT_POLICY=PASSIVE) and torch_loaded_first.
+
+    python -m bench omp_spin                      # about 4 minutes on 2 cores
+    python -m bench omp_spin --settings passive kit --conditions alone --repeats 1 --steps 2   # a smoke run
 """
 
 from __future__ import annotations
@@ -27,9 +30,9 @@ import statistics
 import subprocess
 import sys
 
-import _common as C
-
 import hw3_utils
+from bench import _common as C
+from bench.record import write_record
 
 # name -> the environment the child gets (every wait variable set explicitly, none inherited)
 SETTINGS = {
@@ -72,7 +75,9 @@ def child(steps: int, repeats: int) -> dict:
             fn()
         return statistics.median(C.time_chunks(fn, n * repeats, repeats, torch.device("cpu")))
 
-    return {"GOMP_SPINCOUNT": os.environ.get("GOMP_SPINCOUNT"), "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY"),
+    spin = os.environ.get("GOMP_SPINCOUNT")
+    return {"spin_count": None if spin is None else int(spin),
+            "passive": os.environ.get("OMP_WAIT_POLICY", "").upper() == "PASSIVE",
             "torch_loaded_first": hw3_utils._openmp.TORCH_LOADED_FIRST,
             "train_ms": median_ms(train, steps), "preview_ms": median_ms(call(16), 2 * steps),
             "sample_ms": median_ms(call(cfg.sample_batch_size), max(1, steps // 4))}
@@ -83,7 +88,7 @@ def measure(setting: str, busy: bool, args) -> dict:
     env.update(SETTINGS[setting])
     hog = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if busy else None
     try:
-        out = subprocess.run([sys.executable, __file__, "--child", "--steps", str(args.steps),
+        out = subprocess.run([sys.executable, "-m", "bench", "omp_spin", "--child", "--steps", str(args.steps),
                               "--repeats", str(args.repeats)], env=env, capture_output=True, text=True,
                              check=True, cwd=C.REPO).stdout
     finally:
@@ -94,41 +99,47 @@ def measure(setting: str, busy: bool, args) -> dict:
 
 
 def main(argv=None) -> int:
+    argv = C.argv_of(argv)
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--settings", nargs="*", default=list(SETTINGS), choices=list(SETTINGS))
     p.add_argument("--conditions", nargs="*", default=["alone", "busy"], choices=["alone", "busy"])
     p.add_argument("--steps", type=int, default=10, help="training steps per chunk (model calls: 2x, 1/4x)")
     p.add_argument("--repeats", type=int, default=3, help="chunks; each figure is their median")
-    p.add_argument("--json", default=None, metavar="PATH")
+    C.add_json_arg(p)
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
         print(json.dumps(child(args.steps, args.repeats)))
         return 0
-    import torch
-
-    record = {"bench": "omp_spin", **C.environment(torch.device("cpu")), "kit_spin_count": hw3_utils.OMP_SPIN_COUNT,
-              "rows": []}
+    rows = []
     for cond in args.conditions:
         for s in args.settings:
-            row = {"setting": s, "env": SETTINGS[s], "condition": cond, **measure(s, cond == "busy", args)}
-            record["rows"].append(row)
-            print(f"{cond} {s}: train {row['train_ms']:.0f} ms/step", flush=True)
+            rows.append({"name": f"{cond} {s}", **measure(s, cond == "busy", args)})
+            print(f"{cond} {s}: train {rows[-1]['train_ms']:.0f} ms/step", flush=True)
     if args.json:
-        C.write_json(args.json, record)
-    base = {r["condition"]: r for r in record["rows"] if r["setting"] == "passive"}
-    rows = []
-    for r in record["rows"]:
-        ref = base.get(r["condition"])
-        ratio = (lambda k, r=r, ref=ref: f" ({ref[k] / r[k]:.2f}x)" if ref else "")
-        given = " ".join(f"{k}={r[k]}" for k in WAIT_VARS if r.get(k))
-        rows.append([r["condition"], r["setting"], given + ("" if r["env"] else " (by hw3_utils)"),
-                     f"{r['train_ms']:.0f}{ratio('train_ms')}", f"{r['preview_ms']:.1f}{ratio('preview_ms')}",
-                     f"{r['sample_ms']:.0f}{ratio('sample_ms')}"])
-    print(f"\nms per call (speed-up over passive), `cpu` profile, {record['device']}")
-    print(C.table(rows, ["condition", "setting", "environment", "training step (64)", "model call (16)",
-                         "model call (500)"]))
+        config = {"settings": {s: SETTINGS[s] for s in args.settings}, "kit_spin_count": hw3_utils.OMP_SPIN_COUNT,
+                  "steps": args.steps, "repeats": args.repeats}
+        write_record("omp_spin", rows, config, argv, path=args.json)
+    print(f"\nms per call (speed-up over passive), `cpu` profile, {C.device_name('cpu')}")
+    print(C.table(printed(rows), ["condition", "setting", "environment", "training step (64)", "model call (16)",
+                                  "model call (500)"]))
     return 0
+
+
+def printed(rows: list[dict]) -> list[list[str]]:
+    """The table's lines: each row's timings beside passive's in the same condition."""
+    base = {r["name"].split()[0]: r for r in rows if r["name"].endswith(" passive")}
+    out = []
+    for r in rows:
+        cond, setting = r["name"].split()
+        ref = base.get(cond)
+        ratio = (lambda k, r=r, ref=ref: f" ({ref[k] / r[k]:.2f}x)" if ref else "")
+        given = ("OMP_WAIT_POLICY=PASSIVE " if r["passive"] else "") + (
+            f"GOMP_SPINCOUNT={r['spin_count']}" if r["spin_count"] is not None else "")
+        out.append([cond, setting, given.strip() + ("" if SETTINGS[setting] else " (by hw3_utils)"),
+                    f"{r['train_ms']:.0f}{ratio('train_ms')}", f"{r['preview_ms']:.1f}{ratio('preview_ms')}",
+                    f"{r['sample_ms']:.0f}{ratio('sample_ms')}"])
+    return out
 
 
 if __name__ == "__main__":

@@ -10,7 +10,9 @@
 On the CPU the graph parts run eagerly, so it checks the padding and train() paths only.
 Prints one row per check (relative error ||a - b|| / ||b|| and its tolerance); exit status 1 if any fails.
 
-  python bench/gpu_check.py [--device cpu] [--set model_channels=16]
+Its record: one row per check, named with its tolerance, with the value and ok.
+
+  python -m bench gpu.check [--device cpu] [--set model_channels=16]
 """
 
 from __future__ import annotations
@@ -18,12 +20,12 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
-import sys
 import tempfile
 
-import _common as C
 import torch
 
+from bench import _common as C
+from bench.record import write_record
 from hw3_utils import DDPM, GraphedModel, TrainStep, build_model, train_model
 
 
@@ -123,6 +125,7 @@ CHECKS = {"trainstep": check_trainstep, "graphed_model": check_graphed_model, "t
 
 
 def main(argv=None) -> int:
+    argv = C.argv_of(argv)
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     C.add_config_args(p)
     p.add_argument("--checks", nargs="+", default=list(CHECKS), choices=list(CHECKS), help="default: all")
@@ -131,7 +134,7 @@ def main(argv=None) -> int:
         args.set = ["model_channels=16"]
     cfg = C.config_from_args(args)
     device = C.device_from_args(args)
-    print(f"gpu_check on {C.device_name(device)} (torch {torch.__version__}), model_channels {cfg.model_channels}")
+    print(f"gpu.check on {C.device_name(device)} (torch {torch.__version__}), model_channels {cfg.model_channels}")
     rows = []
     for name in args.checks:
         try:
@@ -140,11 +143,13 @@ def main(argv=None) -> int:
             rows.append((f"{name} raised {type(err).__name__}: {str(err)[:200]}", float("nan"), "", False))
     print(C.table([[n, f"{v:.2e}", tol, "PASS" if ok else "FAIL"] for n, v, tol, ok in rows],
                   ["check", "value", "tolerance", "result"]))
-    record = {"bench": "gpu_check", **C.environment(device),
-              "rows": [dict(check=n, value=v, tolerance=tol, ok=bool(ok)) for n, v, tol, ok in rows]}
-    C.write_json(args.json, record)
+    if args.json:
+        write_record("gpu.check", [{"name": f"{n} ({tol})" if tol else n, "value": v, "ok": bool(ok)}
+                                   for n, v, tol, ok in rows],
+                     {"profile": cfg.profile, "set": C.parse_sets(args.set), "checks": args.checks}, argv,
+                     path=args.json, device=device)
     return 0 if all(ok for *_, ok in rows) else 1
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

@@ -14,10 +14,11 @@ Training resumes from the run folder's checkpoints (an already trained run is ju
 sample folder resumes too (hw3_utils.draw_samples), so a killed run continues where it stopped.
 The default sampler's folder is <run>/samples_<newest checkpoint>, the one notebook 05 fills
 (same seeds and batches), so the notebook reuses it; the others go to <run>/eval/samples_<variant>.
-After every row eval.json and eval.md are rewritten, so a run stopped by a time limit keeps its rows.
+After every row its record (eval.json: rows "training", "reference statistics", one per variant, "total") and
+eval.md are rewritten, so a run stopped by a time limit keeps its rows.
 
-  python bench/evaluate.py                                  # GPU: full profile, runs/full
-  python bench/evaluate.py --profile full-smoke --device cpu --out /tmp/eval_smoke --variants ema ddim5 floor \\
+  python -m bench gpu.evaluate                                  # GPU: full profile, runs/full
+  python -m bench gpu.evaluate --profile full-smoke --device cpu --out /tmp/eval_smoke --variants ema ddim5 floor \\
       --set model_channels=8 train_subset=64 batch_size=16 num_workers=0 timesteps=20 \\
             num_samples=16 sample_batch_size=16 fid_ref_count=16 fid_batch_size=16  # CPU check
 """
@@ -31,9 +32,10 @@ import re
 import time
 from pathlib import Path
 
-import _common as C
 import torch
 
+from bench import _common as C
+from bench.record import write_record
 from hw3_utils import (
     REPORT_FID,
     compute_fid,
@@ -107,7 +109,7 @@ def fid_weights_note() -> str:
 def markdown(rec: dict) -> str:
     env, tr = rec["environment"], rec.get("train", {})
     lines = [
-        "# FID evaluation (bench/evaluate.py)", "",
+        "# FID evaluation (python -m bench gpu.evaluate)", "",
         f"- device: {env['device']}; torch {env['torch']} (CUDA {env['cuda']}); Python {env['python']}",
         f"- date (UTC): {env['date']}; total wall time so far: {rec['wall_s']:.1f} s",
         f"- profile: {rec['profile']}, overrides: {rec['overrides'] or 'none'}; run folder: {rec['run_dir']}",
@@ -143,7 +145,26 @@ def markdown(rec: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv=None) -> dict:
+def record_parts(rec: dict) -> tuple[list[dict], dict]:
+    """(rows, config) of the bench record from the run's state `rec`."""
+    rows = []
+    if rec.get("train"):
+        rows.append({"name": "training", **{k: v for k, v in rec["train"].items() if k != "history"}})
+    if rec.get("reference"):
+        rows.append({"name": "reference statistics", "images": rec["reference"]["images"],
+                     "seconds": rec["reference"]["seconds"]})
+    for r in rec["rows"]:
+        rows.append({"name": r["variant"], **{k: r.get(k) for k in ("fid", "target", "meets_target", "sample_s",
+                                                                     "fid_s", "steps", "bf16")}})
+    rows.append({"name": "total", "wall_s": rec["wall_s"]})
+    config = {k: rec[k] for k in ("profile", "overrides", "run_dir", "num_samples", "fid_weights", "report_fid",
+                                  "targets")}
+    config["variants"] = {r["variant"]: {k: r.get(k) for k in ("what", "note", "folder")} for r in rec["rows"]}
+    return rows, config
+
+
+def main(argv=None) -> int:
+    argv = C.argv_of(argv)
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     C.add_config_args(p)
     p.add_argument("--out", default=None, help="run folder (default runs/<profile>, via hw3_utils.run_dir)")
@@ -164,14 +185,14 @@ def main(argv=None) -> dict:
     json_path = Path(args.json) if args.json else out / "eval" / "eval.json"
     md_path = Path(args.md) if args.md else out / "eval" / "eval.md"
     env = C.environment(device)
-    rec = {"bench": "evaluate", "environment": env, "profile": cfg.profile, "overrides": C.parse_sets(args.set),
-           "config": cfg.to_dict(), "run_dir": str(out), "num_samples": cfg.num_samples,
+    rec = {"environment": env, "profile": cfg.profile, "overrides": C.parse_sets(args.set), "run_dir": str(out),
+           "num_samples": cfg.num_samples,
            "fid_weights": fid_weights_note(), "report_fid": REPORT_FID, "targets": TARGETS, "rows": [],
            "wall_s": 0.0}
 
     def save():
         rec["wall_s"] = time.perf_counter() - t_start
-        C.write_json(json_path, rec)
+        write_record("gpu.evaluate", *record_parts(rec), argv, path=json_path, device=device)
         md_path.parent.mkdir(parents=True, exist_ok=True)
         md_path.write_text(markdown(rec))
 
@@ -180,7 +201,7 @@ def main(argv=None) -> dict:
     result = train_model(cfg, out, device=device, progress=progress)
     rec["train"] = {"wall_s": time.perf_counter() - t0, "train_s": result.seconds, "trained_now": result.seconds > 0,
                     "epochs": len(result.history), "steps": result.step,
-                    "final_loss": result.history[-1] if result.history else None, "history": result.history}
+                    "final_loss": result.history[-1] if result.history else None}
     print(f"training: {rec['train']['epochs']} epochs, {rec['train']['wall_s']:.1f} s")
     save()
 
@@ -247,8 +268,8 @@ def main(argv=None) -> dict:
     save()
     print()
     print(markdown(rec))
-    return rec
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -2,10 +2,10 @@
 # Download, on this machine, the Python wheels the GPU machine lacks, into .whl/ (git-ignored).
 # The GPU image has torch, torchvision, numpy, scipy, pillow, matplotlib, tqdm, pytest, coverage,
 # attrs, psutil, pygments, packaging, python-dateutil, typing-extensions (see the device's KINDS.md)
-# but not pytorch-fid, nbval or the Jupyter kernel stack that nbval drives. bench/gpu_run.sh installs
+# but not pytorch-fid, nbval or the Jupyter kernel stack that nbval drives. bench/gpu/run.sh installs
 # whatever lies in .whl/ with `pip install --no-deps --target /tmp/site`.
 #
-# Usage, from the repo root:   bench/fetch_wheels.sh [PYTHON]        (about 4 MB)
+# Usage, from the repo root:   bench/gpu/fetch_wheels.sh [PYTHON]        (about 4 MB)
 # Then call the device with carry [".devpack", ".whl"].
 # Versions are the ones tested in this repo's .venv; the GPU machine runs Python 3.12 (cp312).
 # Left out on purpose (optional at run time, large): debugpy (ipykernel runs without it), jedi/parso

@@ -1,26 +1,26 @@
 #!/usr/bin/env bash
 # The ONE command for the GPU machine: a whole measurement, results under $OUT (at most 8 files).
 #
-# Here, once:   ../shared/tools/devpack && bench/fetch_wheels.sh
+# Here, once:   ../shared/tools/devpack && bench/gpu/fetch_wheels.sh
 # Device call:  carry [".devpack", ".whl"], timeout_s 600, command:
-#               source .devpack/unpack.sh && bash bench/gpu_run.sh
+#               source .devpack/unpack.sh && bash bench/gpu/run.sh
 #
 # Stages, in order (STAGES picks a subset; each runs under `timeout` inside the BUDGET_S total):
-#   check  bench/gpu_check.py: graphed vs eager TrainStep / GraphedModel, train() tensor data + CUDA graphs vs plain
-#   speed  bench/train_speed.py and bench/sample_speed.py
-#   eval   bench/evaluate.py, full profile: trains runs/full once, FID rows in priority order,
+#   check  gpu.check: graphed vs eager TrainStep / GraphedModel, train() tensor data + CUDA graphs vs plain
+#   speed  gpu.train_speed and gpu.sample_speed
+#   eval   gpu.evaluate, full profile: trains runs/full once, FID rows in priority order,
 #          skipping sampling rows that no longer fit (--time-budget)
 #   nb     the notebooks under nbval, HW3_PROFILE=full, reusing runs/full (checkpoints, samples, FID cache)
 # Environment knobs: OUT (default /tmp/bench_out), STAGES (default "check speed eval nb"), BUDGET_S
 # (default 560: the whole script, inside a 600 s call whose first seconds go to unpacking .devpack),
 # EVAL_VARIANTS (default "all"), EVAL_SET (extra evaluate --set items, default "fid_batch_size=200"),
 # CHECK_ARGS / TRAIN_ARGS / SAMPLE_ARGS (extra bench arguments), EVAL_PROFILE and NB_PROFILE (default
-# full; a CPU dry run of this script uses smoke and tiny --set values, see bench/README.md).
+# full; a CPU dry run of this script uses smoke and tiny --set values, as tests/test_bench.py does).
 # Files in $OUT: log.txt, check.json, train_speed.json, sample_speed.json, eval.json, eval.md,
 # samples_grid.png, nbval.txt. A failing stage is logged and the next one still runs.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 MPLBACKEND=Agg
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 ROOT=$PWD
 OUT=${OUT:-/tmp/bench_out}
 mkdir -p "$OUT"
@@ -50,7 +50,7 @@ stage() {
 }
 
 log "start: stages '$STAGES', budget ${BUDGET_S}s, OUT=$OUT"
-# 1. packages the image lacks (bench/fetch_wheels.sh), 2. this checkout on the path, 3. data + FID weights
+# 1. packages the image lacks (bench/gpu/fetch_wheels.sh), 2. this checkout on the path, 3. data + FID weights
 if ! $PY -c "import pytorch_fid, nbval, ipykernel" 2> /dev/null && compgen -G ".whl/*.whl" > /dev/null; then
   if $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
       .whl/*.whl >> "$LOG" 2>&1; then
@@ -79,13 +79,13 @@ nbval.__version__, 'ipykernel', ipykernel.__version__)" 2>&1
 
 if want check; then
   # shellcheck disable=SC2086
-  stage check 120 $PY bench/gpu_check.py --json "$OUT/check.json" ${CHECK_ARGS:-}
+  stage check 120 $PY -m bench gpu.check --json "$OUT/check.json" ${CHECK_ARGS:-}
 fi
 if want speed; then
   # shellcheck disable=SC2086
-  stage train_speed 150 $PY bench/train_speed.py --json "$OUT/train_speed.json" ${TRAIN_ARGS:-}
+  stage train_speed 150 $PY -m bench gpu.train_speed --json "$OUT/train_speed.json" ${TRAIN_ARGS:-}
   # shellcheck disable=SC2086
-  stage sample_speed 180 $PY bench/sample_speed.py --batch-sizes 1000 2500 --json "$OUT/sample_speed.json" \
+  stage sample_speed 180 $PY -m bench gpu.sample_speed --batch-sizes 1000 2500 --json "$OUT/sample_speed.json" \
     ${SAMPLE_ARGS:-}
 fi
 if want eval; then
@@ -93,7 +93,7 @@ if want eval; then
   budget=$(( $(left) - 15 ))
   EVAL_PROFILE=${EVAL_PROFILE:-full}
   # shellcheck disable=SC2086
-  stage eval 100000 $PY bench/evaluate.py --profile "$EVAL_PROFILE" --out "$HW3_RUNS_DIR/$EVAL_PROFILE" --variants ${EVAL_VARIANTS:-all} \
+  stage eval 100000 $PY -m bench gpu.evaluate --profile "$EVAL_PROFILE" --out "$HW3_RUNS_DIR/$EVAL_PROFILE" --variants ${EVAL_VARIANTS:-all} \
     --set ${EVAL_SET:-fid_batch_size=200} --json "$OUT/eval.json" --md "$OUT/eval.md" --grid "$OUT/samples_grid.png" \
     --time-budget "$budget" --no-progress
 fi
@@ -110,8 +110,8 @@ log "done in $(( $(date +%s) - T0 ))s"
 echo
 echo "================ SUMMARY (full output in $OUT/log.txt) ================"
 for name in check train_speed sample_speed; do
-  # each bench prints its table last, starting at its 'device:' or 'gpu_check' line
-  [ -f "$TMP/$name.txt" ] && { echo "--- $name"; sed -n '/^device: \|^gpu_check on /,$p' "$TMP/$name.txt" | grep -v '^wrote '; }
+  # each bench prints its table last, starting at its 'device:' or 'gpu.check' line
+  [ -f "$TMP/$name.txt" ] && { echo "--- $name"; sed -n '/^device: \|^gpu.check on /,$p' "$TMP/$name.txt" | grep -v '^wrote '; }
 done
 [ -f "$OUT/eval.md" ] && { echo "--- eval"; cat "$OUT/eval.md"; }
 [ -f "$TMP/nb.txt" ] && { echo "--- nb"; tail -n 15 "$TMP/nb.txt"; }

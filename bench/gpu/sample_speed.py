@@ -17,8 +17,11 @@ them), or the EMA weights of a run folder with --run.
       the other --ddim-steps counts are projected from that run's time per step.
 A benchmark: prints, asserts nothing.
 
-  python bench/sample_speed.py                                     # GPU: 10,000 images
-  python bench/sample_speed.py --device cpu --num-images 16 --batch-sizes 8 --steps 2 --warmup 1 \\
+Its record: one row per (mode, batch) named "ancestral <mode> B=<batch>", then one per (mode, steps) named
+"DDIM-<steps> <mode>" (measured: true where timed end to end); config holds the sizes and any mode that failed.
+
+  python -m bench gpu.sample_speed                                     # GPU: 10,000 images
+  python -m bench gpu.sample_speed --device cpu --num-images 16 --batch-sizes 8 --steps 2 --warmup 1 \\
       --ddim-steps 5 10 --ddim-measure 10 --set model_channels=8
 """
 
@@ -29,9 +32,10 @@ import copy
 import math
 import time
 
-import _common as C
 import torch
 
+from bench import _common as C
+from bench.record import write_record
 from hw3_utils import DDPM, GraphedModel, build_model, load_model, sample
 from hw3_utils.cuda_graphs import autocast
 
@@ -58,7 +62,8 @@ class Eager(torch.nn.Module):
             return self.model(x, t).float()
 
 
-def main(argv=None) -> dict:
+def main(argv=None) -> int:
+    argv = C.argv_of(argv)
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     C.add_config_args(p)
     p.add_argument("--run", default=None, help="load EMA weights from this run folder (default: fresh weights)")
@@ -170,13 +175,16 @@ def main(argv=None) -> dict:
     print("targets (issue 5, one H100/H200): 10,000 x 1000 ancestral steps <= 45 s; DDIM 100 steps < 5 s")
     for key, why in failed.items():
         print(f"FAILED {key}: {why}")
-    record = {"bench": "sample_speed", **env, "profile": cfg.profile, "config": cfg.to_dict(),
-              "weights": args.run or "fresh", "num_images": n, "timesteps": T, "timed_steps": args.steps,
-              "warmup_steps": args.warmup, "repeats": args.repeats, "ancestral": ancestral, "ddim": ddim,
-              "failed": failed}
-    C.write_json(args.json, record)
-    return record
+    if args.json:
+        config = {"profile": cfg.profile, "set": C.parse_sets(args.set), "weights": args.run or "fresh",
+                  "num_images": n, "timesteps": T, "timed_steps": args.steps, "warmup_steps": args.warmup,
+                  "repeats": args.repeats, "failed": failed}
+        rows = [*({"name": f"ancestral {r['mode']} B={r['batch_size']}", **r} for r in ancestral),
+                *({"name": f"DDIM-{r['steps']} {r['mode']}", **r} for r in ddim)]
+        write_record("gpu.sample_speed", [{k: v for k, v in r.items() if k != "mode"} for r in rows], config, argv,
+                     path=args.json, device=device)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -16,8 +16,11 @@ Each path: --warmup steps, then --steps steps in --repeats chunks, each chunk ti
 device with CUDA events; ms/step is the median over chunks. Projected time = ms/step x
 steps/epoch x cfg.epochs (469 x 50 for the full profile). A benchmark: prints, asserts nothing.
 
-  python bench/train_speed.py                                  # GPU, full profile
-  python bench/train_speed.py --device cpu --steps 4 --warmup 1 --set model_channels=8 train_subset=256 num_workers=0
+Its record: one row per path, named by its label; config holds the sizes and any path that failed.
+
+  python -m bench gpu.train_speed                                  # GPU, full profile
+  python -m bench gpu.train_speed --device cpu --steps 4 --warmup 1 --set model_channels=8 train_subset=256 \\
+      num_workers=0
 """
 
 from __future__ import annotations
@@ -29,10 +32,11 @@ import gc
 import math
 import time
 
-import _common as C
 import torch
 from torch.utils.data import DataLoader
 
+from bench import _common as C
+from bench.record import write_record
 from hw3_utils import DDPM, TrainStep, build_model, load_mnist, load_tensor, subset, train_model
 from hw3_utils.data import epoch_permutation, worker_count
 from hw3_utils.train import ema_update, first_non_finite, make_optimizer
@@ -121,7 +125,8 @@ def kit_path(cfg, dataset, device, amp_bf16: bool, channels_last: bool = False):
     return step, last, step_fn
 
 
-def main(argv=None) -> dict:
+def main(argv=None) -> int:
+    argv = C.argv_of(argv)
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     C.add_config_args(p)
     p.add_argument("--steps", type=int, default=200, help="timed steps per path (default 200)")
@@ -218,13 +223,14 @@ def main(argv=None) -> dict:
     print("targets (issue 5, one H100/H200, full profile): 50 epochs <= 90 s and >= 2.5x (a)")
     for key, why in failed.items():
         print(f"FAILED {key}: {why}")
-    record = {"bench": "train_speed", **env, "profile": cfg.profile, "config": cfg.to_dict(),
-              "batch_size": cfg.batch_size, "steps_per_epoch": steps_per_epoch, "epochs": cfg.epochs,
-              "warmup_steps": warmup, "timed_steps": args.steps, "repeats": args.repeats, "results": results,
-              "failed": failed}
-    C.write_json(args.json, record)
-    return record
+    if args.json:
+        config = {"profile": cfg.profile, "set": C.parse_sets(args.set), "batch_size": cfg.batch_size,
+                  "steps_per_epoch": steps_per_epoch, "epochs": cfg.epochs, "warmup_steps": warmup,
+                  "timed_steps": args.steps, "repeats": args.repeats, "failed": failed}
+        rows = [{"name": r["label"], **{k: v for k, v in r.items() if k != "label"}} for r in results.values()]
+        write_record("gpu.train_speed", rows, config, argv, path=args.json, device=device)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())
