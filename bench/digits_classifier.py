@@ -34,11 +34,13 @@ def main(argv=None) -> int:
               "parameters": sum(q.numel() for q in digits.DigitClassifier().parameters())}
     rows = []
     for seed in args.seeds:
-        start = time.perf_counter()
+        load_before, start = os.getloadavg()[0], time.perf_counter()
         model = digits.train_classifier(None, seed=seed)
         train_s = time.perf_counter() - start
+        # the 1-minute load average before and after: other processes on the cores slow the training down
         rows.append({"name": f"seed {seed}", "seed": seed, "train_s": train_s,
-                     "test_accuracy": digits.mnist_test_accuracy(model), "threads": torch.get_num_threads()})
+                     "test_accuracy": digits.mnist_test_accuracy(model), "threads": torch.get_num_threads(),
+                     "load_1min_before": load_before, "load_1min_after": os.getloadavg()[0]})
         print(f"seed {seed}: {train_s:.1f} s, test accuracy {rows[-1]['test_accuracy']:.2%}", flush=True)
     print(f"{C.device_name('cpu')}, load average at the start {load}")
     print(C.table([[r["seed"], f"{r['train_s']:.1f}", f"{r['test_accuracy']:.4f}"] for r in rows],
