@@ -21,6 +21,8 @@ def main(argv=None) -> int:
                    help="where students download mnist_train_all.npz and mnist_test_all.npz (a base URL)")
     r.add_argument("--fid-stats-dir", default=None,
                    help="your copies of those files, whose sha256 the release records (default: runs/fid_cache)")
+    r.add_argument("--questions", default=None,
+                   help="where the written questions are frozen for grading (default: grader/questions.json)")
     sub.add_parser("build-check-data", help="rebuild hw3_utils/check_data.pt from the solution")
     g = sub.add_parser("grade", help="grade a folder of submission zips")
     g.add_argument("submissions")
@@ -36,6 +38,8 @@ def main(argv=None) -> int:
     m.add_argument("out", nargs="?", default=str(REPO / "grades"))
     b = sub.add_parser("gradescope-bundle", help="build autograder.zip for Gradescope")
     b.add_argument("out", nargs="?", default=str(REPO / "autograder.zip"))
+    b.add_argument("--written", default=None,
+                   help="OUT/final/gradescope_written.json (make merge): post the written points and comments too")
     sub.add_parser("check-patches", help="check that every known mistake and correct variant applies exactly once")
     sub.add_parser("tolerances", help="measure each task's tolerance against its variants and mistakes (README table)")
     args = p.parse_args(argv)
@@ -44,10 +48,11 @@ def main(argv=None) -> int:
 
 def cmd_release(args) -> int | None:
     from .release import ReleaseError, make_release
+    from .written import QUESTIONS_FILE
 
     try:
         make_release(args.out, repo_url=args.repo_url, fid_stats_url=args.fid_stats_url,
-                     fid_stats_dir=args.fid_stats_dir)
+                     fid_stats_dir=args.fid_stats_dir, questions_out=Path(args.questions or QUESTIONS_FILE))
     except ReleaseError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -74,8 +79,9 @@ def cmd_grade(args) -> None:
                                   release_dir=args.release, reference=args.reference, jobs=args.jobs or None,
                                   progress=sys.stderr, update=args.update)
     if args.update:
-        print(f"regraded {', '.join(g.student for g in graded)}: their rows of grades.csv and "
-              "written/sheet.csv are replaced (summary.md still describes the last full batch)")
+        print(f"regraded {', '.join(g.student for g in graded)}: their rows of grades.csv are replaced; in "
+              "written/sheet.csv an unchanged answer keeps its points and a changed one is blanked and flagged "
+              "(summary.md still describes the last full batch)")
     else:
         print("\n".join(headline(summarize(graded, TASKS))))
     print(f"-> {Path(args.out) / 'grades.csv'}; grade the written answers in {Path(args.out) / 'written'}, "
@@ -90,14 +96,15 @@ def cmd_merge(args) -> int | None:
     except (MergeError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(f"wrote {final} (every part) and {lms} (student id, total, code, written: for the LMS)")
+    print(f"wrote {final} (every part) and {lms} (student id, total, code, written: for the LMS); the written "
+          f"points and comments are in each feedback/<student>.md and in final/gradescope_written.json")
     return None
 
 
 def cmd_gradescope_bundle(args) -> None:
     from .gradescope import build_bundle
 
-    print(f"wrote {build_bundle(Path(args.out))}")
+    print(f"wrote {build_bundle(Path(args.out), Path(args.written) if args.written else None)}")
 
 
 def cmd_check_patches(args) -> int:

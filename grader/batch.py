@@ -42,7 +42,7 @@ from .extract import (
 from .render import Graded, Kind, TaskResult, failed, passed, read_csv, write_csv
 from .runner import STARTUP_SECONDS, preflight, run_submission
 from .similarity import similar_pairs
-from .written import write_sheet, written_answers
+from .written import submission_written, write_sheet
 
 MiB = 1024 * 1024
 
@@ -128,9 +128,10 @@ def grade_one(zpath: Path, work: Path, release_kit: Path, ref: dict, task_timeou
             notes.append("no runs/<profile>/fid.json in the submission")
         notes += manifest_notes(ex.files)
     flags = flags_of(per_task, ex, notebooks)  # reads the extracted fid.json: before it is removed
-    written = written_answers(notebooks)
+    answers, written, moved = submission_written(notebooks, ex.files)  # reads fid.json too
     shutil.rmtree(work, ignore_errors=True)
-    return Graded(zpath.stem, status, per_task, notes, sandbox.DESCRIPTION[zygote.mode], flags, written)
+    return Graded(zpath.stem, status, per_task, notes, sandbox.DESCRIPTION[zygote.mode], flags + moved, answers,
+                  written)
 
 
 ERROR_LOG = "grader-errors.log"  # in OUT: the traceback of every submission the grader itself failed on

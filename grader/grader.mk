@@ -4,13 +4,16 @@
 #                                 : the student kit in release/ (solutions stubbed, hidden tests removed, the
 #                                   repository students clone written into the notebooks; REPO_URL=none: local only;
 #                                   FID_STATS_URL: where students download MNIST's FID statistics, whose sha256
-#                                   the release takes from DIR, default runs/fid_cache)
+#                                   the release takes from DIR, default runs/fid_cache;
+#                                   the written questions frozen in grader/questions.json, which grading reads)
 #   make grade SUBMISSIONS=DIR [JOBS=N] : grade DIR/*.zip into $(OUT) (grades.csv, feedback/<student>.md,
 #                                   summary.md/png), N at once (default: the number of cores)
 #   make regrade SUBMISSIONS=DIR : grade DIR/*.zip again, replacing only those students' rows in $(OUT)
 #   make merge                    : $(OUT)/written/sheet.csv (filled in) + grades.csv -> $(OUT)/final/
-#                                   grades.csv (every part) and lms.csv (student id, total, code, written)
-#   make gradescope               : autograder.zip for Gradescope
+#                                   grades.csv (every part) and lms.csv (student id, total, code, written);
+#                                   the written points and comments into $(OUT)/feedback/<student>.md
+#   make gradescope [WRITTEN=F]   : autograder.zip for Gradescope (WRITTEN=$(OUT)/final/gradescope_written.json,
+#                                   from make merge: it posts the written points and comments too)
 #   make check-data               : rebuild hw3_utils/check_data.pt from the solution
 OUT ?= grades
 TASK_TIMEOUT ?= 60
@@ -34,7 +37,7 @@ merge: $(VENV)/.installed
 	$(PY) -m grader merge "$(OUT)"
 
 gradescope: $(VENV)/.installed
-	$(PY) -m grader gradescope-bundle autograder.zip
+	$(PY) -m grader gradescope-bundle autograder.zip $(if $(WRITTEN),--written "$(WRITTEN)",)
 
 check-data: $(VENV)/.installed
 	$(PY) -m grader build-check-data

@@ -3,7 +3,10 @@
 The bundle carries the student kit (stubs), this grader (without patches.py, which patches the
 solution) and the reference (the solution's outputs on the public and hidden cases, as tensors):
 no solution source. run_autograder reads $AUTOGRADER_ROOT/submission/ (one zip, or loose files
-mapped by name) and writes $AUTOGRADER_ROOT/results/results.json in Gradescope's format.
+mapped by name) and writes $AUTOGRADER_ROOT/results/results.json in Gradescope's format. A bundle built with
+`written=` (`make gradescope WRITTEN=OUT/final/gradescope_written.json`, which `make merge` writes) adds each
+student's written points and the TA's comments as tests, shown once the grades are published: rerun the
+autograder on every submission to post them.
 """
 
 from __future__ import annotations
@@ -75,10 +78,21 @@ exec "${PYTHON:-python3}" -m grader.gradescope run --root "$ROOT" --source "$SRC
 
 BUNDLE_GRADER_FILES = ("__init__.py", "__main__.py", "batch.py", "extract.py", "runner.py", "render.py",
                        "gradescope.py", "reference.py", "release.py", "summary.py", "sandbox.py", "zygote.py",
-                       "nobody.py", "written.py", "similarity.py")
+                       "nobody.py", "written.py", "similarity.py", "ta_view.py")
+WRITTEN_JSON = "written.json"  # in the bundle: {student id: [Gradescope tests of the written half]}
 
 
-def build_bundle(out: Path) -> Path:
+def written_tests(qs: dict, pts: dict) -> list[dict]:
+    """The written half as Gradescope tests: `qs` {qid: written.Question}, `pts` {qid: (points, TA's comment)};
+    names and comments made safe (render.untrusted), visible once the grades are published."""
+    from .render import untrusted
+
+    return [{"name": f"Written {qid}: {untrusted(q.title, 200)}", "score": pts[qid][0], "max_score": q.points,
+             "output": untrusted(pts[qid][1]), "output_format": "md", "visibility": "after_published"}
+            for qid, q in qs.items()]
+
+
+def build_bundle(out: Path, written: Path | None = None) -> Path:
     from .reference import build_reference, save_reference
     from .release import make_release
 
@@ -91,6 +105,8 @@ def build_bundle(out: Path) -> Path:
             shutil.copyfile(REPO / "grader" / name, root / "grader" / name)
         (root / "reference").mkdir()
         save_reference(build_reference(), root / "reference" / "reference.pt")
+        if written:
+            shutil.copyfile(written, root / WRITTEN_JSON)
         (root / "setup.sh").write_text(setup_sh())
         (root / "run_autograder").write_text(RUN_AUTOGRADER)
 
@@ -156,6 +172,8 @@ def run(root: Path, source: Path, task_timeout: float = 60.0) -> dict:
                                     release_dir=source / "release", reference=source / "reference" / "reference.pt",
                                     extra_hidden=[root / "submission", results_dir])
     result = rows[0].gradescope(header)
+    if (source / WRITTEN_JSON).is_file():
+        result["tests"] += json.loads((source / WRITTEN_JSON).read_text(encoding="utf-8")).get(student, [])
     atomic_write(results_dir / "results.json", json.dumps(result, indent=2))
     return result
 

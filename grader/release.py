@@ -304,7 +304,8 @@ def _git_commit(root: Path) -> str | None:
 
 
 def make_release(out: Path | str = REPO / "release", root: Path = REPO, quiet: bool = False,
-                 repo_url: str | None = None, fid_stats_url: str | None = None, fid_stats_dir=None) -> Path:
+                 repo_url: str | None = None, fid_stats_url: str | None = None, fid_stats_dir=None,
+                 questions_out: Path | None = None) -> Path:
     """Write the student kit to `out` (replaced). Refuses if a stripped file still holds a region.
 
     repo_url: the git repository students clone, written into every notebook's setup cell and into
@@ -312,6 +313,8 @@ def make_release(out: Path | str = REPO / "release", root: Path = REPO, quiet: b
     fid_stats_url: where students download mnist_train_all.npz and mnist_test_all.npz (with the sha256 of
     the copies in `fid_stats_dir`); without it a student lacking them gets one line saying to ask.
     The README is the student's: STUDENT_README (`release_readme`).
+    questions_out: where the written questions are frozen for grading (grader/written.py's QUESTIONS_FILE for
+    `make release`); never inside the kit.
     """
     out, root = Path(out), Path(root)
     url = check_repo_url(repo_url)
@@ -365,9 +368,19 @@ def make_release(out: Path | str = REPO / "release", root: Path = REPO, quiet: b
         dst.write_bytes(data)
         shutil.copymode(sources[rel], dst)
     (out / "RELEASE.json").write_text(json.dumps(info, indent=2) + "\n")
+    if questions_out is not None:
+        from .written import freeze
+
+        if Path(questions_out).resolve().is_relative_to(out.resolve()):
+            raise ReleaseError(f"{questions_out} is inside the student kit {out}: the questions file holds the "
+                               "rubrics and model answers, keep it outside")
+        freeze(Path(questions_out), root, info["source_commit"])
     if not quiet:
         print(f"release: {len(staged)} files -> {out} ({sum(len(v) for v in found.values())} solution regions "
               f"stubbed in {len(found)} files)")
+        if questions_out is not None:
+            print(f"release: the written questions (points, rubrics, model answers) frozen in {questions_out}, "
+                  "which grading and merging read: keep it, never hand it out")
         if info["fid_stats_url"] is None:
             print("release: no FID_STATS_URL, so students without MNIST's FID statistics (a 2.5 h computation on a "
                   "CPU) are told to ask you for mnist_train_all.npz and mnist_test_all.npz")

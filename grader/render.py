@@ -5,7 +5,9 @@ notebooks, fid.json and the manifest, the flags) can carry what a submission wro
 file name, a profile name, a manifest field. `untrusted()` makes each of them safe once, when the record is
 built (`Graded.__post_init__`): control characters and terminal escape sequences removed, line breaks made
 spaces, and the characters that HTML or Markdown would read as structure escaped. grades.csv, the feedback
-files, summary.md, Gradescope's results.json and the terminal all print the record as it is.
+files, summary.md, Gradescope's results.json and the terminal all print the record as it is. The written
+answers are the exception: kept as written (capped), they reach a page only through grader/ta_view.py's
+sanitizer, and a TA's comment reaches the feedback through `untrusted` (grader/written.py).
 
 Failure kinds are a field (`Kind`), which the summary and the look-flags read; no decision matches words.
 """
@@ -19,6 +21,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hw3_utils.answers import TEXT_CHARS
 from hw3_utils.atomic import atomic_write
 
 from .extract import _tasks
@@ -42,13 +45,6 @@ def untrusted(text, limit: int = LIMIT) -> str:
         s = s[:limit - 1] + "…"
     s = "".join(_HTML.get(c, c) for c in s)
     return _MARKDOWN.sub(r"\\\1", s)
-
-
-def untrusted_block(text, limit: int = 8000) -> str:
-    """A student's multi-line text (a written answer) made safe as a Markdown blockquote: each line as
-    `untrusted` makes it, so line breaks stay and no structure or markup of its own survives."""
-    lines = str(text)[:limit].splitlines() or [""]
-    return "\n".join("> " + untrusted(line, limit) for line in lines)
 
 
 def safe_name(name) -> str:
@@ -118,14 +114,17 @@ class Graded:
     notes: list[str] = field(default_factory=list)
     sandbox: str = ""  # how the code ran (grader/sandbox.py's description of the mode)
     flags: list[str] = field(default_factory=list)  # why a human should look (grader/summary.py)
-    answers: dict[str, str] = field(default_factory=dict)  # written answers by question id, made safe as blocks
+    # the written half, kept as written (capped) for the TA's pages, which render it only through their
+    # sanitizer (grader/ta_view.py): answers by question id, and grader.written.submission_written's rest
+    answers: dict[str, str] = field(default_factory=dict)
+    written: dict = field(default_factory=dict)
 
     def __post_init__(self):
         self.student = safe_name(self.student)
         self.status = untrusted(self.status, 200)
         self.notes = [untrusted(n) for n in self.notes]
         self.flags = [untrusted(f, 200) for f in self.flags]
-        self.answers = {safe_name(q): untrusted_block(a) for q, a in self.answers.items()}
+        self.answers = {safe_name(q): str(a)[:TEXT_CHARS] for q, a in self.answers.items()}
 
     @property
     def total(self) -> int:

@@ -1,30 +1,46 @@
-"""The written half of the homework, for the instructor: the questions, each submission's answers, the grading
-sheet, and the merge of its points with the autograder's into the final gradebook.
+"""The written half of the homework, for the instructor: the questions frozen at release, each submission's
+answers, the grading sheet, and the merge of its points with the autograder's into the final gradebook.
 
-The questions live in the instructor's notebooks (hw3_utils/answers.py describes the cells): the prompt cell,
-then the answer cell with its points, model answer and rubric. `make grade` writes
+The questions live in the instructor's notebooks (hw3_utils/answers.py describes the cells). `make release`
+freezes them (points, prompts, rubrics, model answers) into QUESTIONS_FILE, an instructor-only file never
+shipped; grading copies it into OUT and grading and merging read that copy, so an edit of the notebooks after
+the release changes no one's maximum. `make grade` writes
 
-    OUT/written/sheet.csv     one row per student and question: points (to fill in), max points, comment
-    OUT/written/<qid>.md      one page per question: prompt, rubric, model answer, then every student's answer
+    OUT/written/questions.json  the frozen questions this OUT is graded against
+    OUT/written/answers.json    every student's answers (text, sha256, where found), their run's figures and FID
+    OUT/written/sheet.csv       one row per student and question: points (to fill in), max points, comment,
+                                answered, flag (why to look: moved, duplicated, changed since graded)
+    OUT/written/<qid>.html      one page per question (grader/ta_view.py), from the whole store
 
-and `python -m grader merge OUT` (`make merge`) combines the filled sheet with OUT/grades.csv into
-OUT/final/grades.csv (every part) and OUT/final/lms.csv (student id, total, code, written) for an LMS import.
+A regrade (`make regrade`, `update=True`) replaces the regraded students in the store and keeps everyone
+else; a student's row keeps its points and comment while the answer's sha256 is unchanged, and is blanked and
+flagged when the answer changed. `python -m grader merge OUT` (`make merge`) combines the filled sheet with
+OUT/grades.csv into OUT/final/grades.csv and lms.csv, writes the written points and the TA's comments into
+each student's feedback (OUT/feedback/<student>.md), and the same as Gradescope tests
+(OUT/final/gradescope_written.json, which `make gradescope WRITTEN=...` bundles).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
-from dataclasses import dataclass
+import sys
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from hw3_utils.answers import answers, cell_source, instructor_parts, is_answer_cell
+from hw3_utils.answers import cell_source, instructor_parts, is_answer_cell, read_all
 from hw3_utils.atomic import atomic_write
 
 from . import REPO
-from .render import read_csv, write_csv
+from .render import read_csv, safe_name, untrusted, write_csv
 
-SHEET_FIELDS = ["student", "question", "max_points", "points", "comment", "answered"]
+SHEET_FIELDS = ["student", "question", "max_points", "points", "comment", "answered", "flag"]
+QUESTIONS_FILE = REPO / "grader" / "questions.json"  # written by `make release`; keep it with the release
+QUESTIONS = "questions.json"  # OUT/written/'s copy
+STORE = "answers.json"
+CHANGED = "answer changed since it was graded: look again"
+FEEDBACK_HEADING = "## Written answers"
 
 
 @dataclass
@@ -39,7 +55,7 @@ class Question:
 
 
 def questions(root: Path = REPO) -> list[Question]:
-    """The written questions of the instructor's notebooks, in order."""
+    """The written questions of the instructor's notebooks as they are now, in order."""
     out = []
     for path in sorted((Path(root) / "notebooks").glob("*.ipynb")):
         cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
@@ -56,56 +72,142 @@ def questions(root: Path = REPO) -> list[Question]:
     return out
 
 
+def freeze(path: Path = QUESTIONS_FILE, root: Path = REPO, commit: str | None = None) -> Path:
+    """Write the questions of `root`'s notebooks to `path` (`make release` does, beside the kit, never in it)."""
+    qs = questions(root)
+    atomic_write(Path(path), json.dumps({"source_commit": commit, "total_points": sum(q.points for q in qs),
+                                         "questions": [asdict(q) for q in qs]}, indent=1) + "\n")
+    return Path(path)
+
+
+def load_questions(path: Path) -> list[Question]:
+    return [Question(**q) for q in json.loads(Path(path).read_text(encoding="utf-8"))["questions"]]
+
+
+def graded_questions(out: Path, source: Path | None = None) -> list[Question]:
+    """The questions OUT is graded against: its own copy; else the release's frozen file (`source`), copied in;
+    else, with a warning, the notebooks as they are now (frozen into OUT from then on)."""
+    copy, source = Path(out) / "written" / QUESTIONS, Path(source or QUESTIONS_FILE)
+    if not copy.exists():
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        if source.is_file():
+            atomic_write(copy, source.read_text(encoding="utf-8"))
+        else:
+            if (REPO / "notebooks").is_dir():
+                print(f"warning: {source} does not exist (`make release` writes it): the questions are read from "
+                      f"the notebooks as they are now and frozen in {copy}", file=sys.stderr)
+            freeze(copy)
+    return load_questions(copy)
+
+
+# what a submission says ------------------------------------------------------------------------------------
 def written_answers(notebooks: dict) -> dict[str, str]:
-    """{question id: what the student wrote} from a submission's notebooks as extract.read_notebooks read
-    them (checked JSON, or the error of one that cannot be read, which adds no answers). Untrusted text."""
-    out = {}
-    for name, nb in sorted(notebooks.items()):
-        if isinstance(nb, dict):
-            out.update({a.qid: a.text for a in answers(nb, Path(name).stem)})
-    return out
+    """{question id: the text that counts} from a submission's notebooks as extract.read_notebooks read them
+    (checked JSON, or the error of one that cannot be read, which adds no answers). Untrusted text."""
+    return {qid: c.answer.text for qid, c in read_all(_readable(notebooks)).items()}
+
+
+def _readable(notebooks: dict) -> dict:
+    return {name: nb for name, nb in notebooks.items() if isinstance(nb, dict)}
+
+
+def submission_written(notebooks: dict, files: dict[str, Path]) -> tuple[dict, dict, list[str]]:
+    """(answers {qid: text}, the rest of the written half for `Graded.written`, flags for a human look) of one
+    submission: its notebooks as extract.read_notebooks read them and its extracted files (for fid.json).
+    written = {"flags": {qid: [...]}, "others": {qid: [texts of copies not counted]},
+               "run": {notebook: ta_view.notebook_run}, "fid": ta_view.fid_rows of its fid.json or None}."""
+    from hw3_utils.student_files import Unreadable, load_json
+
+    from .extract import FID_RE
+    from .ta_view import fid_rows, notebook_run
+
+    readable = _readable(notebooks)
+    chosen = read_all(readable)
+    fid = None
+    for name in sorted(n for n in files if FID_RE.match(n))[:1]:
+        try:
+            fid = fid_rows(load_json(files[name]))
+        except Unreadable:
+            fid = None
+    written = {"flags": {q: c.flags for q, c in chosen.items() if c.flags},
+               "others": {q: [a.text for a in c.others] for q, c in chosen.items() if c.others},
+               "run": {Path(name).stem: notebook_run(nb) for name, nb in sorted(readable.items())}, "fid": fid}
+    return {q: c.answer.text for q, c in chosen.items()}, written, [f for c in chosen.values() for f in c.flags]
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def store_entry(g, folder: Path) -> dict:
+    """One student's entry of the store from their `Graded` record; their figures written to run/<student>/."""
+    import shutil
+
+    w = g.written or {}
+    entry = {"answers": {}, "run": {}, "fid": w.get("fid")}
+    for qid, text in g.answers.items():
+        entry["answers"][qid] = {"text": text, "sha256": _sha(text), "flags": w.get("flags", {}).get(qid, []),
+                                 "others": w.get("others", {}).get(qid, [])}
+    figures = folder / "run" / g.student
+    shutil.rmtree(figures, ignore_errors=True)
+    for nb, shown in (w.get("run") or {}).items():
+        files = {}
+        for name, data in shown.get("figures", {}).items():
+            files[name] = f"{safe_name(nb)}_{name}.png"
+            figures.mkdir(parents=True, exist_ok=True)
+            atomic_write(figures / files[name], data)
+        entry["run"][nb] = {"figures": files, "printed": shown.get("printed", []),
+                            "writes_fid": shown.get("writes_fid", False)}
+    return entry
+
+
+# the sheet, the store, the pages ----------------------------------------------------------------------------
+def _row(student: str, q: Question, answer: dict, old: dict | None, old_sha: str | None) -> dict:
+    """The sheet's row: the old one while the answer is unchanged; else blank (0 when unanswered), flagged."""
+    text = answer.get("text", "")
+    if old is not None and old_sha == _sha(text):
+        return {**{k: old.get(k, "") for k in SHEET_FIELDS}, "max_points": q.points}
+    answered = bool(re.sub(r"[>\s]", "", text))
+    flags = list(answer.get("flags", [])) + ([CHANGED] if old is not None and answered else [])
+    return {"student": student, "question": q.qid, "max_points": q.points, "points": "" if answered else 0,
+            "comment": "" if answered else "no answer", "answered": "yes" if answered else "no",
+            "flag": "; ".join(flags)}
 
 
 def write_sheet(graded: list, out: Path, keep_others: bool = False) -> Path:
-    """OUT/written/sheet.csv and one page per question. `keep_others` (a regrade): the rows of students not in
-    `graded` stay as they are, points filled in included; the regraded students' rows start blank again."""
-    qs = questions()
+    """The store, OUT/written/sheet.csv and the pages, for the students in `graded`. `keep_others` (a regrade):
+    every other student stays in the store, the sheet and the pages as they were."""
+    from .ta_view import write_pages
+
     folder = Path(out) / "written"
     folder.mkdir(parents=True, exist_ok=True)
-    sheet = folder / "sheet.csv"
+    qs = graded_questions(out)
+    sheet, store_path = folder / "sheet.csv", folder / STORE
+    old_store = json.loads(store_path.read_text(encoding="utf-8")) if store_path.exists() else {}
+    old_rows = {(r["student"], r["question"]): r for r in read_csv(sheet)} if sheet.exists() else {}
     regraded = {g.student for g in graded}
-    rows = [r for r in read_csv(sheet) if r["student"] not in regraded] if keep_others and sheet.exists() else []
+    store = {s: e for s, e in old_store.items() if keep_others and s not in regraded}
+    rows = [r for (s, _), r in old_rows.items() if s in store]
     for g in graded:
+        store[g.student] = store_entry(g, folder)
+        before = old_store.get(g.student, {}).get("answers", {})
         for q in qs:
-            text = g.answers.get(q.qid, "")
-            answered = bool(re.sub(r"[>\s]", "", text))
-            rows.append({"student": g.student, "question": q.qid, "max_points": q.points,
-                         "points": "" if answered else 0, "comment": "" if answered else "no answer",
-                         "answered": "yes" if answered else "no"})
+            rows.append(_row(g.student, q, store[g.student]["answers"].get(q.qid, {}),
+                             old_rows.get((g.student, q.qid)), before.get(q.qid, {}).get("sha256")))
     rows.sort(key=lambda r: (r["student"], r["question"]))
+    atomic_write(store_path, json.dumps(store, indent=1, ensure_ascii=True) + "\n")
     write_csv(sheet, SHEET_FIELDS, rows)
-    for q in qs:
-        page = [f"# {q.qid} · {q.title}", "", f"From `{q.notebook}`, {q.points} points.", "", q.prompt, "",
-                "## Rubric", "", q.rubric, "", "## Model answer", "", q.model, "", "## Answers", ""]
-        for g in sorted(graded, key=lambda g: g.student):
-            text = g.answers.get(q.qid, "")
-            page += [f"### {g.student}", "", text if re.sub(r"[>\s]", "", text) else "_no answer_", ""]
-        atomic_write(folder / f"{q.qid}.md", "\n".join(page) + "\n")
+    write_pages(qs, store, folder)
     return sheet
 
 
+# the merge -------------------------------------------------------------------------------------------------
 class MergeError(ValueError):
     """The sheet cannot be merged: points missing or out of range, unknown students or questions."""
 
 
-def merge(out: Path) -> tuple[Path, Path]:
-    """OUT/grades.csv (the autograder's) + OUT/written/sheet.csv (filled in) -> OUT/final/grades.csv and
-    OUT/final/lms.csv. Refuses, listing every problem, when a point is missing or out of range."""
-    out = Path(out)
-    auto = read_csv(out / "grades.csv")
-    sheet = read_csv(out / "written" / "sheet.csv")
-    qs = {q.qid: q for q in questions()}
-    students = {r["student"] for r in auto}
+def _points(sheet: list[dict], qs: dict, students: set) -> dict:
+    """{student: {qid: (points, comment)}} of the filled sheet; MergeError listing every problem."""
     problems, written = [], {s: {} for s in students}
     for r in sheet:
         where = f"sheet.csv: {r.get('student')} / {r.get('question')}"
@@ -123,24 +225,60 @@ def merge(out: Path) -> tuple[Path, Path]:
         if not 0 <= p <= qs[r["question"]].points:
             problems.append(f"{where}: {p:g} is outside 0..{qs[r['question']].points}")
             continue
-        written[r["student"]][r["question"]] = p
+        written[r["student"]][r["question"]] = (p, r.get("comment") or "")
     for s in sorted(students):
         problems += [f"sheet.csv: {s} / {q}: missing" for q in qs if q not in written[s]]
     if problems:
         raise MergeError("the grading sheet cannot be merged:\n" + "\n".join(problems))
+    return written
+
+
+def feedback_section(qs: dict, pts: dict) -> str:
+    """The written half of a student's feedback (Markdown): points and the TA's comment (made safe) per question."""
+    total = sum(p for p, _ in pts.values())
+    lines = [FEEDBACK_HEADING, "", f"Written: **{total:g} / {sum(q.points for q in qs.values())}**", "",
+             "| question | points | comment |", "| --- | --- | --- |"]
+    for qid, q in qs.items():
+        p, comment = pts[qid]
+        lines.append(f"| {untrusted(q.title, 200)} | {p:g} / {q.points} | {untrusted(comment)} |")
+    return "\n".join(lines) + "\n"
+
+
+def _write_feedback(out: Path, student: str, section: str) -> None:
+    """Put the written section into OUT/feedback/<student>.md, in place of an earlier one (merge runs again)."""
+    path = out / "feedback" / f"{safe_name(student)}.md"
+    text = path.read_text(encoding="utf-8") if path.exists() else f"# Feedback for {safe_name(student)}\n"
+    text = text.split("\n" + FEEDBACK_HEADING + "\n", 1)[0].rstrip("\n")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, text + "\n\n" + section)
+
+
+def merge(out: Path) -> tuple[Path, Path]:
+    """OUT/grades.csv (the autograder's) + OUT/written/sheet.csv (filled in) -> OUT/final/grades.csv and
+    OUT/final/lms.csv; the written points and comments into each feedback file and into
+    OUT/final/gradescope_written.json. Refuses, listing every problem, when a point is missing or out of range."""
+    from .gradescope import written_tests
+
+    out = Path(out)
+    auto = read_csv(out / "grades.csv")
+    qs = {q.qid: q for q in graded_questions(out)}
+    written = _points(read_csv(out / "written" / "sheet.csv"), qs, {r["student"] for r in auto})
     final_fields = [*auto[0].keys(), *qs, "written", "grand_total"] if auto else []
     final_fields = [f for f in final_fields if f != "total"]
     final_fields.insert(final_fields.index(next(iter(qs))) if qs else len(final_fields), "code")
-    final, lms = [], []
+    final, lms, tests = [], [], {}
     for r in sorted(auto, key=lambda r: r["student"]):
         pts = written[r["student"]]
-        w = sum(pts.values())
+        w = sum(p for p, _ in pts.values())
         row = {k: v for k, v in r.items() if k != "total"}
-        row.update({"code": r["total"], **{q: f"{pts[q]:g}" for q in qs}, "written": f"{w:g}",
+        row.update({"code": r["total"], **{q: f"{pts[q][0]:g}" for q in qs}, "written": f"{w:g}",
                     "grand_total": f"{float(r['total']) + w:g}"})
         final.append(row)
         lms.append({"student_id": r["student"], "total": row["grand_total"], "code": r["total"], "written": f"{w:g}"})
+        _write_feedback(out, r["student"], feedback_section(qs, pts))
+        tests[r["student"]] = written_tests(qs, pts)
     (out / "final").mkdir(exist_ok=True)
     write_csv(out / "final" / "grades.csv", final_fields, final)
     write_csv(out / "final" / "lms.csv", ["student_id", "total", "code", "written"], lms)
+    atomic_write(out / "final" / "gradescope_written.json", json.dumps(tests, indent=1) + "\n")
     return out / "final" / "grades.csv", out / "final" / "lms.csv"

@@ -18,7 +18,7 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .answers import answers
+from .answers import read_all
 from .config import Config, runs_dir
 from .pipeline import REPORT_FID
 from .runfolder import FIGURES, config_path, fid_json_path, fid_json_paths, figure_path
@@ -107,12 +107,13 @@ def build(notebooks: dict[str, Path] | None = None, runs: Path | None = None, pr
           student: str = "", kit: Path = KIT) -> str:
     """The report's HTML from `notebooks` ({file name: path}, default the kit's) and the run folder."""
     notebooks = notebooks or {p.name: p for p in sorted((kit / "notebooks").glob("*.ipynb"))}
-    found = {}
+    texts = {}
     for name, path in sorted(notebooks.items()):
         try:
-            found.update({a.qid: a for a in answers(load_notebook(path), Path(name).stem)})
+            texts[name] = load_notebook(path)
         except ValueError:  # student_files.Unreadable: a notebook that cannot be read adds no answers
             continue
+    found = {qid: c.answer for qid, c in read_all(texts).items()}  # the copies the grader counts
     run = _run_folder(Path(runs) if runs else runs_dir(), profile)
     blocks = {"config": _config_table(run), "fid": _fid_table(run), **{f: _figure(run, f) for f in FIGURES}}
     parts = []

@@ -22,6 +22,7 @@ from grader.batch import grade_batch_detailed
 from grader.extract import safe_extract
 from grader.patches import patched_source
 from grader.release import make_release
+from grader.written import questions
 from hw3_utils import get_config
 from hw3_utils.runfolder import write_fid_json
 from hw3_utils.tasks import TASK_FILES, TASKS, mistakes, variants
@@ -266,11 +267,11 @@ def test_grading_sheet_and_similar_code_in_the_batch(batch):
     without notebooks has none) and lists the near-copies among the batch (the mutants are the solution with
     one line changed) under summary.md's similar task code."""
     rows = list(csv.DictReader(open(batch["out"] / "written" / "sheet.csv")))
-    assert len(rows) == 8 * len(batch["results"])
+    assert len(rows) == len(questions()) * len(batch["results"])
     answered = {r["question"]: r["answered"] for r in rows if r["student"] == "submission_roundtrip"}
-    assert set(answered.values()) == {"yes"} and len(answered) == 8
+    assert set(answered.values()) == {"yes"} and len(answered) == len(questions())
     assert {r["answered"] for r in rows if r["student"] == "zz_solution"} == {"no"}
-    assert "### submission_roundtrip" in (batch["out"] / "written" / "q05.md").read_text()
+    assert 'id="submission_roundtrip"' in (batch["out"] / "written" / "q05.html").read_text()
     md = (batch["out"] / "summary.md").read_text()
     assert re.search(r"### Similar task code: \d+ pair\(s\)", md)
     assert re.search(r"- `[\w.-]+` and `[\w.-]+`: 100% shared \(\d+ tokens\)", md) and "more pairs" in md
@@ -293,7 +294,7 @@ def test_regrading_one_student_replaces_only_their_rows(batch, tmp_path):
     assert {s: r for s, r in after.items() if s != "h_loop"} == {s: r for s, r in before.items() if s != "h_loop"}
     assert (out / "summary.md").read_text() == summary and "regraded h_loop" in res.stdout
     sheet = list(csv.DictReader(open(out / "written" / "sheet.csv")))
-    assert len(sheet) == 8 * len(before)
+    assert len(sheet) == len(questions()) * len(before)
     merged = subprocess.run([sys.executable, "-m", "grader", "merge", str(out)], cwd=REPO, capture_output=True,
                             text=True, timeout=120)
     assert merged.returncode == 2 and "points '' is not a number" in merged.stderr  # nothing graded by hand yet

@@ -1,47 +1,120 @@
-"""The written half: questions with points and rubrics in the notebooks, stripped from the release, the
-grading sheet, the merge with the autograder's points, and a regrade that replaces one student's rows."""
+"""The written half: questions with points and rubrics in the notebooks, frozen at release and stripped from it;
+answers found where a student moved or copied them; the TA's pages (rendered, sanitized, the student's run beside
+the answer); the sheet, a regrade that loses nothing, and the merge into the gradebook and the feedback."""
 
 from __future__ import annotations
 
+import base64
 import csv
+import io
 import json
+import re
+import shutil
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from grader import REPO
-from grader.release import make_release
+from grader.release import make_release, strip_notebook
 from grader.render import Graded, passed
-from grader.written import MergeError, merge, questions, write_sheet
-from hw3_utils.answers import MARK_SCHEME, PLACEHOLDER, SOLUTION, answers, empty_answers
+from grader.ta_view import ATTRIBUTES, HTML_TAGS, MATH_TAGS, markdown_html, png
+from grader.written import (
+    CHANGED,
+    MergeError,
+    freeze,
+    graded_questions,
+    merge,
+    questions,
+    submission_written,
+    write_sheet,
+)
+from hw3_utils.answers import HINT, MARK_SCHEME, PLACEHOLDER, SOLUTION, answers, choose, empty_answers, is_answer_cell
 from hw3_utils.tasks import TASKS
+
+QS = questions()
+NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
+
+
+@pytest.fixture(autouse=True)
+def _no_release_file(tmp_path, monkeypatch):
+    """Grading reads the notebooks frozen into OUT, never a grader/questions.json left by a `make release` here."""
+    monkeypatch.setattr("grader.written.QUESTIONS_FILE", tmp_path / "no-release" / "questions.json")
 
 
 def test_questions_have_points_rubrics_and_model_answers():
-    qs = questions()
-    assert sorted(q.qid for q in qs) == [f"q{k:02d}" for k in range(1, 11)]
-    assert sum(q.points for q in qs) == 20
-    for q in qs:
+    assert sorted(q.qid for q in QS) == [f"q{k:02d}" for k in range(1, 11)]
+    assert sum(q.points for q in QS) == 20
+    for q in QS:
         assert q.title.startswith("Question ") and f"({q.points} points)" in q.title, q.title
+        assert int(re.match(r"Question (\d+)", q.title).group(1)) == int(q.qid[1:]), q.qid
         assert len(q.prompt) > 50 and q.rubric.count("- ") >= 2 and len(q.model) > 100, q.qid
+        assert MARK_SCHEME[0] not in q.model and SOLUTION[1] not in q.rubric, q.qid
         pts = sum(int(line.split()[1]) for line in q.rubric.splitlines() if line.startswith("- "))
         assert pts == q.points, f"{q.qid}: the rubric's points add up to {pts}, the question has {q.points}"
 
 
 def test_release_strips_model_answers_and_rubrics(tmp_path):
-    kit = make_release(tmp_path / "kit", quiet=True, repo_url="none")
+    kit = make_release(tmp_path / "kit", quiet=True, repo_url="none", questions_out=tmp_path / "questions.json")
     texts = {p.stem: p.read_text() for p in (kit / "notebooks").glob("*.ipynb")}
-    for q in questions():
+    for q in QS:
         assert q.model[:60] not in texts[q.notebook] and q.rubric[:60] not in texts[q.notebook], q.qid
     for text in texts.values():
         assert not any(m in text for m in (*SOLUTION, *MARK_SCHEME))
     found = [a for name, text in texts.items() for a in answers(text, name)]
-    assert len(found) == len(questions()) and all(a.text == "" for a in found)
+    assert len(found) == len(QS) and all(a.text == "" for a in found)
     assert PLACEHOLDER in texts["05_sampling_and_fid"]
-    assert len(empty_answers(kit / "notebooks")) == len(questions()) and empty_answers(REPO / "notebooks") == []
+    assert len(empty_answers(kit / "notebooks")) == len(QS) and empty_answers(REPO / "notebooks") == []
+    frozen = json.loads((tmp_path / "questions.json").read_text())
+    assert frozen["total_points"] == 20 and [q["qid"] for q in frozen["questions"]] == [q.qid for q in QS]
+    assert not list(kit.rglob("questions.json"))  # the rubrics stay with the instructor
+    with pytest.raises(ValueError, match="inside the student kit"):
+        make_release(tmp_path / "kit2", quiet=True, repo_url="none", questions_out=tmp_path / "kit2" / "q.json")
 
 
-def _graded(student: str, said: dict[str, str]) -> Graded:
+def test_the_answer_cells_are_nbgrader_cells():
+    for path in NOTEBOOKS:
+        for cell in json.loads(path.read_text())["cells"]:
+            meta = cell.get("metadata", {}).get("nbgrader")
+            if meta:
+                assert cell["cell_type"] == "markdown" and meta["grade"] and meta["solution"], path.name
+                assert meta["grade_id"] == cell["id"] and isinstance(meta["points"], int)
+
+
+# a student's notebooks, as handed in -----------------------------------------------------------------------
+def _png(w: int = 40, h: int = 30, colour=(200, 30, 30)) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (w, h), colour).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def _handed_in(said: dict[str, str], figure: bytes | None = None, printed: str = "") -> dict[str, dict]:
+    """The student release's notebooks {name: checked JSON} with `said` written into the answer cells; `figure`
+    as the process grid's image output, `printed` as the mean-error check's output."""
+    out = {}
+    for nb in NOTEBOOKS:
+        kit = json.loads(strip_notebook(nb.read_text(encoding="utf-8"), nb.name)[0])
+        for cell in kit["cells"]:
+            src = "".join(cell["source"])
+            qid = cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
+            if is_answer_cell(cell) and qid in said:
+                cell["source"] = src.replace(PLACEHOLDER, said[qid])
+            if figure and cell["cell_type"] == "code" and '"process_grid"' in src:
+                cell["outputs"] = [{"output_type": "display_data", "metadata": {},
+                                    "data": {"image/png": base64.b64encode(figure).decode()}}]
+            if printed and cell["cell_type"] == "code" and "mean_error(" in src:
+                cell["outputs"] = [{"output_type": "stream", "name": "stdout", "text": printed}]
+        out[f"notebooks/{nb.name}"] = kit
+    return out
+
+
+def _graded(student: str, notebooks: dict, files: dict | None = None) -> Graded:
+    said, written, flags = submission_written(notebooks, files or {})
+    return Graded(student, "graded", {t: passed(task.points) for t, task in TASKS.items()}, flags=flags,
+                  answers=said, written=written)
+
+
+def _simple(student: str, said: dict[str, str]) -> Graded:
     return Graded(student, "graded", {t: passed(task.points) for t, task in TASKS.items()}, answers=said)
 
 
@@ -49,66 +122,223 @@ def _grades_csv(out: Path, students: list[str]) -> None:
     with open(out / "grades.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=["student", *TASKS, "total", "status"])
         w.writeheader()
-        w.writerows(_graded(s, {}).row() for s in students)
+        w.writerows(_simple(s, {}).row() for s in students)
 
 
-def _fill(sheet: Path, points) -> None:
-    rows = list(csv.DictReader(open(sheet)))
+def _rows(sheet: Path) -> list[dict]:
+    return list(csv.DictReader(open(sheet)))
+
+
+def _fill(sheet: Path, fill) -> None:
+    rows = _rows(sheet)
     for r in rows:
-        if r["points"] == "":
-            r["points"] = points(r)
+        fill(r)
     with open(sheet, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
 
 
-def test_sheet_merge_and_regrade(tmp_path):
+# finding the answers ---------------------------------------------------------------------------------------
+def test_a_moved_duplicated_or_retyped_answer_is_used_and_flagged():
+    nbs = _handed_in({"q01": "in place", "q04": "mine"})
+    nb01, nb03 = nbs["notebooks/01_data_prep.ipynb"], nbs["notebooks/03_forward_diffusion.ipynb"]
+    # q04's cell moved to the end of notebook 03; a copy of q01's cell (same grade_id) pasted lower with other text
+    k = next(i for i, c in enumerate(nb03["cells"]) if c["id"] == "q04")
+    nb03["cells"].append(nb03["cells"].pop(k))
+    k = next(i for i, c in enumerate(nb01["cells"]) if c["id"] == "q01")
+    nb01["cells"].append({**nb01["cells"][k], "id": "copy", "source": f"{HINT}\n\nthe copy"})
+    # q02's answer retyped in a new cell (the metadata lost, the hint line kept) under its prompt; its cell left blank
+    nb02 = nbs["notebooks/02_unet.ipynb"]
+    k = next(i for i, c in enumerate(nb02["cells"]) if c["id"] == "q02")
+    nb02["cells"].insert(k + 1, {"cell_type": "markdown", "id": "new", "metadata": {},
+                                 "source": f"{HINT}\n\nretyped"})
+    # q03's cell lost its metadata but kept its id
+    k = next(i for i, c in enumerate(nb02["cells"]) if c["id"] == "q03")
+    nb02["cells"][k] = {**nb02["cells"][k], "metadata": {}, "source": f"{HINT}\n\nby id"}
+    said, written, flags = submission_written(nbs, {})
+    assert said["q01"] == "in place" and said["q04"] == "mine" and said["q02"] == "retyped" and said["q03"] == "by id"
+    f = written["flags"]
+    assert "2 copies hold text; the one in 01_data_prep, cell" in f["q01"][0]
+    assert written["others"]["q01"] == ["the copy"]
+    assert "moved" in f["q04"][0] and "hint line" in f["q02"][0] and "cell id" in f["q03"][0]
+    assert set(f) == {"q01", "q02", "q03", "q04"} and len(flags) == 4
+    # the defined choice: the copy with text first, then its own cell under its prompt, then notebook order
+    both = choose([a for name, nb in nbs.items() for a in answers(nb, Path(name).stem)])
+    assert both["q01"].answer.in_place and both["q01"].answer.found_by == "cell"
+
+
+# the TA's pages ----------------------------------------------------------------------------------------------
+HOSTILE = [
+    "<script>alert(1)</script>",
+    '<img src=x onerror="alert(1)">',
+    "[click](javascript:alert(1))",
+    '<a href="javascript:alert(1)">x</a>',
+    r"$\href{javascript:alert(1)}{x}$",
+    '<svg onload="alert(1)"><script>alert(1)</script></svg>',
+    "<style>body{display:none}</style>",
+    '<div style="position:fixed">x</div>',
+    "![remote](https://example.org/track.png)",
+    "<iframe src=https://example.org></iframe>",
+    "> " * 5000 + "deep",
+    "[" * 5000 + "x" + "]" * 5000,
+    "$" + "{" * 3000 + "$",
+    "x " * 50_000,
+]
+
+
+def _elements(html: str) -> list[tuple[str, dict]]:
+    """Every element of an HTML fragment with its attributes, as a browser's tokenizer reads them."""
+    from html.parser import HTMLParser
+
+    found = []
+
+    class Collect(HTMLParser):
+        def handle_starttag(self, tag, attrs):
+            found.append((tag, dict(attrs)))
+
+    Collect().feed(html)
+    return found
+
+
+@pytest.mark.parametrize("text", HOSTILE)
+def test_answers_are_sanitized(text):
+    allowed = HTML_TAGS | MATH_TAGS
+    for tag, attrs in _elements(markdown_html(text)):
+        assert tag in allowed and tag not in ("script", "style", "img", "iframe", "svg"), tag
+        assert set(attrs) <= ATTRIBUTES.get(tag, set()) | {"rel"}, (tag, attrs)
+        assert not any(a.startswith("on") or a in ("style", "src") for a in attrs), (tag, attrs)
+        assert all(v is None or not v.strip().lower().startswith(("javascript:", "data:", "vbscript:"))
+                   for v in attrs.values()), (tag, attrs)
+
+
+def test_markdown_and_math_render_as_html_and_mathml():
+    html = markdown_html(r"The SNR is **4 times** lower: $\mathrm{SNR}'_t = \bar\alpha_t/4$."
+                         "\n\n$$E[x_t^2] = \\bar\\alpha_t E[x_0^2] + 1 - \\bar\\alpha_t$$"
+                         "\n\n| a | b |\n|---|---|\n| 1 | 2 |")
+    assert "<strong>4 times</strong>" in html and "<table>" in html
+    assert html.count("<math") == 2 and 'display="block"' in html and "<mfrac>" not in html
+    assert "<msub>" in html and "<mover" in html  # x_t and the bar, as MathML elements
+    assert "$" not in html
+
+
+def test_images_are_reencoded_within_bounds():
+    small = png(_png(40, 30))
+    assert small and Image.open(io.BytesIO(small)).size == (40, 30)
+    big = png(_png(3000, 1500))
+    assert Image.open(io.BytesIO(big)).size == (1024, 512)
+    assert png(b"\x89PNG\r\n\x1a\n" + b"\0" * 100) is None and png(b"GIF89a") is None
+    bomb = io.BytesIO()
+    Image.new("1", (20_000, 20_000)).save(bomb, "PNG")  # a few kB that decode to 400 M pixels
+    assert len(bomb.getvalue()) < 200_000 and png(bomb.getvalue()) is None
+    jpeg = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(jpeg, "JPEG")
+    assert png(jpeg.getvalue()) is None
+
+
+def test_pages_show_rendered_answers_beside_the_students_run(tmp_path):
+    out = tmp_path / "grades"
+    fid = tmp_path / "fid.json"
+    fid.write_text(json.dumps({"profile": "cpu", "num_samples": 1000, "fid_vs_mnist_train": 17.4,
+                               "fid_vs_mnist_test": 17.9, "fid_floor_test_vs_train": 8.9, "sampler": "<b>x</b>"}))
+    ada = _graded("ada", _handed_in({"q10": r"$157 \times 0.006 \approx 0.94$ <script>alert(1)</script>",
+                                     "q06": "the last two rows"}, _png(), "mean error at t = T: 0.0061"),
+                  {"runs/cpu/fid.json": fid})
+    write_sheet([ada, _simple("bob", {})], out)
+    page = (out / "written" / "q10.html").read_text()
+    assert "<math" in page and "<script>alert" not in page and "&lt;script&gt;alert(1)" in page  # shown, inert
+    assert "Content-Security-Policy" in page and "default-src 'none'" in page
+    assert 'src="run/ada/05_sampling_and_fid_process_grid.png"' in page and "mean error at t = T: 0.0061" in page
+    assert "17.40" in page and "&lt;b&gt;x&lt;/b&gt;" in page and 'id="bob"' in page and "no answer" in page
+    figure = out / "written" / "run" / "ada" / "05_sampling_and_fid_process_grid.png"
+    assert Image.open(figure).size == (40, 30)
+    assert "process_grid" not in (out / "written" / "q01.html").read_text()  # notebook 01 shows no run
+    assert (out / "written" / "index.html").exists()
+
+
+# the sheet, the regrade, the merge ---------------------------------------------------------------------------
+def test_sheet_merge_carries_points_and_comments_into_the_feedback(tmp_path):
     out = tmp_path / "grades"
     out.mkdir()
-    ada = _graded("ada", {"q01": "Because the noise is N(0, I).\n| fake | row |", "q04": "t = 260 <script>x</script>"})
-    bob = _graded("bob", {q.qid: "an answer" for q in questions()})
+    (out / "feedback").mkdir()
     _grades_csv(out, ["ada", "bob"])
-    sheet = write_sheet([ada, bob], out)
-    rows = list(csv.DictReader(open(sheet)))
-    assert len(rows) == 2 * len(questions()) and {r["answered"] for r in rows if r["student"] == "bob"} == {"yes"}
+    for s in ("ada", "bob"):
+        (out / "feedback" / f"{s}.md").write_text(f"# Feedback for {s}\n\nTotal: 100 / 100\n")
+    sheet = write_sheet([_simple("ada", {"q01": "because", "q04": "t = 260"}),
+                         _simple("bob", {q.qid: "an answer" for q in QS})], out)
+    rows = _rows(sheet)
+    assert len(rows) == 2 * len(QS) and {r["answered"] for r in rows if r["student"] == "bob"} == {"yes"}
     empty = [r for r in rows if r["student"] == "ada" and r["answered"] == "no"]
-    assert len(empty) == len(questions()) - 2 and all(r["points"] == "0" and r["comment"] == "no answer" for r in empty)
-    page = (out / "written" / "q04.md").read_text()
-    assert "## Rubric" in page and "## Model answer" in page and "### ada" in page and "&lt;script&gt;" in page
-    q01 = (out / "written" / "q01.md").read_text()
-    assert "> Because the noise is N(0, I).\n> \\| fake \\| row \\|" in q01  # two lines, inert
+    assert len(empty) == len(QS) - 2 and all(r["points"] == "0" and r["comment"] == "no answer" for r in empty)
     with pytest.raises(MergeError, match="bob / q01: points '' is not a number"):
         merge(out)
-    _fill(sheet, lambda r: "1.5" if r["student"] == "ada" else r["max_points"])
+
+    def fill(r):
+        if r["points"] == "":
+            r["points"] = "1.5" if r["student"] == "ada" else r["max_points"]
+        if r["student"] == "ada" and r["question"] == "q04":
+            r["comment"] = "Right t; the fraction <script>x</script> is *missing*\nsee the rubric"
+
+    _fill(sheet, fill)
     final, lms = merge(out)
     lms_rows = {r["student_id"]: r for r in csv.DictReader(open(lms))}
-    assert lms_rows["bob"] == {"student_id": "bob", "total": "120", "code": "100", "written": "20"}
-    assert lms_rows["ada"]["written"] == "3" and lms_rows["ada"]["total"] == "103"
+    code = sum(t.points for t in TASKS.values())
+    assert lms_rows["bob"] == {"student_id": "bob", "total": str(code + 20), "code": str(code), "written": "20"}
+    assert lms_rows["ada"]["written"] == "3" and lms_rows["ada"]["total"] == str(code + 3)
     final_rows = list(csv.DictReader(open(final)))
-    assert list(final_rows[0]) == ["student", *TASKS, "status", "code", *[q.qid for q in questions()], "written",
-                                   "grand_total"]
-    assert final_rows[0]["q01"] == "1.5" and final_rows[1]["grand_total"] == "120"
+    assert list(final_rows[0]) == ["student", *TASKS, "status", "code", *[q.qid for q in QS], "written", "grand_total"]
+    feedback = (out / "feedback" / "ada.md").read_text()
+    assert feedback.startswith("# Feedback for ada\n\nTotal: 100 / 100\n") and "Written: **3 / 20**" in feedback
+    assert "Right t; the fraction &lt;script&gt;x&lt;/script&gt; is \\*missing\\* see the rubric" in feedback
+    assert "| 1.5 / 2 |" in feedback and "<script>" not in feedback
+    merge(out)  # again: the section is replaced, not added twice
+    assert (out / "feedback" / "ada.md").read_text().count("## Written answers") == 1
+    tests = json.loads((out / "final" / "gradescope_written.json").read_text())
+    q04 = next(t for t in tests["ada"] if t["name"].startswith("Written q04"))
+    assert q04["score"] == 1.5 and q04["max_score"] == 2 and "&lt;script&gt;" in q04["output"]
+    assert q04["visibility"] == "after_published" and sum(t["max_score"] for t in tests["bob"]) == 20
     # a point out of range is refused with where it is
-    bad = list(csv.DictReader(open(sheet)))
-    bad[0]["points"] = "9"
-    with open(sheet, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(bad[0]))
-        w.writeheader()
-        w.writerows(bad)
+    _fill(sheet, lambda r: r.update(points="9") if (r["student"], r["question"]) == ("ada", "q01") else None)
     with pytest.raises(MergeError, match="ada / q01: 9 is outside 0..2"):
         merge(out)
-    # regrading ada: her rows start again, bob's filled-in points stay
-    write_sheet([_graded("ada", {"q01": "new"})], out, keep_others=True)
-    rows = list(csv.DictReader(open(sheet)))
-    assert [r["points"] for r in rows if r["student"] == "bob"] == [str(q.points) for q in questions()]
-    assert [r["points"] for r in rows if r["student"] == "ada" and r["question"] == "q01"] == [""]
 
 
-def test_the_answer_cells_are_nbgrader_cells():
-    for path in sorted((REPO / "notebooks").glob("*.ipynb")):
-        for cell in json.loads(path.read_text())["cells"]:
-            meta = cell.get("metadata", {}).get("nbgrader")
-            if meta:
-                assert cell["cell_type"] == "markdown" and meta["grade"] and meta["solution"], path.name
-                assert meta["grade_id"] == cell["id"] and isinstance(meta["points"], int)
+def test_regrade_keeps_other_students_and_unchanged_points(tmp_path):
+    out = tmp_path / "grades"
+    write_sheet([_simple("ada", {"q01": "first", "q02": "same"}), _simple("bob", {"q01": "bob's"})], out)
+    _fill(out / "written" / "sheet.csv", lambda r: r.update(points="1", comment="ok") if r["points"] == "" else None)
+    # ada resubmits: q01 changed, q02 did not; only her zip is regraded
+    write_sheet([_simple("ada", {"q01": "second", "q02": "same"})], out, keep_others=True)
+    rows = {(r["student"], r["question"]): r for r in _rows(out / "written" / "sheet.csv")}
+    assert rows[("bob", "q01")]["points"] == "1" and rows[("bob", "q01")]["comment"] == "ok"
+    assert rows[("ada", "q02")]["points"] == "1" and rows[("ada", "q02")]["flag"] == ""
+    assert rows[("ada", "q01")]["points"] == "" and rows[("ada", "q01")]["flag"] == CHANGED
+    page = (out / "written" / "q01.html").read_text()
+    assert "bob&#x27;s" in page or "bob's" in page  # the other student's answer is still on the page
+    assert "second" in page and "first" not in page
+    store = json.loads((out / "written" / "answers.json").read_text())
+    assert set(store) == {"ada", "bob"} and len(store["ada"]["answers"]["q01"]["sha256"]) == 64
+    # a full grade of the same batch keeps every unchanged answer's points too
+    write_sheet([_simple("ada", {"q01": "second", "q02": "same"}), _simple("bob", {"q01": "bob's"})], out)
+    rows = {(r["student"], r["question"]): r for r in _rows(out / "written" / "sheet.csv")}
+    assert rows[("bob", "q01")]["points"] == "1" and rows[("ada", "q02")]["points"] == "1"
+
+
+def test_frozen_questions_survive_an_edit_of_the_notebooks(tmp_path, monkeypatch):
+    root = tmp_path / "kit"
+    shutil.copytree(REPO / "notebooks", root / "notebooks")
+    frozen = freeze(tmp_path / "questions.json", root)
+    monkeypatch.setattr("grader.written.QUESTIONS_FILE", frozen)
+    for path in (root / "notebooks").glob("*.ipynb"):  # after the release: every question worth 5 points
+        path.write_text(path.read_text().replace('"points": 2', '"points": 5'))
+    assert {q.points for q in questions(root)} == {5}
+    out = tmp_path / "grades"
+    out.mkdir()
+    _grades_csv(out, ["ada"])
+    write_sheet([_simple("ada", {q.qid: "x" for q in QS})], out)
+    assert {r["max_points"] for r in _rows(out / "written" / "sheet.csv")} == {"2"}
+    frozen.unlink()  # OUT keeps its own copy
+    _fill(out / "written" / "sheet.csv", lambda r: r.update(points="2"))
+    merge(out)
+    assert [q.points for q in graded_questions(out)] == [q.points for q in QS]
+    assert next(csv.DictReader(open(out / "final" / "lms.csv")))["written"] == "20"
