@@ -37,6 +37,7 @@ EXCLUDE_FILES = ("autograder.zip", "CHANGELOG.md")
 # instructor's README.md stays out. Of docs/ the kit ships only that page and what it and the code cite.
 STUDENT_README = "docs/students.md"
 STUDENT_DOCS = (STUDENT_README, "docs/img/", "docs/decisions/")
+INSTRUCTOR_IMAGES = "docs/img/ta_"  # the TA's pages as docs/instructors.md shows them: they hold answers
 
 
 class MarkerError(ValueError):
@@ -284,7 +285,7 @@ def is_student_file(rel: str) -> bool:
     if top in EXCLUDE_DIRS or rel in EXCLUDE_FILES or rel == "README.md":
         return False
     if top == "docs":
-        return rel.startswith(STUDENT_DOCS)
+        return rel.startswith(STUDENT_DOCS) and not rel.startswith(INSTRUCTOR_IMAGES)
     if rel.startswith("submission") and rel.endswith(".zip"):
         return False
     if top == "tests":

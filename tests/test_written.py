@@ -67,7 +67,7 @@ def test_release_strips_model_answers_and_rubrics(tmp_path):
     assert len(empty_answers(kit / "notebooks")) == len(QS) and empty_answers(REPO / "notebooks") == []
     frozen = json.loads((tmp_path / "questions.json").read_text())
     assert frozen["total_points"] == 20 and [q["qid"] for q in frozen["questions"]] == [q.qid for q in QS]
-    assert not list(kit.rglob("questions.json"))  # the rubrics stay with the instructor
+    assert not list(kit.rglob("questions.json")) and not list(kit.glob("docs/img/ta_*"))  # they hold answers
     with pytest.raises(ValueError, match="inside the student kit"):
         make_release(tmp_path / "kit2", quiet=True, repo_url="none", questions_out=tmp_path / "kit2" / "q.json")
 
