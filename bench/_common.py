@@ -151,8 +151,8 @@ def train_for(cfg, extras: dict, data: torch.Tensor, budget: float | None, total
     if extras.get("min_snr"):
         plain = step_fn
 
-        def step_fn(x0, t, noise, weights):  # Min-SNR weights on top of the batch's per-image weights
-            return plain(x0, t, noise, weights * min_snr_weights(ddpm, t, extras["min_snr"]))
+        def step_fn(x0, t, noise, weights, *rest):  # Min-SNR weights on top of the batch's per-image weights
+            return plain(x0, t, noise, weights * min_snr_weights(ddpm, t, extras["min_snr"]), *rest)
 
     losses, t0 = [], time.perf_counter()
     mark = (0, t0)  # (step, time) of the last pace estimate

@@ -4,7 +4,7 @@ A record, bench/results/<bench>/<name>.json, is one JSON object:
 
   bench    the bench's name, as `python -m bench NAME` runs it
   commit   `git rev-parse HEAD` of the tree measured, with "-dirty" when tracked files had changes
-           (null outside a git checkout)
+           ($BENCH_COMMIT in a copy without git, else null)
   argv     the bench's arguments (null where nobody wrote them down)
   config   what the run was: profile, overrides, options; free text under "note"
   machine  `hw3_utils.runfolder.environment(device)`: the CPU model or GPU name, torch threads, cores,
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 from pathlib import Path
 
@@ -26,7 +27,8 @@ KEYS = ("bench", "commit", "argv", "config", "machine", "rows")
 
 
 def git_commit(repo: Path = REPO) -> str | None:
-    """HEAD's hash, + "-dirty" when a tracked file differs from it; None where git or the checkout is missing."""
+    """HEAD's hash, + "-dirty" when a tracked file differs from it. Where the tree has no git checkout (a copy
+    on the GPU machine), $BENCH_COMMIT as the caller gave it, else None."""
     def git(*args):
         return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, check=True).stdout.strip()
 
@@ -34,7 +36,7 @@ def git_commit(repo: Path = REPO) -> str | None:
         head = git("rev-parse", "HEAD")
         dirty = git("status", "--porcelain", "--untracked-files=no")
     except (OSError, subprocess.CalledProcessError):
-        return None
+        return os.environ.get("BENCH_COMMIT") or None
     return head + ("-dirty" if dirty else "")
 
 

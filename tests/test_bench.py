@@ -137,6 +137,15 @@ def test_write_record_keeps_numbers_exactly_and_names_the_commit(tmp_path):
     assert check_record({**rec, "rows": [{"name": "a", "ms": "1"}]}) and check_record({"bench": "x"})
 
 
+def test_a_copy_without_git_takes_the_commit_from_the_caller(tmp_path, monkeypatch):
+    from bench.record import git_commit
+
+    monkeypatch.delenv("BENCH_COMMIT", raising=False)
+    assert git_commit(tmp_path) is None
+    monkeypatch.setenv("BENCH_COMMIT", "0123456789abcdef0123456789abcdef01234567")
+    assert git_commit(tmp_path) == "0123456789abcdef0123456789abcdef01234567"
+
+
 def test_report_renders_each_record_as_tables_of_its_rows(tmp_path):
     from bench.report import render
 

@@ -195,7 +195,7 @@ def test_the_sampling_check_finds_a_loop_and_a_ddpm_sampler():
     assert sampling_outside_the_samplers(loop) == ["p_sample in a loop, line 3"]
     assert sampling_outside_the_samplers("xs = [ddim_step(d, m, x, t, t - 1) for t in ts]")
     assert sampling_outside_the_samplers("while t:\n    if t > 0:\n        x, t = ddpm.p_sample(m, x, t), t - 1")
-    # one step timed by a function a loop defines (bench/sample_speed.py) is not a sampling loop
+    # one step timed by a function a loop defines (bench/gpu/sample_speed.py) is not a sampling loop
     assert not sampling_outside_the_samplers("for b in sizes:\n    def step():\n        ddpm.p_sample(m, x, 5)")
     assert sampling_outside_the_samplers("imgs = DDPM.from_config(cfg).sample(model, 8)")
     assert not sampling_outside_the_samplers("imgs = sample(model, ddpm, cfg, n=8)\nx = ddpm.p_sample(m, x, 3)")

@@ -10,7 +10,7 @@ them), or the EMA weights of a run folder with --run.
   ancestral: for each mode and each --batch-sizes B, --warmup steps then --steps timed DDPM steps
       (ddpm.p_sample, exactly the step `sampling.sample` repeats) in --repeats chunks; ms/step is the
       median. PROJECTED time for N images = ms/step x T x ceil(N / B) (not measured end to end;
-      evaluate.py's sample wall times are the end-to-end numbers).
+      gpu.evaluate's sample wall times are the end-to-end numbers).
   DDIM: for each mode, every --ddim-measure step count is MEASURED end to end for N images at
       --ddim-batch (`sampling.sample` as make_sampler calls it, with a fresh GraphedModel per run, so
       the graph capture is included; batches and seeds as generate_samples, no PNG writing);
