@@ -23,6 +23,8 @@ def main(argv=None) -> int:
                    help="your copies of those files, whose sha256 the release records (default: runs/fid_cache)")
     r.add_argument("--questions", default=None,
                    help="where the written questions are frozen for grading (default: grader/questions.json)")
+    r.add_argument("--without", default="", help="optional extensions to leave out, e.g. 06 (notebook 06 and its "
+                                                 "tasks): the kit and its grading as if they had never been")
     sub.add_parser("build-check-data", help="rebuild hw3_utils/check_data.pt from the solution")
     g = sub.add_parser("grade", help="grade a folder of submission zips")
     g.add_argument("submissions")
@@ -34,12 +36,14 @@ def main(argv=None) -> int:
                    help="submissions graded at once (default: the number of cores; 1 in the 'nobody' sandbox mode)")
     g.add_argument("--update", action="store_true",
                    help="regrade: replace these students' rows in OUT's grades.csv and grading sheet, keep the rest")
+    g.add_argument("--without", default="", help="the extensions the release left out (as make release WITHOUT=)")
     m = sub.add_parser("merge", help="merge OUT/written/sheet.csv (filled in) with OUT/grades.csv into OUT/final/")
     m.add_argument("out", nargs="?", default=str(REPO / "grades"))
     b = sub.add_parser("gradescope-bundle", help="build autograder.zip for Gradescope")
     b.add_argument("out", nargs="?", default=str(REPO / "autograder.zip"))
     b.add_argument("--written", default=None,
                    help="OUT/final/gradescope_written.json (make merge): post the written points and comments too")
+    b.add_argument("--without", default="", help="the extensions the release left out (as make release WITHOUT=)")
     sub.add_parser("check-patches", help="check that every known mistake and correct variant applies exactly once")
     sub.add_parser("tolerances", help="measure each task's tolerance against its variants and mistakes (README table)")
     args = p.parse_args(argv)
@@ -52,7 +56,8 @@ def cmd_release(args) -> int | None:
 
     try:
         make_release(args.out, repo_url=args.repo_url, fid_stats_url=args.fid_stats_url,
-                     fid_stats_dir=args.fid_stats_dir, questions_out=Path(args.questions or QUESTIONS_FILE))
+                     fid_stats_dir=args.fid_stats_dir, questions_out=Path(args.questions or QUESTIONS_FILE),
+                     without=args.without)
     except ReleaseError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -66,26 +71,31 @@ def cmd_build_check_data(args) -> None:
     print(f"wrote {path} ({path.stat().st_size / 1024:.0f} KiB)")
 
 
-def cmd_grade(args) -> None:
-    from hw3_utils.tasks import TASKS
-
+def cmd_grade(args) -> int | None:
     from . import sandbox
     from .batch import grade_batch_detailed
+    from .release import ReleaseError, check_without
     from .summary import headline, summarize
 
+    try:
+        without = check_without(args.without)
+    except ReleaseError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     mode = sandbox.detect_mode()
     print(sandbox.banner(mode), file=sys.stderr)
     graded = grade_batch_detailed(Path(args.submissions), Path(args.out), task_timeout=args.task_timeout,
                                   release_dir=args.release, reference=args.reference, jobs=args.jobs or None,
-                                  progress=sys.stderr, update=args.update)
+                                  progress=sys.stderr, update=args.update, without=without)
     if args.update:
         print(f"regraded {', '.join(g.student for g in graded)}: their rows of grades.csv are replaced; in "
               "written/sheet.csv an unchanged answer keeps its points and a changed one is blanked and flagged "
               "(summary.md still describes the last full batch)")
     else:
-        print("\n".join(headline(summarize(graded, TASKS))))
+        print("\n".join(headline(summarize(graded, graded[0].graded_tasks() if graded else {}))))
     print(f"-> {Path(args.out) / 'grades.csv'}; grade the written answers in {Path(args.out) / 'written'}, "
           "then `make merge`")
+    return None
 
 
 def cmd_merge(args) -> int | None:
@@ -104,7 +114,7 @@ def cmd_merge(args) -> int | None:
 def cmd_gradescope_bundle(args) -> None:
     from .gradescope import build_bundle
 
-    print(f"wrote {build_bundle(Path(args.out), Path(args.written) if args.written else None)}")
+    print(f"wrote {build_bundle(Path(args.out), Path(args.written) if args.written else None, args.without)}")
 
 
 def cmd_check_patches(args) -> int:

@@ -74,7 +74,7 @@ def grade_one(zpath: Path, work: Path, release_kit: Path, ref: dict, task_timeou
     """Grade one zip in the folder `work` (its own, removed afterwards)."""
     from hw3_utils.checks import compare
 
-    tasks = _tasks()
+    tasks = _tasks(release_kit)  # the release's own tasks: an optional extension left out is not graded
     if work.exists():
         shutil.rmtree(work)
     (work / "sub").mkdir(parents=True)
@@ -82,7 +82,7 @@ def grade_one(zpath: Path, work: Path, release_kit: Path, ref: dict, task_timeou
     notes = list(ex.notes)
     per_task: dict[str, TaskResult] = {}
     status = "graded"
-    submitted = [f for f in task_files() if f in ex.files]
+    submitted = [f for f in task_files(tasks) if f in ex.files]
     if ex.fatal:
         status = f"rejected: {ex.fatal}"
         per_task = {t: failed(Kind.NOT_SUBMITTED, f"the submission was rejected ({ex.fatal})") for t in tasks}
@@ -95,7 +95,7 @@ def grade_one(zpath: Path, work: Path, release_kit: Path, ref: dict, task_timeou
                         ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         for rel in submitted:
             shutil.copyfile(ex.files[rel], kit / rel)
-        for rel in task_files():
+        for rel in task_files(tasks):
             if rel not in ex.files:
                 notes.append(f"{rel} is missing or was rejected: the kit's stub is used, its tasks get 0")
         cases = {t: ref["cases"][t] for t in tasks}
@@ -144,12 +144,12 @@ def log_error(log: Path, what: str, err: Exception) -> None:
         f.write("".join(traceback.format_exception(type(err), err, err.__traceback__)))
 
 
-def grader_failed(zpath: Path, err: Exception, log: Path, mode: str) -> Graded:
+def grader_failed(zpath: Path, err: Exception, log: Path, mode: str, tasks: dict) -> Graded:
     """The record of a submission the grader failed on (a bug of the grader's, or an input it does not
     survive yet): every task 0 with a message saying so, flagged for a human look, the traceback in `log`."""
     log_error(log, zpath.name, err)
     why = f"the grader failed on this submission ({type(err).__name__}); an instructor will look at it"
-    return Graded(zpath.stem, f"not graded: {why}", {t: failed(Kind.SANDBOX, why) for t in _tasks()},
+    return Graded(zpath.stem, f"not graded: {why}", {t: failed(Kind.SANDBOX, why) for t in tasks},
                   [f"the grader's error is logged in {ERROR_LOG}"], sandbox.DESCRIPTION[mode],
                   [f"grader error ({type(err).__name__}): see {ERROR_LOG}"])
 
@@ -191,12 +191,13 @@ def default_jobs() -> int:
 
 def grade_batch_detailed(submissions: Path, out: Path, task_timeout: float = 60.0, release_dir=None,
                          reference=None, extra_hidden=(), startup: float = STARTUP_SECONDS, jobs: int | None = None,
-                         progress=None, update: bool = False) -> list[Graded]:
+                         progress=None, update: bool = False, without=()) -> list[Graded]:
     """Grade every *.zip (and every other plain file, which is rejected) in `submissions` into `out`; the `Graded`
     record of each submission. `jobs` submissions are graded at once (default: the cores; one in "nobody" mode),
     each in its own sandbox; `progress` is a stream for the progress line. `update` (a regrade of some
     students): their rows replace theirs in OUT's grades.csv and grading sheet, every other row stays, and
-    summary.md is left as the full batch wrote it."""
+    summary.md is left as the full batch wrote it. The tasks graded are the release's (`release_dir`, else one made
+    here without the optional extensions `without`, as `make release WITHOUT=...`)."""
     from .reference import build_reference, load_reference
     from .release import make_release
 
@@ -218,7 +219,9 @@ def grade_batch_detailed(submissions: Path, out: Path, task_timeout: float = 60.
         if zygote.machine and progress:
             progress.write("\n".join(zygote.machine.report()) + "\n")
         preflight(batch, zygote)
-        kit = Path(release_dir) if release_dir else make_release(batch / "release", quiet=True, repo_url="none")
+        kit = Path(release_dir) if release_dir else make_release(batch / "release", quiet=True, repo_url="none",
+                                                                 without=without)
+        tasks = _tasks(kit)
         entries = sorted(p for p in submissions.iterdir() if p.is_file() and not p.name.startswith("."))
         bar = Progress(len(entries), progress) if progress else None
 
@@ -227,7 +230,7 @@ def grade_batch_detailed(submissions: Path, out: Path, task_timeout: float = 60.
                 graded = grade_one(z, batch / f"w{i}", kit, ref, task_timeout, zygote, startup)
                 atomic_write(out / "feedback" / f"{graded.student}.md", graded.markdown())
             except Exception as err:
-                graded = grader_failed(z, err, out / ERROR_LOG, zygote.mode)
+                graded = grader_failed(z, err, out / ERROR_LOG, zygote.mode, tasks)
                 shutil.rmtree(batch / f"w{i}", ignore_errors=True)
                 atomic_write(out / "feedback" / f"{graded.student}.md", graded.markdown())
             return graded
@@ -250,11 +253,11 @@ def grade_batch_detailed(submissions: Path, out: Path, task_timeout: float = 60.
     if update and (out / "grades.csv").exists():
         regraded = {g.student for g in rows}
         table_rows += [r for r in read_csv(out / "grades.csv") if r["student"] not in regraded]
-    write_csv(out / "grades.csv", ["student", *_tasks(), "total", "status"],
+    write_csv(out / "grades.csv", ["student", *tasks, "total", "status"],
               sorted(table_rows, key=lambda r: r["student"]))
     write_sheet(rows, out, keep_others=update)
     if not update:
         from .summary import write_summary
 
-        write_summary(rows, out, _tasks(), pairs)
+        write_summary(rows, out, tasks, pairs)
     return rows

@@ -92,19 +92,22 @@ def written_tests(qs: dict, pts: dict) -> list[dict]:
             for qid, q in qs.items()]
 
 
-def build_bundle(out: Path, written: Path | None = None) -> Path:
+def build_bundle(out: Path, written: Path | None = None, without=()) -> Path:
+    """autograder.zip at `out`: the student release (without the optional extensions `without`, as `make release
+    WITHOUT=...`), the grader, and the reference for the release's own tasks."""
+    from .extract import _tasks
     from .reference import build_reference, save_reference
     from .release import make_release
 
     out = Path(out).resolve()
     with tempfile.TemporaryDirectory(prefix="hw3-bundle-") as tmp:
         root = Path(tmp) / "bundle"
-        make_release(root / "release", quiet=True, repo_url="none")
+        make_release(root / "release", quiet=True, repo_url="none", without=without)
         (root / "grader").mkdir()
         for name in BUNDLE_GRADER_FILES:
             shutil.copyfile(REPO / "grader" / name, root / "grader" / name)
         (root / "reference").mkdir()
-        save_reference(build_reference(), root / "reference" / "reference.pt")
+        save_reference(build_reference(_tasks(root / "release")), root / "reference" / "reference.pt")
         if written:
             shutil.copyfile(written, root / WRITTEN_JSON)
         (root / "setup.sh").write_text(setup_sh())

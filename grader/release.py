@@ -38,6 +38,11 @@ EXCLUDE_FILES = ("autograder.zip", "CHANGELOG.md")
 STUDENT_README = "docs/students.md"
 STUDENT_DOCS = (STUDENT_README, "docs/img/", "docs/decisions/")
 INSTRUCTOR_IMAGES = "docs/img/ta_"  # the TA's pages as docs/instructors.md shows them: they hold answers
+# Optional extensions, which an instructor may leave out of a release (`make release WITHOUT=06`). An extension is
+# a notebook number: its notebooks (notebooks/<number>_*.ipynb), its tasks (those whose notebook it is), their
+# task modules, and the student files that only its tasks use. A release without it grades the other tasks as a
+# kit that never had it would.
+EXTENSIONS = ("06",)
 
 
 class MarkerError(ValueError):
@@ -129,6 +134,35 @@ def _tasks():
     from hw3_utils.checks import TASKS
 
     return TASKS
+
+
+def check_without(without) -> tuple[str, ...]:
+    """The extensions to leave out, from WITHOUT ("06", "06,07", a list, or nothing), each checked."""
+    names = without.replace(",", " ").split() if isinstance(without, str) else list(without or ())
+    unknown = [n for n in names if n not in EXTENSIONS]
+    if unknown:
+        raise ReleaseError(f"WITHOUT={','.join(names)}: {', '.join(unknown)} is not an optional extension; the "
+                           f"extensions a release may leave out are: {', '.join(EXTENSIONS)}")
+    return tuple(names)
+
+
+def extension_tasks(without=EXTENSIONS, tasks=None) -> list[str]:
+    """The ids of the tasks the extensions `without` hold: those whose notebook is one of theirs."""
+    tasks = _tasks() if tasks is None else tasks
+    return [tid for tid, t in tasks.items() if t.notebook.split("_", 1)[0] in without]
+
+
+def left_out(rel: str, without, tasks=None) -> bool:
+    """Whether a release without the extensions `without` leaves out the kit file `rel` (a relative POSIX path):
+    their notebooks, their tasks' modules, and the student files that only their tasks use."""
+    if not without:
+        return False
+    tasks = _tasks() if tasks is None else tasks
+    gone = set(extension_tasks(without, tasks))
+    kept_files = {t.file for tid, t in tasks.items() if tid not in gone}
+    return (rel.startswith(tuple(f"notebooks/{ext}_" for ext in without))
+            or rel in {f"hw3_utils/tasks/task_{tid}.py" for tid in gone}
+            or rel in {tasks[tid].file for tid in gone} - kept_files)
 
 
 def _chunks(text: str, width: int) -> list[str]:
@@ -306,7 +340,7 @@ def _git_commit(root: Path) -> str | None:
 
 def make_release(out: Path | str = REPO / "release", root: Path = REPO, quiet: bool = False,
                  repo_url: str | None = None, fid_stats_url: str | None = None, fid_stats_dir=None,
-                 questions_out: Path | None = None) -> Path:
+                 questions_out: Path | None = None, without=()) -> Path:
     """Write the student kit to `out` (replaced). Refuses if a stripped file still holds a region.
 
     repo_url: the git repository students clone, written into every notebook's setup cell and into
@@ -316,16 +350,18 @@ def make_release(out: Path | str = REPO / "release", root: Path = REPO, quiet: b
     The README is the student's: STUDENT_README (`release_readme`).
     questions_out: where the written questions are frozen for grading (grader/written.py's QUESTIONS_FILE for
     `make release`); never inside the kit.
+    without: the optional extensions to leave out (EXTENSIONS, e.g. "06"): `left_out` says which files go.
     """
     out, root = Path(out), Path(root)
     url = check_repo_url(repo_url)
     fid_sources = fid_references(fid_stats_url, fid_stats_dir)
-    tasks = _tasks()
+    without = check_without(without)
+    tasks = {tid: t for tid, t in _tasks().items() if tid not in extension_tasks(without)}
     staged: dict[str, bytes] = {}
     sources: dict[str, Path] = {}
     found: dict[str, list[str]] = {}
     for rel in kit_files(root):
-        if not is_student_file(rel):
+        if not is_student_file(rel) or left_out(rel, without):
             continue
         src = root / rel
         if rel.endswith((".py", ".ipynb")):
@@ -359,6 +395,7 @@ def make_release(out: Path | str = REPO / "release", root: Path = REPO, quiet: b
         "tasks": {t.id: {"title": t.title, "points": t.points, "file": t.file, "function": t.function,
                          "notebook": t.notebook} for t in tasks.values()},
         "total_points": sum(t.points for t in tasks.values()),
+        "without": list(without),
         "regions": found,
     }
     if out.exists():
@@ -379,6 +416,9 @@ def make_release(out: Path | str = REPO / "release", root: Path = REPO, quiet: b
     if not quiet:
         print(f"release: {len(staged)} files -> {out} ({sum(len(v) for v in found.values())} solution regions "
               f"stubbed in {len(found)} files)")
+        if without:
+            print(f"release: without notebook(s) {', '.join(without)} and their tasks: graded out of "
+                  f"{info['total_points']} points")
         if questions_out is not None:
             print(f"release: the written questions (points, rubrics, model answers) frozen in {questions_out}, "
                   "which grading and merging read: keep it, never hand it out")

@@ -130,14 +130,18 @@ class Graded:
     def total(self) -> int:
         return sum(r.points for r in self.tasks.values())
 
+    def graded_tasks(self) -> dict:
+        """{task id: Task} of the tasks this submission was graded on (the release's), in the registry's order."""
+        return {tid: t for tid, t in _tasks().items() if tid in self.tasks}
+
     def points(self) -> dict[str, int]:
-        return {t: self.tasks[t].points if t in self.tasks else 0 for t in _tasks()}
+        return {t: self.tasks[t].points for t in self.graded_tasks()}
 
     def row(self) -> dict:
         return {"student": self.student, **self.points(), "total": self.total, "status": self.status}
 
     def markdown(self) -> str:
-        tasks = _tasks()
+        tasks = self.graded_tasks()
         md = [f"# Feedback for {self.student}", "",
               f"Total: **{self.total} / {sum(t.points for t in tasks.values())}** ({self.status})", "",
               f"_{self.sandbox}_", "", "| task | points | result |", "| --- | --- | --- |"]
@@ -153,7 +157,7 @@ class Graded:
         the student can act on) and all its cases (its points, visible after the due date), so hidden cases
         are held back until then. No top-level score: Gradescope sums the tests' scores."""
         tests = []
-        for tid, t in _tasks().items():
+        for tid, t in self.graded_tasks().items():
             r = self.tasks[tid]
             tests += [{"name": f"Task {t.number} ({t.name}): public cases", "score": 0, "max_score": 0,
                        "output": r.public, "output_format": "md", "visibility": "visible"},

@@ -3,8 +3,10 @@
 Two profiles are code paths: `full` is the recipe of the reference report, exactly (for a GPU);
 `cpu` turns noise into recognisable digits on a laptop without a GPU in minutes (one grey channel,
 a smaller UNet, an lr schedule, a respaced sampler with x0-hat clipping; why each: docs/decisions/).
-Each has a test-size twin, `full-smoke` and `cpu-smoke`: the same config with the sizes shrunk by
-one function, `smoke_sizes` (data, epochs, width, sample counts), so the tests and the notebooks
+Each has a class-conditional twin, `full-cond` and `cpu-cond` (the same recipe with a label embedding and
+label dropout, for classifier-free guidance: notebook 06), in a run folder of its own. Each of the four has a
+test-size twin, `full-smoke`, `cpu-smoke`, `full-cond-smoke`, `cpu-cond-smoke`: the same config with the sizes
+shrunk by one function, `smoke_sizes` (data, epochs, width, sample counts), so the tests and the notebooks
 under nbval run every code path a student runs, in minutes.
 """
 
@@ -40,6 +42,10 @@ class Config:
     bottleneck_mult: int = 8
     time_emb_dim: int = 256
     groups: int = 8  # GroupNorm groups; the report does not say, 8 divides every width
+    # Not in the report: class conditioning for classifier-free guidance (Ho & Salimans 2022; hw3_utils/guidance.py).
+    # 0: unconditional (the report's model); 10: a label embedding for the digits and a null label (index 10).
+    num_classes: int = 0
+    label_dropout: float = 0.1  # share of training labels replaced by the null label each step (conditional only)
 
     # diffusion (DDPM, Ho et al. 2020): linear betas from beta_1 to beta_T
     timesteps: int = 1000
@@ -145,6 +151,9 @@ _RULES = {
     "bottleneck_mult": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
     "time_emb_dim": (lambda v: _is_int(v) and v >= 4 and v % 2 == 0, "an even integer >= 4"),
     "groups": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    "num_classes": (lambda v: v in (0, 10) and _is_int(v), "0 (unconditional) or 10 (conditioned on the digit)"),
+    "label_dropout": (lambda v: _is_num(v) and 0 <= v < 1,
+                      "a number in [0, 1), the share of labels dropped (Ho & Salimans use 0.1 or 0.2)"),
     "timesteps": (lambda v: _is_int(v) and v >= 2, "an integer >= 2"),
     "beta_start": (lambda v: _is_num(v) and 0 < v < 1, "a number in (0, 1)"),
     "beta_end": (lambda v: _is_num(v) and 0 < v < 1, "a number in (0, 1), at least beta_start"),
@@ -216,6 +225,11 @@ PROFILES: dict[str, dict] = {
     ),
 }
 
+# The conditional twins: the same recipe, conditioned on the digit (notebook 06). label_dropout is the
+# Config default, Ho & Salimans' p_uncond = 0.1.
+COND_SUFFIX = "-cond"
+PROFILES.update({name + COND_SUFFIX: {**PROFILES[name], "num_classes": 10} for name in list(PROFILES)})
+
 SMOKE_SUFFIX = "-smoke"
 
 
@@ -248,15 +262,29 @@ PROFILES.update({name + SMOKE_SUFFIX: smoke_sizes(PROFILES[name]) for name in li
 
 
 def base_profile(profile: str) -> str:
-    """The code path of a profile: 'cpu-smoke' -> 'cpu', 'full' -> 'full'."""
+    """The code path of a profile: 'cpu-smoke' -> 'cpu', 'cpu-cond-smoke' -> 'cpu-cond', 'full' -> 'full'."""
     return profile.removesuffix(SMOKE_SUFFIX)
+
+
+def conditional_profile(profile: str | None = None, verbose: bool = True) -> str:
+    """The conditional twin of a profile (the argument, else $HW3_PROFILE, else by device, as `resolve_profile`):
+    'cpu' -> 'cpu-cond', 'full-smoke' -> 'full-cond-smoke'; a conditional profile is its own twin."""
+    name = resolve_profile(profile, verbose=False)
+    base, smoke = base_profile(name), name.endswith(SMOKE_SUFFIX)
+    twin = (base if base.endswith(COND_SUFFIX) else base + COND_SUFFIX) + (SMOKE_SUFFIX if smoke else "")
+    if twin not in PROFILES:
+        raise ConfigError(f"profile {name!r} has no conditional twin; the conditional profiles are: "
+                          f"{sorted(p for p in PROFILES if COND_SUFFIX in p)}")
+    if verbose and twin != name:
+        print(f"hw3_utils: conditional twin '{twin}' of profile '{name}'")
+    return twin
 
 
 # Fields that decide the network's shapes or the meaning of its output: a checkpoint
 # whose values differ cannot be loaded into a model built from this config.
 MODEL_FIELDS = (
     "image_size", "in_channels", "model_channels", "channel_mult",
-    "bottleneck_mult", "time_emb_dim", "groups", "timesteps",
+    "bottleneck_mult", "time_emb_dim", "groups", "timesteps", "num_classes",
 )
 
 

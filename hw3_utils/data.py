@@ -5,7 +5,9 @@ Two ways to feed training, with the same images in the same order:
 - `load_tensor`: the whole (sub)set as one tensor, moved to the GPU once (the fast path). Each image
   goes through the dataset's own transform (the student's `mnist_transform`, task 1) once, so both
   paths see the same values bitwise, whatever way a correct transform is written.
-Both draw each epoch's order from `epoch_permutation`, so resuming mid-run sees the same batches.
+Both draw each epoch's order from `epoch_permutation`, so resuming mid-run sees the same batches. Both carry
+the digits' labels in the same order (the DataLoader as (x0, label) pairs, the fast path as `load_labels`),
+which the conditional profiles train on.
 """
 
 from __future__ import annotations
@@ -147,3 +149,14 @@ def load_tensor(dataset: Dataset, device: torch.device | str = "cpu", num_worker
                             f"{getattr(images, 'dtype', '')}. Run check('1') in notebook 01 for details.")
         batches.append(images)
     return torch.cat(batches).to(device)
+
+
+def load_labels(dataset: Dataset, device: torch.device | str = "cpu") -> torch.Tensor:
+    """The labels of an MNIST (Subset) as one (N,) int64 tensor on `device`, in item order (as `load_tensor`'s
+    images): read from the dataset's targets, without running the image transform."""
+    if isinstance(dataset, Subset):
+        return load_labels(dataset.dataset)[torch.as_tensor(dataset.indices, dtype=torch.long)].to(device)
+    targets = getattr(dataset, "targets", None)
+    if targets is None:
+        raise TypeError(f"load_labels reads an MNIST dataset's targets; {type(dataset).__name__} has none")
+    return torch.as_tensor(targets, dtype=torch.long).to(device)

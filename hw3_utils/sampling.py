@@ -2,8 +2,10 @@
 
 In diffusers' split the network is the model (`model(x_t, t) -> predicted noise`), `DDPM` is the
 scheduler (the schedule and one reverse step, `p_sample`, the student's task 5a) and this module is the
-pipeline: it owns the start noise, batching, snapshots, respacing, DDIM and x0-hat clipping, and it has
-one entry, `sample`, which every caller uses (notebooks, previews, the process grid, the FID draws).
+pipeline: it owns the start noise, batching, snapshots, respacing, DDIM, x0-hat clipping and classifier-free
+guidance, and it has one entry, `sample`, which every caller uses (notebooks, previews, the process grid, the FID
+draws). Respacing, clipping and guidance are wrappers around the `model(x_t, t) -> eps` contract, so they
+compose: every sampler can be guided, on all T steps or respaced, clipped or not.
 
 Indexing as in `diffusion.py`: code index t = 0 .. T-1 is the paper's timestep t+1. Equation numbers
 refer to the DDPM paper (arXiv:2006.11239) unless they say DDIM (Song et al. 2021, arXiv:2010.02502).
@@ -23,7 +25,8 @@ except ImportError:  # pragma: no cover - tqdm is a dependency; keep sampling us
     def tqdm(it, **_):
         return it
 
-__all__ = ["METHODS", "sample", "ancestral", "ddim", "ddim_step", "respaced", "clipped", "strided_timesteps"]
+__all__ = ["METHODS", "sample", "ancestral", "ddim", "ddim_step", "respaced", "clipped", "guided",
+           "strided_timesteps"]
 
 METHODS = ("ddpm", "ddim")  # "ddpm": Algorithm 2 (respaced when steps < T); "ddim": DDIM eq. 12
 
@@ -32,7 +35,7 @@ METHODS = ("ddpm", "ddim")  # "ddpm": Algorithm 2 (respaced when steps < T); "dd
 def sample(model, ddpm: DDPM, cfg: Config | None = None, *, n: int, method: str | None = None,
            steps: int | None = None, eta: float = 0.0, clip: bool | None = None, snapshots: int = 0,
            generator: torch.Generator | None = None, progress: bool = True, batch_size: int | None = None,
-           shape: tuple[int, int, int] | None = None, device=None):
+           shape: tuple[int, int, int] | None = None, device=None, labels=None, guidance: float = 0.0):
     """n images from `model` with the config's sampler, or with the arguments given instead.
 
     cfg: its sampler (method), sample_steps (steps; None = all T), clip_denoised (clip) and image_shape
@@ -41,6 +44,9 @@ def sample(model, ddpm: DDPM, cfg: Config | None = None, *, n: int, method: str 
     (DDIM with `eta`: 0 deterministic, 1 the posterior's noise). clip: x0-hat clipped to [-1, 1] at
     every step (`clipped`). Noise comes from `generator` (on its own device, so a seed gives the same
     images anywhere) or the global RNG, batch after batch of `batch_size` (all n at once when None).
+    labels: for a conditional model (cfg.num_classes > 0), the digit to draw, (n,) ints or one int for all;
+    guidance: the weight w of classifier-free guidance (`guided`; 0: the conditional model as it is).
+    Without labels a conditional model draws with the null label (no digit asked for).
     Returns images (n, *shape) float in [-1, 1] on the model's device; with snapshots=k > 0,
     (images, frames, labels): frames (k, n, *shape) evenly spaced states from x_T to x_0 (on the CPU),
     labels the paper timestep of each frame (T ... 0).
@@ -52,20 +58,26 @@ def sample(model, ddpm: DDPM, cfg: Config | None = None, *, n: int, method: str 
     tau = strided_timesteps(ddpm.timesteps, steps if steps is not None else cfg.sample_steps or ddpm.timesteps)
     clip = cfg.clip_denoised if clip is None else clip
     device = _device_of(model, device, ddpm.betas.device)
-    if method == "ddpm":
-        if len(tau) != ddpm.timesteps:
-            ddpm, model = respaced(ddpm, model, tau)
-        net = clipped(ddpm, model) if clip else model
-        loop, desc = (lambda x: ancestral(ddpm, net, x, generator)), "DDPM sampling"
-    else:
-        net = clipped(ddpm, model) if clip else model
-        loop, desc = (lambda x: ddim(ddpm, net, x, tau, eta, generator)), f"DDIM-{len(tau)} sampling"
+    labels = _labels(labels, n, cfg, guidance, device)
+
+    def loop_of(net):
+        """x_T -> the states of the chosen sampler, with `net` wrapped as it needs (respaced, clipped)."""
+        if method == "ddpm":
+            d, net = respaced(ddpm, net, tau) if len(tau) != ddpm.timesteps else (ddpm, net)
+            net = clipped(d, net) if clip else net
+            return lambda x: ancestral(d, net, x, generator)
+        net = clipped(ddpm, net) if clip else net
+        return lambda x: ddim(ddpm, net, x, tau, eta, generator)
+
+    desc = "DDPM sampling" if method == "ddpm" else f"DDIM-{len(tau)} sampling"
     film = _Film([t + 1 for t in tau], snapshots)
     outs = []
     for start, b in _batches(n, batch_size):
+        net = model if labels is None else guided(model, labels[start:start + b], guidance, cfg.num_classes)
         x = _noise((b, *(shape or cfg.image_shape)), generator, device)  # Algorithm 2, line 1: x_T ~ N(0, I)
         film.keep(0, x)
-        states = tqdm(loop(x), total=len(tau), desc=f"{desc} {start + b}/{n}", leave=False, disable=not progress)
+        states = tqdm(loop_of(net)(x), total=len(tau), desc=f"{desc} {start + b}/{n}", leave=False,
+                      disable=not progress)
         for done, x in enumerate(states, start=1):
             film.keep(done, x)
         film.cut()
@@ -148,7 +160,41 @@ def clipped(ddpm: DDPM, model):
     return eps_of_clipped_x0
 
 
-# plumbing: devices, batches, start noise, recorded frames -------------------------------------------
+def guided(model, y: torch.Tensor, w: float, null: int):
+    """A conditional `model(x_t, t, y) -> eps` as the `model(x_t, t) -> eps` contract for the labels y (B,) int64:
+    the guided prediction eps-tilde = (1 + w) eps(x_t, t, y) - w eps(x_t, t, null) of classifier-free guidance
+    (Ho & Salimans 2022, eq. 6; `guidance.guided_eps`, the student's task 6b). w = 0 is the conditional model
+    itself, one forward pass a step instead of two.
+    """
+    if w == 0:
+        return lambda x_t, t: model(x_t, t, y)
+    from .guidance import guided_eps  # the extension's file (notebook 06)
+
+    return lambda x_t, t: guided_eps(model, x_t, t, y, w, null)
+
+
+# plumbing: labels, devices, batches, start noise, recorded frames -----------------------------------
+def _labels(labels, n: int, cfg: Config, guidance: float, device) -> torch.Tensor | None:
+    """The labels of `sample` as (n,) int64 on `device` (None: unconditional), or ValueError saying what is wrong."""
+    if labels is None:
+        if guidance:
+            raise ValueError(f"guidance={guidance} needs labels: sample(..., labels=digits, guidance=w)")
+        return None
+    if not cfg.num_classes:
+        raise ValueError(f"labels need a class-conditional model and its config (num_classes=10: a '-cond' "
+                         f"profile, e.g. cpu-cond); the '{cfg.profile}' config has num_classes=0")
+    if isinstance(guidance, bool) or not isinstance(guidance, (int, float)) or not guidance >= 0:
+        raise ValueError(f"guidance must be a number >= 0 (the weight w), got {guidance!r}")
+    y = torch.as_tensor(labels, device=device)
+    y = y.expand(n) if y.ndim == 0 else y
+    if y.shape != (n,) or y.is_floating_point() or y.dtype == torch.bool or int(y.min()) < 0 \
+            or int(y.max()) > cfg.num_classes:
+        raise ValueError(f"labels must be one digit or {n} of them (one per image), integers in [0, {cfg.num_classes}]"
+                         f" ({cfg.num_classes}: no label), got {tuple(y.shape)} {y.dtype}")
+    return y.long()
+
+
+
 def _at(buf: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     """buf[t] shaped (B, 1, 1, 1) to broadcast over images."""
     return buf[t].view(-1, 1, 1, 1)

@@ -7,10 +7,12 @@ stopped, with the same data order and random draws as an uninterrupted run.
 
 `train_model` is made of parts that others (bench/cpu_ablation.py) train with too:
 - `new_state` (model, EMA, Adam, generator: a `TrainState`), `restore` and `save_checkpoint` (the checkpoint);
-- `training_data`, then per epoch `epoch_batches`: `tensor_batches` (fixed-shape, the short last batch padded)
-  or `loader_batches` (the report's DataLoader);
+- `training_data`, then per epoch `epoch_batches` of (x0, labels, weights): `tensor_batches` (fixed-shape, the
+  short last batch padded) or `loader_batches` (the report's DataLoader);
 - `train_epoch`: `train_step` (Algorithm 1's step at the learning rate `lr_at`, then `ema_update`) per batch,
-  the NaN check and the step log every cfg.log_every steps.
+  the NaN check and the step log every cfg.log_every steps. A conditional config (cfg.num_classes > 0) trains
+  on the labels, a share cfg.label_dropout of them replaced by the null label each step (classifier-free
+  guidance; the draws come from the run's generator, so a resumed run stays bit-exact).
 
 The function is `train_model`, not `train`, so that `hw3_utils.train` stays this module.
 """
@@ -30,7 +32,7 @@ from tqdm.auto import tqdm
 from .atomic import atomic_write
 from .config import MODEL_FIELDS, Config, config_diff
 from .cuda_graphs import TrainStep
-from .data import epoch_permutation, load_mnist, load_tensor, make_loader, subset
+from .data import epoch_permutation, load_labels, load_mnist, load_tensor, make_loader, subset
 from .diffusion import DDPM
 from .runfolder import checkpoint_dir, checkpoint_path, checkpoint_paths, config_path
 from .unet import UNet
@@ -40,7 +42,8 @@ KEEP_CHECKPOINTS = 2
 # fields (epochs, sampling, FID, logging) may change between sessions.
 # (tensor_data and cuda_graphs may change: both data paths give the same batches in the same order.)
 TRAIN_FIELDS = MODEL_FIELDS + ("beta_start", "beta_end", "train_subset", "batch_size", "lr",
-                               "adam_betas", "lr_warmup_steps", "lr_decay", "ema_decay", "seed", "amp_bf16")
+                               "adam_betas", "lr_warmup_steps", "lr_decay", "ema_decay", "seed", "amp_bf16",
+                               "label_dropout")
 
 
 class CheckpointError(RuntimeError):
@@ -202,10 +205,23 @@ def _check_compatible(saved: Config, cfg: Config, fields, path) -> None:
     diff = config_diff(saved, cfg, fields)
     if diff:
         rows = "\n".join(f"  {k}: checkpoint {a!r}, now {b!r}" for k, (a, b) in diff.items())
+        kind = lambda c: "a class-conditional" if c.num_classes else "an unconditional"  # noqa: E731
+        which = (f"It holds {kind(saved)} model and the config asks for {kind(cfg)} one: each kind trains in the "
+                 f"run folder of its own profile (runs/{cfg.profile}/).\n" if "num_classes" in diff else "")
         raise CheckpointError(
-            f"checkpoint {path} was made with a different config:\n{rows}\n"
+            f"checkpoint {path} was made with a different config:\n{rows}\n{which}"
             "Use the checkpoint's config (Config.from_dict(ckpt['config'])) or a new run folder."
         )
+
+
+def _load_weights(model: UNet, state: dict, path) -> None:
+    """model.load_state_dict(state), or CheckpointError when the weights do not fit the model (a file edited
+    by hand, a conditional model's weights under an unconditional config or the reverse)."""
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        raise CheckpointError(f"the weights in {path} do not fit a model of its config ({str(err)[:300]}); "
+                              "it was not written by hw3_utils: train again in a new run folder") from err
 
 
 def load_model(source, which: str = "ema", device=None, cfg: Config | None = None) -> UNet:
@@ -227,7 +243,7 @@ def load_model(source, which: str = "ema", device=None, cfg: Config | None = Non
     if cfg is not None:
         _check_compatible(saved, cfg, MODEL_FIELDS, path)
     model = build_model(saved, device)
-    model.load_state_dict(ckpt[which])
+    _load_weights(model, ckpt[which], path)
     return model.eval()
 
 
@@ -310,8 +326,8 @@ def restore(state: TrainState, cfg: Config, run_dir) -> Path | None:
         return None
     path, ckpt = found
     _check_compatible(Config.from_dict(ckpt["config"]), cfg, TRAIN_FIELDS, path)
-    state.model.load_state_dict(ckpt["model"])
-    state.ema.load_state_dict(ckpt["ema"])
+    _load_weights(state.model, ckpt["model"], path)
+    _load_weights(state.ema, ckpt["ema"], path)
     saved = ckpt["optimizer"]
     # load_state_dict would also restore the saving run's fused/capturable flags: keep this
     # run's, so a run started on the CPU can resume on a GPU with its CUDA-graph step
@@ -343,26 +359,29 @@ def save_checkpoint(state: TrainState, cfg: Config, run_dir) -> Path:
 
 
 def training_data(cfg: Config, device, data_root=None, tensor_data: bool = True):
-    """(dataset, data): the training (sub)set, and with tensor_data all of it as one tensor on `device` (else None).
+    """(dataset, data, labels): the training (sub)set, and with tensor_data all of it on `device` as one tensor of
+    images (N, C, H, W) and one of labels (N,) int64 in item order (else None, None: the DataLoader carries both).
 
     ValueError when the data transform (task 1) gives images of another shape than the profile trains on.
     """
     dataset = subset(load_mnist(data_root, train=True, in_channels=cfg.in_channels), cfg.train_subset)
     data = load_tensor(dataset, device, cfg.num_workers) if tensor_data else None
+    labels = load_labels(dataset, device) if tensor_data else None
     first = data[:1] if tensor_data else dataset[0][0].unsqueeze(0)
     if tuple(first.shape[1:]) != cfg.image_shape:
         raise ValueError(f"the data transform (Task 1, mnist_transform) gives images of shape "
                          f"{tuple(first.shape[1:])}, but the '{cfg.profile}' profile trains on {cfg.image_shape}: "
                          f"build cfg.in_channels={cfg.in_channels} channel(s) from the grey image")
-    return dataset, data
+    return dataset, data, labels
 
 
-def tensor_batches(data: torch.Tensor, cfg: Config, epoch: int):
-    """One epoch of (x0, weights) from the training set held as one tensor, in `epoch_permutation` order.
+def tensor_batches(data: torch.Tensor, cfg: Config, epoch: int, labels: torch.Tensor | None = None):
+    """One epoch of (x0, y, weights) from the training set held as one tensor, in `epoch_permutation` order.
 
     x0: (B, C, H, W) with B = cfg.batch_size for every batch (a fixed shape for the CUDA graph): the short
-    last batch is padded with copies of its first image. weights: (B,) float, 1/real on the real images and
-    0 on the padding, so every batch's loss is the mean over its real images.
+    last batch is padded with copies of its first image. y: (B,) int64, the same rows of `labels` ((N,), the
+    images' labels), or None without labels. weights: (B,) float, 1/real on the real images and 0 on the
+    padding, so every batch's loss is the mean over its real images.
     """
     B, n, device = cfg.batch_size, len(data), data.device
     order = epoch_permutation(n, cfg.seed, epoch).to(device)
@@ -371,22 +390,26 @@ def tensor_batches(data: torch.Tensor, cfg: Config, epoch: int):
         idx = order[start:start + B]
         real = idx.shape[0]
         if real == B:
-            yield data[idx], full
+            weights = full
         else:
             idx = torch.cat([idx, idx[:1].expand(B - real)])
-            yield data[idx], (torch.arange(B, device=device) < real).float() / real
+            weights = (torch.arange(B, device=device) < real).float() / real
+        yield data[idx], (None if labels is None else labels[idx]), weights
 
 
 def loader_batches(dataset, cfg: Config, epoch: int, device):
-    """One epoch of (x0, None) from the report's DataLoader (`make_loader`), x0 moved to `device`;
-    None weights: the report's plain mean loss."""
-    for x0, _ in make_loader(cfg, dataset, epoch, device=device):
-        yield x0.to(device, non_blocking=True), None
+    """One epoch of (x0, y, None) from the report's DataLoader (`make_loader`), x0 and the labels y moved to
+    `device`; None weights: the report's plain mean loss."""
+    for x0, y in make_loader(cfg, dataset, epoch, device=device):
+        yield x0.to(device, non_blocking=True), y.to(device, non_blocking=True), None
 
 
-def epoch_batches(cfg: Config, epoch: int, dataset, data: torch.Tensor | None, device):
-    """The epoch's (x0, weights): `tensor_batches` when the set is held as one tensor (data), else `loader_batches`."""
-    return tensor_batches(data, cfg, epoch) if data is not None else loader_batches(dataset, cfg, epoch, device)
+def epoch_batches(cfg: Config, epoch: int, dataset, data: torch.Tensor | None, device, labels=None):
+    """The epoch's (x0, y, weights): `tensor_batches` when the set is held as one tensor (data, with its labels),
+    else `loader_batches`."""
+    if data is not None:
+        return tensor_batches(data, cfg, epoch, labels)
+    return loader_batches(dataset, cfg, epoch, device)
 
 
 def steps_per_epoch(n: int, cfg: Config) -> int:
@@ -394,22 +417,36 @@ def steps_per_epoch(n: int, cfg: Config) -> int:
     return math.ceil(n / cfg.batch_size)
 
 
-def train_step(state: TrainState, cfg: Config, step_fn, x0: torch.Tensor, weights) -> torch.Tensor:
+def train_step(state: TrainState, cfg: Config, step_fn, x0: torch.Tensor, weights, y=None) -> torch.Tensor:
     """One step of Algorithm 1 on the batch x0: draw t and eps from the run's generator, set the step's
     learning rate, take the optimiser step (`step_fn`, a TrainStep), then update the EMA.
 
-    Returns the loss as a 0-d device tensor (no host sync).
+    Conditional config: y (B,) int64, the batch's labels, of which `guidance.drop_labels` replaces a share
+    cfg.label_dropout by the null label (its uniform draws from the run's generator, after t and eps).
+    An unconditional config ignores y. Returns the loss as a 0-d device tensor (no host sync).
     """
     device = x0.device
     t = torch.randint(0, cfg.timesteps, (x0.shape[0],), device=device, generator=state.gen)
     noise = torch.randn(x0.shape, device=device, generator=state.gen)
+    labels = _dropped_labels(cfg, y, state.gen) if cfg.num_classes else None
     if cfg.lr_warmup_steps > 0 or cfg.lr_decay != "none":  # a CUDA graph's step needs a constant lr
         for group in state.optimizer.param_groups:
             group["lr"] = lr_at(cfg, state.step + 1, state.total_steps)
-    loss = step_fn(x0, t, noise, weights)
+    loss = step_fn(x0, t, noise, weights, labels)
     state.step += 1
     ema_update(state.ema, state.model, state.step, cfg.ema_decay)
     return loss
+
+
+def _dropped_labels(cfg: Config, y, gen: torch.Generator) -> torch.Tensor:
+    """The labels a conditional step trains on: y with a share cfg.label_dropout replaced by the null label."""
+    from .guidance import drop_labels  # the extension's file (notebook 06)
+
+    if y is None:
+        raise ValueError(f"the '{cfg.profile}' profile is conditional (num_classes={cfg.num_classes}): each batch "
+                         "needs its labels, as (x0, y, weights) from `epoch_batches`")
+    u = torch.rand(y.shape, device=y.device, generator=gen)
+    return drop_labels(y, cfg.label_dropout, cfg.num_classes, u=u)
 
 
 def first_non_finite(losses: torch.Tensor, start: int, end: int) -> tuple[int, float] | None:
@@ -432,7 +469,7 @@ def _non_finite_error(state: TrainState, cfg: Config, i: int, j: int, value: flo
 
 def train_epoch(state: TrainState, cfg: Config, step_fn, batches, n_batches: int, progress: bool = True,
                 on_step=None, on_log=None, run_dir=None) -> torch.Tensor:
-    """Train on `batches` ((x0, weights) pairs, n_batches of them): epoch number state.epoch, which the
+    """Train on `batches` ((x0, y, weights) triples, n_batches of them): epoch number state.epoch, which the
     caller advances. Returns the losses (n_batches,) on the training device.
 
     Every cfg.log_every steps and at the end: checks the losses for NaN/inf (NonFiniteLossError naming the
@@ -444,8 +481,8 @@ def train_epoch(state: TrainState, cfg: Config, step_fn, batches, n_batches: int
     bar = tqdm(batches, total=n_batches, desc=f"epoch {state.epoch + 1}/{cfg.epochs}",
                disable=not progress, leave=state.epoch + 1 == cfg.epochs)
     checked = 0
-    for i, (x0, weights) in enumerate(bar):
-        losses[i] = train_step(state, cfg, step_fn, x0, weights)
+    for i, (x0, y, weights) in enumerate(bar):
+        losses[i] = train_step(state, cfg, step_fn, x0, weights, y)
         if on_step is not None:
             on_step(state)
         if (i + 1) % cfg.log_every == 0 or i + 1 == n_batches:
@@ -475,6 +512,8 @@ def train_model(cfg: Config, run_dir=None, device=None, resume: bool = True, pro
                 data_root=None, callback=None, on_log=None, on_epoch=None) -> TrainResult:
     """Train the UNet on MNIST with L_simple for cfg.epochs epochs; resume from run_dir if it has checkpoints.
 
+    A conditional config (cfg.num_classes > 0) trains the class-conditional UNet on the labels with label dropout.
+
     run_dir: folder for checkpoints and config.json (None: keep nothing on disk).
     callback(epoch, history): called after each epoch, e.g. to redraw a loss curve.
     on_log(loss_log, history): called every cfg.log_every steps with the step losses so far
@@ -493,13 +532,13 @@ def train_model(cfg: Config, run_dir=None, device=None, resume: bool = True, pro
     if state.epoch >= cfg.epochs:  # already trained: nothing to load
         return TrainResult(state.model.eval(), state.ema.eval(), ddpm, cfg, state.history, run_dir, state.step,
                            0.0, state.loss_log)
-    dataset, data = training_data(cfg, device, data_root, uses_tensor_data(cfg))
+    dataset, data, labels = training_data(cfg, device, data_root, uses_tensor_data(cfg))
     n_batches = steps_per_epoch(len(dataset), cfg)
     state.total_steps = cfg.epochs * n_batches
     step_fn = TrainStep(state.model, ddpm, state.optimizer, graphs=graphs, amp_bf16=cfg.amp_bf16)
     t0 = time.perf_counter()
     while state.epoch < cfg.epochs:
-        batches = epoch_batches(cfg, state.epoch, dataset, data, device)
+        batches = epoch_batches(cfg, state.epoch, dataset, data, device, labels)
         losses = train_epoch(state, cfg, step_fn, batches, n_batches, progress, on_log=on_log, run_dir=run_dir)
         state.history.append(float(losses.mean()))
         state.epoch += 1

@@ -3,6 +3,11 @@
 Contract with the diffusion code: `model(x_t, t) -> predicted noise`, same shape as x_t.
 Reference widths (model_channels=64): 64/128/256 down, 512 in the bottleneck,
 8,130,755 parameters (checked in tests/test_unet.py).
+
+With cfg.num_classes = 10 the UNet is class-conditional (classifier-free guidance, Ho & Salimans 2022):
+`model(x_t, t, y)` adds the embedding of the label y (a digit 0..9, or the null label 10 for "no label")
+to the time embedding that every block sees (`guidance.add_label_embedding`, task 6a); `model(x_t, t)`
+is the null label's prediction. With num_classes = 0 (the report's model) it has no label embedding at all.
 """
 
 from __future__ import annotations
@@ -55,7 +60,7 @@ class Block(nn.Module):
 
 
 class UNet(nn.Module):
-    """Noise predictor eps_theta(x_t, t) for 28x28 images.
+    """Noise predictor eps_theta(x_t, t) for 28x28 images (eps_theta(x_t, t, y) when cfg.num_classes > 0).
 
     x: (B, in_channels, 28, 28) float, t: (B,) int64 in [0, T-1] -> (B, in_channels, 28, 28).
     """
@@ -86,10 +91,17 @@ class UNet(nn.Module):
         self.up_block3 = Block(2 * c1, c1, d, g)  # 28x28
         self.out = nn.Conv2d(c1, cfg.in_channels, 1)
 
+        # The label embedding, last: every module above draws the same initial weights with or without it.
+        # Zero at first, so a fresh conditional UNet predicts what the unconditional one would.
+        self.num_classes = cfg.num_classes
+        self.label_emb = nn.Embedding(cfg.num_classes + 1, d) if cfg.num_classes else None
+        if self.label_emb is not None:
+            nn.init.zeros_(self.label_emb.weight)
+
         # Off only inside CUDA graph capture, where reading t back to the host is not allowed.
         self.check_inputs = True
 
-    def _validate(self, x: torch.Tensor, t: torch.Tensor) -> None:
+    def _validate(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> None:
         c, h, w = self.image_shape
         if x.ndim != 4 or tuple(x.shape[1:]) != (c, h, w):
             raise ValueError(
@@ -100,6 +112,8 @@ class UNet(nn.Module):
             raise ValueError(f"UNet expects t of shape ({x.shape[0]},), one timestep per image, got {tuple(t.shape)}")
         if t.is_floating_point():
             raise ValueError(f"UNet expects integer timesteps, got dtype {t.dtype}")
+        if y is not None:
+            self._validate_labels(y, x.shape[0])
         if x.is_cuda and torch.cuda.is_current_stream_capturing():
             return
         lo, hi = int(t.min()), int(t.max())
@@ -107,13 +121,39 @@ class UNet(nn.Module):
             raise ValueError(
                 f"timesteps must lie in [0, {self.timesteps - 1}] (T={self.timesteps}), got values in [{lo}, {hi}]"
             )
+        if y is not None and y.numel() and (int(y.min()) < 0 or int(y.max()) > self.num_classes):
+            raise ValueError(f"labels must lie in [0, {self.num_classes}] (the digits, then {self.num_classes} for "
+                             f"no label), got values in [{int(y.min())}, {int(y.max())}]")
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        if self.check_inputs:
-            self._validate(x, t)
-        ### BEGIN SOLUTION 2b
+    def _validate_labels(self, y: torch.Tensor, batch: int) -> None:
+        if self.label_emb is None:
+            raise ValueError("this UNet is unconditional (num_classes=0): call it as model(x_t, t), or train a "
+                             "conditional profile (e.g. cpu-cond) to ask for digits")
+        if y.ndim != 1 or y.shape[0] != batch or y.is_floating_point() or y.dtype == torch.bool:
+            raise ValueError(f"UNet expects labels y of shape ({batch},), one integer per image, "
+                             f"got {tuple(y.shape)} {y.dtype}")
+
+    def embedding(self, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """What every block adds: the time MLP of the sinusoidal features, (B, time_emb_dim) float.
+
+        Conditional UNet: plus the label's embedding (task 6a), y (B,) int64 in [0, num_classes];
+        y None means the null label for every image.
+        """
         temb = self.time_mlp(sinusoidal_embedding(t, self.time_emb_dim))
+        if self.label_emb is None:
+            return temb
+        from .guidance import add_label_embedding  # the extension's file (notebook 06)
 
+        if y is None:
+            y = torch.full(t.shape, self.num_classes, dtype=torch.long, device=t.device)
+        return add_label_embedding(temb, y, self.label_emb)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """x (B, C, 28, 28) float, t (B,) int64, y (B,) int64 labels (conditional UNet only) -> eps-hat like x."""
+        if self.check_inputs:
+            self._validate(x, t, y)
+        temb = self.embedding(t, y)
+        ### BEGIN SOLUTION 2b
         s1 = self.down1(x, temb)
         s2 = self.down2(F.max_pool2d(s1, 2), temb)
         s3 = self.down3(F.max_pool2d(s2, 2), temb)

@@ -25,6 +25,7 @@ from grader.sandbox import PROCESS_LIMIT, UID_BASE
 from hw3_utils.tasks import TASK_FILES, TASKS
 
 ALL = set(TASKS)
+FULL = sum(t.points for t in TASKS.values())
 LEFTOVER = "hw3_hostile_"
 SHARED_TMP = ("/tmp", "/var/tmp", "/dev/shm")  # the world-writable folders every sandbox has
 STASH_KEY = 0x48573301  # the SysV shared memory key h_stash leaves its code under
@@ -515,7 +516,7 @@ EXPECT: dict[str, tuple[set[str], tuple[str, ...]]] = {
                             "-Infinity is not a JSON number", "manifest.json is not readable (holds a JSON list")),
     "h_stash": (set(), ()),
     "zy_stash": ({"3", "4", "5a"}, ()),  # its diffusion.py is the stub: it found no stash and no solution
-    "zz_solution": (set(), ("100 / 100",)),  # graded after all the others (in sorted order)
+    "zz_solution": (set(), (f"{FULL} / {FULL}",)),  # graded after all the others (in sorted order)
 }
 # Cases whose cap only root mode's cgroup can enforce (a normal user's grading caps memory per process)
 ROOT_ONLY = {"h_memfork", "h_memfd"}

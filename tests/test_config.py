@@ -6,8 +6,8 @@ import pytest
 import tomllib
 import yaml
 
-from hw3_utils import PROFILES, Config, get_config, resolve_profile
-from hw3_utils.config import MODEL_FIELDS, base_profile
+from hw3_utils import PROFILES, Config, config_diff, get_config, resolve_profile
+from hw3_utils.config import MODEL_FIELDS, base_profile, conditional_profile
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -28,14 +28,15 @@ SIZES = {"train_subset", "model_channels", "epochs", "num_samples", "sample_batc
          "fid_batch_size", "log_every", "lr_warmup_steps", "profile"}
 
 
-@pytest.mark.parametrize("base", ["full", "cpu"])
+@pytest.mark.parametrize("base", ["full", "cpu", "full-cond", "cpu-cond"])
 def test_smoke_twin_changes_sizes_only(base):
     """`<base>-smoke` is `<base>` with sizes shrunk: every switch that picks a code path is kept."""
     smoke, real = get_config(f"{base}-smoke", verbose=False), get_config(base, verbose=False)
     changed = {f.name for f in dataclasses.fields(Config) if getattr(smoke, f.name) != getattr(real, f.name)}
     assert changed <= SIZES
     for name in ("in_channels", "sampler", "sample_steps", "clip_denoised", "lr_decay", "variance",
-                 "tensor_data", "cuda_graphs", "amp_bf16", "channels_last", "timesteps"):
+                 "tensor_data", "cuda_graphs", "amp_bf16", "channels_last", "timesteps", "num_classes",
+                 "label_dropout"):
         assert getattr(smoke, name) == getattr(real, name), name
     assert smoke.train_subset == 2048 and smoke.num_samples == 32 and smoke.epochs == 2
     assert base_profile(smoke.profile) == base
@@ -60,6 +61,27 @@ def test_cpu_profile_keeps_the_recipe_family():
     assert cpu.lr_decay == "cosine" and cpu.num_samples >= 1000
 
 
+@pytest.mark.parametrize("base", ["full", "cpu"])
+def test_conditional_twin_is_its_profile_with_labels(base):
+    """`<base>-cond` trains the same recipe, conditioned on the digit: only the conditioning fields differ."""
+    cond, plain = get_config(f"{base}-cond", verbose=False), get_config(base, verbose=False)
+    assert config_diff(plain, cond) == {"num_classes": (0, 10), "profile": (base, f"{base}-cond")}
+    assert 0 < cond.label_dropout < 1 and plain.num_classes == 0
+    assert conditional_profile(base, verbose=False) == f"{base}-cond"
+    assert conditional_profile(f"{base}-smoke", verbose=False) == f"{base}-cond-smoke"
+    assert conditional_profile(f"{base}-cond", verbose=False) == f"{base}-cond"
+
+
+def test_conditional_twin_follows_the_chosen_profile(monkeypatch):
+    monkeypatch.setenv("HW3_PROFILE", "cpu-smoke")
+    assert conditional_profile(verbose=False) == "cpu-cond-smoke"
+
+
+def test_configs_written_before_conditioning_load_as_unconditional():
+    old = {k: v for k, v in Config().to_dict().items() if k not in ("num_classes", "label_dropout")}
+    assert Config.from_dict(old).num_classes == 0 and "num_classes" in MODEL_FIELDS
+
+
 def test_old_checkpoint_configs_with_fast_still_load():
     old = {k: v for k, v in Config().to_dict().items() if k not in ("tensor_data", "cuda_graphs")}
     c = Config.from_dict({**old, "fast": True})
@@ -79,7 +101,8 @@ def test_profile_from_env_and_auto(monkeypatch, capsys):
 
 
 def test_unknown_profile_lists_valid_ones():
-    with pytest.raises(ValueError, match=r"unknown profile 'fast'.*\['cpu', 'cpu-smoke', 'full', 'full-smoke'\]"):
+    with pytest.raises(ValueError, match=r"unknown profile 'fast'.*\['cpu', 'cpu-cond', 'cpu-cond-smoke', "
+                                         r"'cpu-smoke', 'full', 'full-cond', 'full-cond-smoke', 'full-smoke'\]"):
         get_config("fast")
 
 
@@ -128,6 +151,8 @@ BAD_VALUES = [  # (field, value, what the one-line message must say)
     ("time_emb_dim", 255, "time_emb_dim=255 is not allowed: time_emb_dim must be an even integer >= 4"),
     ("log_every", 0, "log_every=0 is not allowed"),
     ("num_workers", -1, "num_workers=-1 is not allowed"),
+    ("num_classes", 5, "num_classes=5 is not allowed: num_classes must be 0 (unconditional) or 10"),
+    ("label_dropout", 1.0, "label_dropout=1.0 is not allowed: label_dropout must be a number in [0, 1)"),
 ]
 
 
@@ -155,7 +180,8 @@ def test_json_round_trip(tmp_path):
     c.save(tmp_path / "c.json")
     assert Config.load(tmp_path / "c.json") == c
     assert set(MODEL_FIELDS) <= set(c.to_dict())
-    assert set(PROFILES) == {"full", "cpu", "full-smoke", "cpu-smoke"}
+    assert set(PROFILES) == {"full", "cpu", "full-smoke", "cpu-smoke", "full-cond", "cpu-cond", "full-cond-smoke",
+                             "cpu-cond-smoke"}
 
 
 def _names(reqs):

@@ -95,7 +95,7 @@ def feedback(batch, student) -> str:
 
 def test_solution_full_marks_and_stub_zero(batch):
     row = batch["results"]["zz_solution"].row()
-    assert points(batch, "zz_solution") == FULL and row["total"] == 100 and row["status"] == "graded"
+    assert points(batch, "zz_solution") == FULL and row["total"] == sum(FULL.values()) and row["status"] == "graded"
     assert points(batch, "stub") == {t: 0 for t in TASKS}
     for t in TASKS:
         assert "not implemented" in message(batch, "stub", t), message(batch, "stub", t)
@@ -103,7 +103,7 @@ def test_solution_full_marks_and_stub_zero(batch):
 
 def test_submit_round_trip(batch):
     md = feedback(batch, "submission_roundtrip")
-    assert batch["results"]["submission_roundtrip"].total == 100
+    assert batch["results"]["submission_roundtrip"].total == sum(FULL.values())
     assert "runs/full-smoke/fid.json: fid_vs_mnist_train = 421.10" in md
     assert "notebooks/01_data_prep.ipynb: not executed" in md
     assert "differs from its checksum" not in md
@@ -145,7 +145,7 @@ def test_resource_limits_are_the_sandboxes(batch):
     if sandbox.detect_mode() not in ("root", "userns"):
         pytest.fail(f"the sandbox mode here is {sandbox.detect_mode()!r}: the tmpfs caps are untested")
     # the flood was cut, not fatal: graded in full, with the line saying what happened
-    assert batch["results"]["h_flood"].total == 100
+    assert batch["results"]["h_flood"].total == sum(FULL.values())
 
 
 def test_submission_cannot_read_the_solution_or_write_the_grades(batch):
@@ -160,7 +160,7 @@ def test_submission_cannot_read_the_solution_or_write_the_grades(batch):
     assert not (batch["out"] / "score.txt").exists() and not (REPO / "hw3_utils" / "zz_evil.py").exists()
     assert not (batch["subs"] / "zz_evil.zip").exists()
     assert "h_writer" not in (batch["out"] / "feedback" / "zz_solution.md").read_text()
-    assert "100 / 100" in (batch["out"] / "feedback" / "zz_solution.md").read_text()
+    assert f"{sum(FULL.values())} / {sum(FULL.values())}" in (batch["out"] / "feedback" / "zz_solution.md").read_text()
 
 
 def test_grades_csv_and_feedback(batch):
@@ -290,7 +290,8 @@ def test_regrading_one_student_replaces_only_their_rows(batch, tmp_path):
                           str(TIMEOUT), "--update"], cwd=REPO, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     after = {r["student"]: r for r in csv.DictReader(open(out / "grades.csv"))}
-    assert set(after) == set(before) and after["h_loop"]["total"] == "100" and before["h_loop"]["total"] != "100"
+    full = str(sum(FULL.values()))
+    assert set(after) == set(before) and after["h_loop"]["total"] == full and before["h_loop"]["total"] != full
     assert {s: r for s, r in after.items() if s != "h_loop"} == {s: r for s, r in before.items() if s != "h_loop"}
     assert (out / "summary.md").read_text() == summary and "regraded h_loop" in res.stdout
     sheet = list(csv.DictReader(open(out / "written" / "sheet.csv")))
@@ -298,3 +299,24 @@ def test_regrading_one_student_replaces_only_their_rows(batch, tmp_path):
     merged = subprocess.run([sys.executable, "-m", "grader", "merge", str(out)], cwd=REPO, capture_output=True,
                             text=True, timeout=120)
     assert merged.returncode == 2 and "points '' is not a number" in merged.stderr  # nothing graded by hand yet
+
+
+def test_a_release_without_the_extension_grades_as_tasks_1_to_5b_alone(tmp_path):
+    """`make grade WITHOUT=06` (a release without notebook 06): an honest submission, its files from the full kit,
+    gets grades.csv's columns and points of tasks 1-5b alone, and a known mistake of an extension task costs nothing."""
+    from grader.release import extension_tasks
+
+    gone = set(extension_tasks())
+    core = {t: p for t, p in FULL.items() if t not in gone}
+    subs, out = tmp_path / "subs", tmp_path / "grades"
+    subs.mkdir()
+    write_zip(subs / "honest.zip", files())
+    _, m = next((t, m) for t, m in MISTAKES if t.id in gone)
+    write_zip(subs / "extension_mistake.zip", {**files(), m.file: patched_source(m)})
+    graded = grade_batch_detailed(subs, out, task_timeout=TIMEOUT, startup=120, jobs=2, without=("06",))
+    rows = list(csv.DictReader(open(out / "grades.csv")))
+    assert gone and list(rows[0]) == ["student", *core, "total", "status"]
+    assert {r["student"]: {t: int(r[t]) for t in core} for r in rows} == {"extension_mistake": core, "honest": core}
+    assert [int(r["total"]) for r in rows] == [100, 100] and {g.total for g in graded} == {100}
+    md = (out / "feedback" / "honest.md").read_text()
+    assert "Total: **100 / 100**" in md and not any(f"Task {t} " in md for t in gone)

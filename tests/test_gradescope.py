@@ -14,11 +14,10 @@ import pytest
 from grader import REPO
 from grader.gradescope import build_bundle
 from grader.release import solution_regions
-from hw3_utils.checks import TASKS
+from hw3_utils.checks import TASK_FILES, TASKS
 
 pytestmark = pytest.mark.slow
-
-TASK_FILES = ["hw3_utils/data.py", "hw3_utils/unet.py", "hw3_utils/diffusion.py", "hw3_utils/pipeline.py"]
+FULL = sum(t.points for t in TASKS.values())
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +81,7 @@ def test_solution_zip_scores_100(bundle, tmp_path):
     assert all(t["visibility"] == "after_due_date" and t["score"] == t["max_score"] and t["output"] == "PASS"
                for t in graded)
     assert all(t["visibility"] == "visible" and t["max_score"] == 0 and t["output"] == "PASS" for t in public)
-    assert sum(t["score"] for t in res["tests"]) == 100
+    assert sum(t["score"] for t in res["tests"]) == FULL
     assert "Submitted by Ada Lovelace (s1815) at 2026-12-10T21:30+00:00, **3.5 h after the due date**" in res["output"]
 
 
@@ -108,7 +107,26 @@ def test_setup_sh_installs_what_run_autograder_needs(bundle, tmp_path):
     with zipfile.ZipFile(zpath, "w") as z:
         for rel in TASK_FILES:
             z.write(REPO / rel, rel)
-    assert total(run_autograder(bundle, tmp_path / "solution", {"submission.zip": zpath}, python)) == 100
+    assert total(run_autograder(bundle, tmp_path / "solution", {"submission.zip": zpath}, python)) == FULL
     release = bundle / "release"
     stubs = {Path(rel).name: release / rel for rel in TASK_FILES}
     assert total(run_autograder(bundle, tmp_path / "stubs", stubs, python)) == 0
+
+
+def test_a_bundle_without_the_extension_grades_tasks_1_to_5b_alone(tmp_path):
+    from grader.release import extension_tasks
+
+    gone = set(extension_tasks())
+    source = tmp_path / "source"
+    with zipfile.ZipFile(build_bundle(tmp_path / "autograder.zip", without="06")) as z:
+        z.extractall(source)
+    (source / "run_autograder").chmod(0o755)
+    assert gone and not any((source / "release" / f"hw3_utils/tasks/task_{t}.py").exists() for t in gone)
+    zpath = tmp_path / "sub.zip"
+    with zipfile.ZipFile(zpath, "w") as z:  # an honest submission from the full kit: the extension's file too
+        for rel in TASK_FILES:
+            z.write(REPO / rel, rel)
+    res = run_autograder(source, tmp_path, {"submission.zip": zpath})
+    graded = res["tests"][1::2]
+    assert [t["max_score"] for t in graded] == [t.points for tid, t in TASKS.items() if tid not in gone]
+    assert total(res) == 100 and all(t["output"] == "PASS" for t in graded)

@@ -71,7 +71,8 @@ def test_instructor_files_are_left_out(release):
             "hw3_utils/submit.py", "RELEASE.json"} <= names
     assert (release / "hw3_utils" / "check_data.pt").read_bytes() == (REPO / "hw3_utils" / "check_data.pt").read_bytes()
     info = json.loads((release / "RELEASE.json").read_text())
-    assert info["total_points"] == 100 and set(info["tasks"]) == set(TASKS) and info["version"]
+    assert info["total_points"] == sum(t.points for t in TASKS.values()) and set(info["tasks"]) == set(TASKS)
+    assert info["version"] and info["without"] == []
 
 
 def test_release_imports_lints_and_fails_once_per_task(release, tmp_path):
@@ -240,3 +241,21 @@ def test_release_strips_an_answer_cell_as_nbgrader_does():
         strip_answer(outside, "q")
     with pytest.raises(MarkerError, match="needs one"):
         strip_answer(f"{HINT}\n{SOLUTION[0]}\n{model}\n{SOLUTION[1]}", "q")
+
+
+def test_a_release_without_the_extension_has_no_trace_of_it(tmp_path):
+    from grader.release import extension_tasks, left_out
+
+    kit = make_release(tmp_path / "kit", quiet=True, repo_url="none", without="06")
+    gone = extension_tasks()
+    names = {p.relative_to(kit).as_posix() for p in kit.rglob("*") if p.is_file()}
+    assert gone and not {n for n in names if n.startswith("notebooks/06_")}
+    assert not {TASKS[t].file for t in gone} & names and not {f"hw3_utils/tasks/task_{t}.py" for t in gone} & names
+    assert not any(left_out(n, ("06",)) for n in names)
+    info = json.loads((kit / "RELEASE.json").read_text())
+    assert set(info["tasks"]) == set(TASKS) - set(gone) and info["total_points"] == 100 and info["without"] == ["06"]
+    res = subprocess.run([sys.executable, "-c", "from hw3_utils.checks import TASKS; print(' '.join(TASKS))"],
+                         cwd=kit, env=_env(kit), capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0 and res.stdout.split() == [t for t in TASKS if t not in gone], res.stderr
+    with pytest.raises(ReleaseError, match="07 is not an optional extension.*06"):
+        make_release(tmp_path / "kit2", quiet=True, repo_url="none", without="07")

@@ -17,9 +17,10 @@ HERE = Path(__file__).resolve().parent
 DRIVER = HERE / "train_driver.py"
 
 
-def run_driver(run_dir, tensor_data, mode="", kill_on=None):
+def run_driver(run_dir, tensor_data, mode="", kill_on=None, conditional=False):
     """Start the driver; with kill_on, SIGKILL it as soon as it prints that line. Returns its output."""
-    proc = subprocess.Popen([sys.executable, str(DRIVER), str(run_dir), str(int(tensor_data)), mode],
+    proc = subprocess.Popen([sys.executable, str(DRIVER), str(run_dir), str(int(tensor_data)), mode,
+                             *(["cond"] if conditional else [])],
                             cwd=HERE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines = []
     for line in proc.stdout:

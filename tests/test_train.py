@@ -253,13 +253,16 @@ def test_tensor_batches_pad_the_short_last_batch_with_zero_weights():
 
     cfg = tiny_config(batch_size=4)
     data = torch.arange(10.0).view(10, 1, 1, 1)  # 10 = 4 + 4 + 2
-    got = list(tensor_batches(data, cfg, epoch=3))
+    labels = torch.arange(10) * 7  # each image's label, to follow it through the shuffle
+    got = list(tensor_batches(data, cfg, epoch=3, labels=labels))
     assert len(got) == steps_per_epoch(10, cfg) == 3
-    assert all(x.shape == (4, 1, 1, 1) and w.shape == (4,) for x, w in got)
-    assert all(float(w.sum()) == pytest.approx(1.0) for _, w in got)
-    assert got[-1][1].tolist() == [0.5, 0.5, 0.0, 0.0]
-    real = torch.cat([x[w > 0] for x, w in got]).flatten()
+    assert all(x.shape == (4, 1, 1, 1) and y.shape == w.shape == (4,) for x, y, w in got)
+    assert all(float(w.sum()) == pytest.approx(1.0) for _, _, w in got)
+    assert got[-1][2].tolist() == [0.5, 0.5, 0.0, 0.0]
+    real = torch.cat([x[w > 0] for x, _, w in got]).flatten()
     assert torch.equal(real, data[epoch_permutation(10, cfg.seed, 3)].flatten())  # each image once, in order
+    assert all(torch.equal(y, x.flatten().long() * 7) for x, y, _ in got)  # the labels travel with their images
+    assert all(y is None for _, y, _ in tensor_batches(data, cfg, epoch=3))
 
 
 def test_train_epoch_driven_step_by_step_trains_as_train_model(data_dir):
@@ -272,7 +275,7 @@ def test_train_epoch_driven_step_by_step_trains_as_train_model(data_dir):
     cfg = tiny_config(tensor_data=True, train_subset=40, lr=1e-3, lr_warmup_steps=2, lr_decay="cosine")
     straight = train_model(cfg, None, device="cpu", progress=False)
     state = new_state(cfg, "cpu")
-    _, data = training_data(cfg, "cpu")
+    _, data, _ = training_data(cfg, "cpu")
     n = steps_per_epoch(len(data), cfg)
     state.total_steps = cfg.epochs * n
     step_fn = TrainStep(state.model, DDPM.from_config(cfg), state.optimizer)

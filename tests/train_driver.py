@@ -1,9 +1,10 @@
 """Runs `train` in its own process for the interruption tests (not a test module).
 
-usage: python train_driver.py RUN_DIR FAST(0|1) [slow-steps|slow-fsync]
+usage: python train_driver.py RUN_DIR FAST(0|1) [slow-steps|slow-fsync] [cond]
   slow-steps  print "STEP n" after every loss and pause briefly, so the test can SIGKILL mid-epoch
   slow-fsync  print "FSYNC" and pause while the second checkpoint is being written, so the test kills
               the process while that checkpoint is being written
+  cond        train the class-conditional model (num_classes=10) with label dropout
 The pauses only widen the window for the kill; the training arithmetic is untouched.
 """
 
@@ -15,7 +16,8 @@ from conftest import tiny_config
 from hw3_utils import train as tr
 
 run_dir, tensor_data, mode = sys.argv[1], sys.argv[2] == "1", (sys.argv[3] if len(sys.argv) > 3 else "")
-cfg = tiny_config(tensor_data=tensor_data, epochs=3, num_workers=2)
+conditional = dict(num_classes=10, label_dropout=0.5) if sys.argv[4:] == ["cond"] else {}
+cfg = tiny_config(tensor_data=tensor_data, epochs=3, num_workers=2, **conditional)
 
 if mode == "slow-steps":
     real_loss = tr.DDPM.loss

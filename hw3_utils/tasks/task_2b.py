@@ -55,7 +55,7 @@ def explain(case: dict, got: dict, expected: dict) -> list[str]:
     if not TASK.tolerance.ok(got["block"], expected["block"]):
         return ["Block.forward differs (conv1-norm1-ReLU, + time_proj(temb) broadcast over H and W, "
                 "conv2-norm2-ReLU)"]
-    return ["Block.forward matches, the UNet output differs: check the time MLP, the max-pooling "
+    return ["Block.forward matches, the UNet output differs: check that every block gets temb, the max-pooling "
             "between down blocks and the skip concatenations"]
 
 
@@ -128,8 +128,8 @@ TASK = Task(
     id="2b", name="UNet forward", title="time-conditioned Block and UNet forward with skip concatenations",
     points=20, file=FILE, functions=(("hw3_utils.unet", "Block.forward"), ("hw3_utils.unet", "UNet.forward")),
     notebook="02_unet",
-    hint="Block: conv-norm-ReLU, add the projected time embedding, conv-norm-ReLU. UNet: embed t, go down "
-         "with max-pooling, and concatenate each up-sampled map with the matching down block's output.",
+    hint="Block: conv-norm-ReLU, add the projected time embedding, conv-norm-ReLU. UNet: with temb (given), go "
+         "down with max-pooling, and concatenate each up-sampled map with the matching down block's output.",
     outputs={"block": torch.float32, "out": torch.float32},
     # Each output element sums a few hundred float32 products (3x3 convs over up to 128 channels)
     # and is renormalised by GroupNorm: the rounding of any order of summation stays near
