@@ -90,6 +90,11 @@ def command(rec: dict) -> str:
     return "`" + " ".join(words) + "`"
 
 
+def shown(path: Path) -> str:
+    """A record's path as the page names it: from the repository's root, or whole for records kept elsewhere."""
+    return path.relative_to(REPO).as_posix() if path.is_relative_to(REPO) else path.as_posix()
+
+
 def section(path: Path, rec: dict) -> str:
     m, commit = rec["machine"], rec["commit"]
     short = "unknown" if commit is None else commit[:7] + ("-dirty" if commit.endswith("-dirty") else "")
@@ -97,7 +102,7 @@ def section(path: Path, rec: dict) -> str:
     torch = f", torch {m['torch']}" if m.get("torch") else ""
     config = {k: v for k, v in rec["config"].items() if k != "converted_from"}
     parts = [f"### {path.stem}", "",
-             f"`{path.relative_to(REPO).as_posix()}`: commit `{short}`, {m.get('device', 'machine unknown')}"
+             f"`{shown(path)}`: commit `{short}`, {m.get('device', 'machine unknown')}"
              f"{cores}{torch}, {str(m.get('date', 'date unknown'))[:10]}. Command: {command(rec)}.", ""]
     if config:
         parts += ["Config:", "", *config_lines(config), ""]
