@@ -85,6 +85,8 @@ class Config:
     sample_batch_size: int = 1000
     fid_ref_count: int | None = None  # None = all 60,000 MNIST training images
     fid_batch_size: int = 50
+    # the digit classifier's MNIST training images (digits.load_classifier(count)); None = all 60,000
+    classifier_images: int | None = None
     viz_samples: int = 8  # columns of the 8x8 process grid
     viz_frames: int = 8  # rows of the process grid / slider frames (report: 8 snapshots)
     profile: str = "full"
@@ -179,6 +181,8 @@ _RULES = {
     "sample_batch_size": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
     "fid_ref_count": (lambda v: v is None or (_is_int(v) and v >= 2), "null (the whole split) or an integer >= 2"),
     "fid_batch_size": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    "classifier_images": (lambda v: v is None or (_is_int(v) and v >= 1),
+                          "null (all 60,000) or an integer >= 1 (the classifier trains on at least one batch)"),
     "viz_samples": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
     "viz_frames": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
     "profile": (lambda v: isinstance(v, str) and v != "", "a profile name"),
@@ -250,6 +254,7 @@ def smoke_sizes(base: dict) -> dict:
         sample_batch_size=32,
         fid_ref_count=32,
         fid_batch_size=32,
+        classifier_images=1024,  # a digit classifier trained in seconds: its scores mean nothing here
         log_every=1,
     )
     steps_after = sizes["epochs"] * math.ceil(sizes["train_subset"] / cfg.batch_size)

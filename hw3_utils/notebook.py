@@ -120,6 +120,8 @@ def _show_in_place(fig, handle):
 class LiveSamples:
     """Digits while it trains: after each epoch, 16 samples of the EMA model (`pipeline.preview_samples`: 30
     respaced steps, the same noise every time) redrawn in place, so noise turning into digits can be watched.
+    A conditional model (cfg.num_classes > 0) is asked for the digits 0 .. 9, twice, with guidance
+    (`conditional.preview_digits`).
 
         samples = LiveSamples(cfg)
         train_model(cfg, run, ..., on_epoch=samples)
@@ -129,11 +131,18 @@ class LiveSamples:
         self.cfg, self.handle, self.calls = cfg, None, 0
 
     def __call__(self, epoch: int, model) -> None:
-        from .pipeline import preview_samples
         from .viz import show_images
 
-        fig = show_images(preview_samples(model, self.cfg), nrow=8,
-                          title=f"What the EMA model draws after epoch {epoch} of {self.cfg.epochs}")
+        when = f"after epoch {epoch} of {self.cfg.epochs}"
+        if self.cfg.num_classes:
+            from .conditional import PREVIEW_WEIGHT, preview_digits
+
+            fig = show_images(preview_digits(model, self.cfg), nrow=self.cfg.num_classes,
+                              title=f"The EMA model asked for 0-9 (w = {PREVIEW_WEIGHT:g}) {when}")
+        else:
+            from .pipeline import preview_samples
+
+            fig = show_images(preview_samples(model, self.cfg), nrow=8, title=f"What the EMA model draws {when}")
         self.handle = _show_in_place(fig, self.handle)
         self.calls += 1
 

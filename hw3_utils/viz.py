@@ -1,8 +1,10 @@
-"""Figures and widgets: image grids, the 8x8 diffusion-process grid, loss curve, schedule plots,
-and sliders over timesteps (precomputed PNG frames shown in an ipywidgets Image).
+"""Figures and widgets: image grids, the 8x8 diffusion-process grid, loss curve, schedule plots, the
+digit classifier's histogram, sliders over timesteps (precomputed PNG frames shown in an ipywidgets
+Image), and notebook 06's digit buttons with a guidance-weight slider.
 
-The slider swaps the bytes of an `Image` widget on change: no kernel-side redraw, so it stays
-responsive and renders the same way in JupyterLab 4 (ipywidgets 8) and in Colab.
+The sliders swap the bytes of an `Image` widget on change: no kernel-side redraw, so they stay
+responsive and render the same way in JupyterLab 4 (ipywidgets 8) and in Colab. The guidance widget
+draws each (digit, w) once, on first choice, and keeps its picture.
 """
 
 from __future__ import annotations
@@ -185,6 +187,71 @@ def denoising_slider(frames: torch.Tensor, labels, nrow: int = 8):
     """Slider over reverse-diffusion snapshots from `sampling.sample(..., snapshots=k)`."""
     return frame_slider(frames, labels, description="t", nrow=nrow,
                         caption="{description} = {label} (x_t; noise at T, digits at 0)")
+
+
+def guidance_widget(draw, weights, digits: int = 10, digit: int = 0, w: float | None = None, nrow: int = 8):
+    """Ten digit buttons and a slider over guidance weights, over the picture of the chosen pair.
+
+    draw(digit, w) -> images (B, C, H, W) in [-1, 1]: called once per pair, on its first choice (the
+    PNG is kept, so going back is instant); weights: the slider's values (w: where it starts, default
+    the first). Returns an ipywidgets VBox [buttons, HBox[slider, readout], image]; `.buttons`,
+    `.slider`, `.readout`, `.image` and `.pictures` ({(digit, w): PNG bytes}) are attached for tests
+    and for students who want to drive it from code.
+    """
+    import ipywidgets as widgets
+
+    weights = [float(v) for v in weights]
+    buttons = widgets.ToggleButtons(options=[str(d) for d in range(digits)], value=str(digit),
+                                    description="digit", style={"button_width": "2.6em"})
+    slider = widgets.SelectionSlider(options=[(f"{v:g}", v) for v in weights],
+                                     value=weights[0] if w is None else float(w), description="w",
+                                     continuous_update=False)
+    readout, image, pictures = widgets.Label(), widgets.Image(format="png"), {}
+
+    def show(change=None):
+        key = (int(buttons.value), slider.value)
+        if key not in pictures:
+            readout.value = f"drawing digit {key[0]} at w = {key[1]:g} ..."
+            pictures[key] = png_bytes(draw(*key), nrow)
+        image.value = pictures[key]
+        readout.value = f"digit {key[0]}, w = {key[1]:g}"
+
+    buttons.observe(show, names="value")
+    slider.observe(show, names="value")
+    show()
+    box = widgets.VBox([buttons, widgets.HBox([slider, readout]), image])
+    box.buttons, box.slider, box.readout, box.image, box.pictures = buttons, slider, readout, image, pictures
+    return box
+
+
+def show_grids(grids: dict, nrow: int = 8, scale: float = 0.45, title: str | None = None):
+    """Image grids side by side, one panel each: grids {panel title: images (B, C, H, W) in [-1, 1]}."""
+    rows = max((g.shape[0] + nrow - 1) // nrow for g in grids.values())
+    fig, axes = plt.subplots(1, len(grids), figsize=(len(grids) * max(2.0, nrow * scale), max(2.0, rows * scale) + 0.5),
+                             squeeze=False)
+    for ax, (name, images) in zip(axes[0], grids.items()):
+        ax.imshow(image_grid(images, nrow).numpy())
+        ax.set_title(name, fontsize=9)
+        ax.axis("off")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_class_histogram(hist, title: str | None = None):
+    """The digits a classifier read in a set of images (`digits.ClassHistogram`): the share of each, in %, beside
+    the 10% line of a set that draws every digit equally often."""
+    fig, ax = plt.subplots(figsize=(6, 2.8))
+    shares = 100 * hist.shares
+    ax.bar(range(len(shares)), shares, color="C0")
+    ax.axhline(100 / len(shares), color="C1", ls="--", lw=1, label="every digit equally often")
+    ax.set_xticks(range(len(shares)))
+    ax.set(xlabel="digit the classifier reads", ylabel="share of the images (%)",
+           title=title or f"What the digit classifier reads in {hist.total:,} images")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
 
 
 def save_figure(fig, path, dpi: int = 100) -> None:

@@ -25,7 +25,7 @@ def test_full_profile_is_exactly_the_defaults():
 
 
 SIZES = {"train_subset", "model_channels", "epochs", "num_samples", "sample_batch_size", "fid_ref_count",
-         "fid_batch_size", "log_every", "lr_warmup_steps", "profile"}
+         "fid_batch_size", "classifier_images", "log_every", "lr_warmup_steps", "profile"}
 
 
 @pytest.mark.parametrize("base", ["full", "cpu", "full-cond", "cpu-cond"])

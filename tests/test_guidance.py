@@ -152,3 +152,16 @@ def test_the_sweep_scores_each_weight(trained, tmp_path_factory):
     assert again == [{k: v for k, v in rows[1].items() if k != "fid"}]  # the same noise and labels at each w
     fig = plot_sweep(rows)
     assert fig.axes[0].get_ylabel() == "requested-digit accuracy (%)"
+
+
+def test_by_digit_sorts_a_sweeps_images_into_one_row_per_digit():
+    from hw3_utils.conditional import by_digit, sweep_labels
+
+    labels = sweep_labels(25)
+    assert labels.tolist() == [k % 10 for k in range(25)]
+    images = torch.arange(25.0).view(25, 1, 1, 1).expand(25, 1, 28, 28)  # image k is filled with k
+    grid = by_digit(images, per_digit=2)
+    assert grid[:, 0, 0, 0].tolist() == [float(k) for d in range(10) for k in (d, d + 10)]
+    assert torch.equal(labels[grid[:, 0, 0, 0].long()], torch.arange(10).repeat_interleave(2))  # row d asked for d
+    with pytest.raises(ValueError, match="hold 2 of each digit"):
+        by_digit(images, per_digit=3)

@@ -337,3 +337,63 @@ def test_live_samples_draw_the_same_noise_after_each_epoch(monkeypatch, tiny_cfg
     a, b = preview_samples(model, cfg), preview_samples(model, cfg)
     assert a.shape == (PREVIEW_SAMPLES, *cfg.image_shape) and torch.equal(a, b) and a.abs().max() <= 1
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+
+
+# notebook 06: the guidance widget, the conditional previews; notebook 05: the classifier's histogram ----------
+def test_guidance_widget_draws_each_pair_once_and_shows_the_chosen_one():
+    from hw3_utils.viz import guidance_widget
+
+    def picture(digit, w):  # a picture that names its pair: digit d at weight w is filled with (d + w) / 10 - 1
+        return torch.full((3, 1, 28, 28), (digit + w) / 10 - 1)
+
+    calls = []
+    box = guidance_widget(lambda d, w: calls.append((d, w)) or picture(d, w), weights=(0, 0.5, 2), digit=7, w=2,
+                          nrow=3)
+    assert box.readout.value == "digit 7, w = 2" and box.image.value == png_bytes(picture(7, 2.0), 3)
+    assert box.buttons.options == tuple(str(d) for d in range(10))
+    assert box.slider.options == (("0", 0.0), ("0.5", 0.5), ("2", 2.0))
+    for widget, value, shown in ((box.buttons, "3", (3, 2.0)), (box.slider, 0.5, (3, 0.5)),
+                                 (box.buttons, "7", (7, 0.5)), (box.slider, 2.0, (7, 2.0)),
+                                 (box.buttons, "3", (3, 2.0))):
+        widget.value = value
+        assert box.readout.value == f"digit {shown[0]}, w = {shown[1]:g}"
+        assert box.image.value == png_bytes(picture(*shown), 3)
+    assert calls == [(7, 2.0), (3, 2.0), (3, 0.5), (7, 0.5)]  # each pair drawn once, on its first choice
+    assert set(box.pictures) == set(calls)
+
+
+def test_a_conditional_run_previews_and_explores_the_digits_asked_for(monkeypatch):
+    import IPython.display
+    from conftest import tiny_config
+
+    from hw3_utils.conditional import guidance_explorer, preview_digits, preview_guided
+    from hw3_utils.notebook import LiveSamples
+
+    shown = []
+    monkeypatch.setattr(IPython.display, "display", lambda obj, display_id=False: shown.append(obj))
+    cfg = tiny_config(num_classes=10)
+    model = build_model(cfg, "cpu")
+    with torch.no_grad():
+        model.label_emb.weight.normal_()  # so that the label matters
+    LiveSamples(cfg)(1, model)
+    assert "asked for 0-9" in shown[0].axes[0].get_title()
+    digits = preview_digits(model, cfg)
+    assert digits.shape == (20, *cfg.image_shape) and digits.abs().max() <= 1
+    assert torch.equal(digits, preview_guided(model, cfg, torch.arange(10).repeat(2), 2.0))  # 0-9 twice, w = 2
+    box = guidance_explorer(model, cfg, n=2)
+    assert box.readout.value == "digit 0, w = 2"
+    box.buttons.value = "5"
+    assert box.image.value == png_bytes(preview_guided(model, cfg, torch.full((2,), 5), 2.0), 8)
+    assert box.image.value != box.pictures[(0, 2.0)]
+    plt.close("all")
+
+
+def test_the_class_histogram_plot_shows_each_digits_share():
+    from hw3_utils.digits import ClassHistogram
+    from hw3_utils.viz import plot_class_histogram
+
+    counts = torch.tensor([5, 0, 10, 5, 5, 5, 5, 5, 5, 5]).numpy()
+    fig = plot_class_histogram(ClassHistogram(counts))
+    heights = [bar.get_height() for bar in fig.axes[0].patches]
+    assert heights == pytest.approx([100 * c / 50 for c in counts]) and "50 images" in fig.axes[0].get_title()
+    plt.close("all")

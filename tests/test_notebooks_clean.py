@@ -1,5 +1,5 @@
-"""The committed notebooks: the five expected ones, valid nbformat 4, no outputs, one setup cell
-first, no library code (no def/class), no pinned profile, minimal metadata.
+"""The committed notebooks: the six expected ones (06 the optional extension), valid nbformat 4, no outputs, one
+setup cell first, no library code (no def/class), no pinned profile, minimal metadata.
 
 Running them is nbval's job (`make notebooks`); this file only reads them.
 """
@@ -13,7 +13,7 @@ import nbformat
 import pytest
 
 NB_DIR = Path(__file__).resolve().parent.parent / "notebooks"
-EXPECTED = ["01_data_prep", "02_unet", "03_forward_diffusion", "04_training", "05_sampling_and_fid"]
+EXPECTED = ["01_data_prep", "02_unet", "03_forward_diffusion", "04_training", "05_sampling_and_fid", "06_guidance"]
 DEFINITION = re.compile(r"^[ \t]*(?:async[ \t]+def|def|class)[ \t]+\w*", re.MULTILINE)
 PINNED_PROFILE = re.compile(r"""["'](full|cpu)(-smoke)?["']""")
 
@@ -26,7 +26,7 @@ def _code_cells(nb):
     return [c for c in nb.cells if c.cell_type == "code"]
 
 
-def test_exactly_the_five_notebooks():
+def test_exactly_the_six_notebooks():
     assert sorted(p.stem for p in NB_DIR.glob("*.ipynb")) == EXPECTED
 
 
@@ -81,7 +81,7 @@ def test_profile_is_not_pinned(name):
 
 
 TASK_CHECKS = {"01_data_prep": ["1"], "02_unet": ["2a", "2b"], "03_forward_diffusion": ["3"],
-               "04_training": ["4"], "05_sampling_and_fid": ["5a", "5b"]}
+               "04_training": ["4"], "05_sampling_and_fid": ["5a", "5b"], "06_guidance": ["6a", "6b"]}
 
 
 @pytest.mark.parametrize("name", EXPECTED)
