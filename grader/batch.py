@@ -255,7 +255,7 @@ def grade_batch_detailed(submissions: Path, out: Path, task_timeout: float = 60.
         table_rows += [r for r in read_csv(out / "grades.csv") if r["student"] not in regraded]
     write_csv(out / "grades.csv", ["student", *tasks, "total", "status"],
               sorted(table_rows, key=lambda r: r["student"]))
-    write_sheet(rows, out, keep_others=update)
+    write_sheet(rows, out, keep_others=update, without=without)
     if not update:
         from .summary import write_summary
 

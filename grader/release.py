@@ -43,6 +43,9 @@ INSTRUCTOR_IMAGES = "docs/img/ta_"  # the TA's pages as docs/instructors.md show
 # task modules, and the student files that only its tasks use. A release without it grades the other tasks as a
 # kit that never had it would.
 EXTENSIONS = ("06",)
+# What the kit's Markdown pages say of an extension sits between two marker lines, HTML comments that no page shows:
+# a release without the extension drops the block, and every release drops the marker lines (`strip_extensions`).
+EXTENSION_MARKER = re.compile(r"<!-- (/?)extension (\w+) -->")
 
 
 class MarkerError(ValueError):
@@ -101,8 +104,33 @@ def github_path(url: str) -> str | None:
 _MD_LINK = re.compile(r"(\]\()([^)\s]+)(\))")  # the target of a Markdown link or image: ](target)
 
 
-def release_readme(root: Path) -> bytes:
-    """The student kit's README.md: STUDENT_README with its relative links rebased from docs/ to the root."""
+def strip_extensions(text: str, without=(), where: str = "<page>") -> str:
+    """A Markdown page for the kit: the blocks of the extensions `without` dropped (from a line
+    `<!-- extension 06 -->` to its `<!-- /extension 06 -->`), the other blocks kept, every marker line removed.
+    MarkerError naming the line for a block of no known extension, nested, unclosed or closed by another."""
+    out, inside, start = [], None, 0
+    for n, line in enumerate(text.splitlines(keepends=True), start=1):
+        m = EXTENSION_MARKER.fullmatch(line.strip())
+        if m is None:
+            if inside not in without:
+                out.append(line)
+            continue
+        closing, ext = m.group(1) == "/", m.group(2)
+        if ext not in EXTENSIONS:
+            raise MarkerError(f"{where}:{n}: '{line.strip()}' names no extension; the extensions are "
+                              f"{', '.join(EXTENSIONS)}")
+        if closing != (inside is not None) or (closing and ext != inside):
+            raise MarkerError(f"{where}:{n}: '{line.strip()}' "
+                              + (f"inside the block opened at line {start}" if inside else "closes no block"))
+        inside, start = (None, 0) if closing else (ext, n)
+    if inside is not None:
+        raise MarkerError(f"{where}:{start}: the block of extension {inside} opened here is never closed")
+    return "".join(out)
+
+
+def release_readme(root: Path, without=()) -> bytes:
+    """The student kit's README.md: STUDENT_README with its relative links rebased from docs/ to the root, and the
+    blocks of the extensions `without` dropped (`strip_extensions`)."""
     src = Path(root) / STUDENT_README
     if not src.is_file():
         raise ReleaseError(f"{STUDENT_README} is missing: it becomes the student kit's README.md")
@@ -114,7 +142,8 @@ def release_readme(root: Path) -> bytes:
             return m.group(0)
         return m.group(1) + posixpath.normpath(posixpath.join(base, target)) + m.group(3)
 
-    return _MD_LINK.sub(rebase, src.read_text(encoding="utf-8")).encode("utf-8")
+    text = strip_extensions(src.read_text(encoding="utf-8"), without, STUDENT_README)
+    return _MD_LINK.sub(rebase, text).encode("utf-8")
 
 
 def _with_url(rel: str, data: bytes, url: str | None) -> bytes:
@@ -370,6 +399,8 @@ def make_release(out: Path | str = REPO / "release", root: Path = REPO, quiet: b
                 raise MarkerError(f"{rel}: a marker is left after stripping; refusing to write {out}")
             if ids:
                 found[rel] = ids
+        elif rel.endswith(".md"):
+            data = strip_extensions(src.read_text(encoding="utf-8"), without, rel).encode("utf-8")
         else:
             data = src.read_bytes()
         if rel.endswith((".ipynb", ".md")):
@@ -380,7 +411,7 @@ def make_release(out: Path | str = REPO / "release", root: Path = REPO, quiet: b
     missing = [t for t in tasks if not any(t in ids for ids in found.values())]
     if missing:
         raise MarkerError(f"no solution region found for task(s) {missing}; refusing to write {out}")
-    staged["README.md"] = _with_url("README.md", release_readme(root), url)
+    staged["README.md"] = _with_url("README.md", release_readme(root, without), url)
     sources["README.md"] = root / STUDENT_README
     pyproject = (root / "pyproject.toml").read_text()
     name = re.search(r'^name\s*=\s*"([^"]+)"', pyproject, re.M)
@@ -412,7 +443,7 @@ def make_release(out: Path | str = REPO / "release", root: Path = REPO, quiet: b
         if Path(questions_out).resolve().is_relative_to(out.resolve()):
             raise ReleaseError(f"{questions_out} is inside the student kit {out}: the questions file holds the "
                                "rubrics and model answers, keep it outside")
-        freeze(Path(questions_out), root, info["source_commit"])
+        freeze(Path(questions_out), root, info["source_commit"], without)
     if not quiet:
         print(f"release: {len(staged)} files -> {out} ({sum(len(v) for v in found.values())} solution regions "
               f"stubbed in {len(found)} files)")

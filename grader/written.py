@@ -54,10 +54,13 @@ class Question:
     model: str
 
 
-def questions(root: Path = REPO) -> list[Question]:
-    """The written questions of the instructor's notebooks as they are now, in order."""
+def questions(root: Path = REPO, without=()) -> list[Question]:
+    """The written questions of the instructor's notebooks as they are now, in order; those of the optional
+    extensions `without` (a release's WITHOUT, release.left_out) left out."""
     out = []
     for path in sorted((Path(root) / "notebooks").glob("*.ipynb")):
+        if _left_out(path.stem, without):
+            continue
         cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
         for k, cell in enumerate(cells):
             if not is_answer_cell(cell):
@@ -72,31 +75,44 @@ def questions(root: Path = REPO) -> list[Question]:
     return out
 
 
-def freeze(path: Path = QUESTIONS_FILE, root: Path = REPO, commit: str | None = None) -> Path:
-    """Write the questions of `root`'s notebooks to `path` (`make release` does, beside the kit, never in it)."""
-    qs = questions(root)
+def _left_out(notebook: str, without) -> bool:
+    """Whether a release without the extensions `without` leaves out the notebook named `notebook` (its stem)."""
+    from .release import left_out
+
+    return bool(without) and left_out(f"notebooks/{notebook}.ipynb", without)
+
+
+def _write_questions(path: Path, qs: list[Question], commit: str | None) -> Path:
     atomic_write(Path(path), json.dumps({"source_commit": commit, "total_points": sum(q.points for q in qs),
                                          "questions": [asdict(q) for q in qs]}, indent=1) + "\n")
     return Path(path)
+
+
+def freeze(path: Path = QUESTIONS_FILE, root: Path = REPO, commit: str | None = None, without=()) -> Path:
+    """Write the questions of `root`'s notebooks to `path` (`make release` does, beside the kit, never in it);
+    a release without the extensions `without` freezes none of theirs."""
+    return _write_questions(path, questions(root, without), commit)
 
 
 def load_questions(path: Path) -> list[Question]:
     return [Question(**q) for q in json.loads(Path(path).read_text(encoding="utf-8"))["questions"]]
 
 
-def graded_questions(out: Path, source: Path | None = None) -> list[Question]:
+def graded_questions(out: Path, source: Path | None = None, without=()) -> list[Question]:
     """The questions OUT is graded against: its own copy; else the release's frozen file (`source`), copied in;
-    else, with a warning, the notebooks as they are now (frozen into OUT from then on)."""
+    else, with a warning, the notebooks as they are now (frozen into OUT from then on). A grading without the
+    extensions `without` (`make grade WITHOUT=...`) copies none of their questions."""
     copy, source = Path(out) / "written" / QUESTIONS, Path(source or QUESTIONS_FILE)
     if not copy.exists():
         copy.parent.mkdir(parents=True, exist_ok=True)
         if source.is_file():
-            atomic_write(copy, source.read_text(encoding="utf-8"))
+            commit = json.loads(source.read_text(encoding="utf-8")).get("source_commit")
+            _write_questions(copy, [q for q in load_questions(source) if not _left_out(q.notebook, without)], commit)
         else:
             if (REPO / "notebooks").is_dir():
                 print(f"warning: {source} does not exist (`make release` writes it): the questions are read from "
                       f"the notebooks as they are now and frozen in {copy}", file=sys.stderr)
-            freeze(copy)
+            freeze(copy, without=without)
     return load_questions(copy)
 
 
@@ -174,14 +190,15 @@ def _row(student: str, q: Question, answer: dict, old: dict | None, old_sha: str
             "flag": "; ".join(flags)}
 
 
-def write_sheet(graded: list, out: Path, keep_others: bool = False) -> Path:
+def write_sheet(graded: list, out: Path, keep_others: bool = False, without=()) -> Path:
     """The store, OUT/written/sheet.csv and the pages, for the students in `graded`. `keep_others` (a regrade):
-    every other student stays in the store, the sheet and the pages as they were."""
+    every other student stays in the store, the sheet and the pages as they were. `without`: the extensions the
+    release left out (`graded_questions`)."""
     from .ta_view import write_pages
 
     folder = Path(out) / "written"
     folder.mkdir(parents=True, exist_ok=True)
-    qs = graded_questions(out)
+    qs = graded_questions(out, without=without)
     sheet, store_path = folder / "sheet.csv", folder / STORE
     old_store = json.loads(store_path.read_text(encoding="utf-8")) if store_path.exists() else {}
     old_rows = {(r["student"], r["question"]): r for r in read_csv(sheet)} if sheet.exists() else {}

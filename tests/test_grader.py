@@ -303,7 +303,8 @@ def test_regrading_one_student_replaces_only_their_rows(batch, tmp_path):
 
 def test_a_release_without_the_extension_grades_as_tasks_1_to_5b_alone(tmp_path):
     """`make grade WITHOUT=06` (a release without notebook 06): an honest submission, its files from the full kit,
-    gets grades.csv's columns and points of tasks 1-5b alone, and a known mistake of an extension task costs nothing."""
+    gets grades.csv's columns and points of tasks 1-5b alone, and a known mistake of an extension task costs nothing;
+    the written half is the ten questions of notebooks 01-05 (20 points)."""
     from grader.release import extension_tasks
 
     gone = set(extension_tasks())
@@ -320,3 +321,8 @@ def test_a_release_without_the_extension_grades_as_tasks_1_to_5b_alone(tmp_path)
     assert [int(r["total"]) for r in rows] == [100, 100] and {g.total for g in graded} == {100}
     md = (out / "feedback" / "honest.md").read_text()
     assert "Total: **100 / 100**" in md and not any(f"Task {t} " in md for t in gone)
+    written = json.loads((out / "written" / "questions.json").read_text())
+    assert written["total_points"] == 20 and [q["qid"] for q in written["questions"]] == [
+        q.qid for q in questions(without=("06",))]
+    assert {r["question"] for r in csv.DictReader(open(out / "written" / "sheet.csv"))} == {
+        q["qid"] for q in written["questions"]}

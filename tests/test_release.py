@@ -257,5 +257,20 @@ def test_a_release_without_the_extension_has_no_trace_of_it(tmp_path):
     res = subprocess.run([sys.executable, "-c", "from hw3_utils.checks import TASKS; print(' '.join(TASKS))"],
                          cwd=kit, env=_env(kit), capture_output=True, text=True, timeout=300)
     assert res.returncode == 0 and res.stdout.split() == [t for t in TASKS if t not in gone], res.stderr
+    pages = sorted(kit.rglob("*.md"))  # the Markdown pages say nothing of it, and every link still lands
+    assert broken_links(pages, kit) == [] and not [p for p in pages if "06_guidance" in p.read_text()]
     with pytest.raises(ReleaseError, match="07 is not an optional extension.*06"):
         make_release(tmp_path / "kit2", quiet=True, repo_url="none", without="07")
+
+
+def test_a_pages_extension_block_is_kept_or_dropped_whole():
+    from grader.release import strip_extensions
+
+    page = "a\n<!-- extension 06 -->\nabout 06\n\n| 6a | 5 |\n<!-- /extension 06 -->\nb\n"
+    assert strip_extensions(page) == "a\nabout 06\n\n| 6a | 5 |\nb\n"  # the markers go, the block stays
+    assert strip_extensions(page, ("06",)) == "a\nb\n"
+    for bad, where in (("<!-- extension 06 -->\nx\n", "p.md:1: .*never closed"), ("<!-- /extension 06 -->\n",
+                       "p.md:1: .*closes no block"), ("<!-- extension 07 -->\n", "p.md:1: .*names no extension"),
+                       ("<!-- extension 06 -->\n<!-- extension 06 -->\n", "p.md:2: .*inside the block")):
+        with pytest.raises(MarkerError, match=where):
+            strip_extensions(bad, ("06",), "p.md")

@@ -33,6 +33,8 @@ from hw3_utils.answers import HINT, MARK_SCHEME, PLACEHOLDER, SOLUTION, answers,
 from hw3_utils.tasks import TASKS
 
 QS = questions()
+TOTAL = sum(q.points for q in QS)
+CORE = questions(without=("06",))  # a release without the optional extension (make release WITHOUT=06)
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
 
 
@@ -43,8 +45,10 @@ def _no_release_file(tmp_path, monkeypatch):
 
 
 def test_questions_have_points_rubrics_and_model_answers():
-    assert sorted(q.qid for q in QS) == [f"q{k:02d}" for k in range(1, 11)]
-    assert sum(q.points for q in QS) == 20
+    assert sorted(q.qid for q in QS) == [f"q{k:02d}" for k in range(1, 13)] and TOTAL == 24
+    # without notebook 06 the written half is the homework's ten questions, 20 points
+    assert sorted(q.qid for q in CORE) == [f"q{k:02d}" for k in range(1, 11)] and sum(q.points for q in CORE) == 20
+    assert {q.notebook for q in QS} - {q.notebook for q in CORE} == {"06_guidance"}
     for q in QS:
         assert q.title.startswith("Question ") and f"({q.points} points)" in q.title, q.title
         assert int(re.match(r"Question (\d+)", q.title).group(1)) == int(q.qid[1:]), q.qid
@@ -66,7 +70,11 @@ def test_release_strips_model_answers_and_rubrics(tmp_path):
     assert PLACEHOLDER in texts["05_sampling_and_fid"]
     assert len(empty_answers(kit / "notebooks")) == len(QS) and empty_answers(REPO / "notebooks") == []
     frozen = json.loads((tmp_path / "questions.json").read_text())
-    assert frozen["total_points"] == 20 and [q["qid"] for q in frozen["questions"]] == [q.qid for q in QS]
+    assert frozen["total_points"] == TOTAL and [q["qid"] for q in frozen["questions"]] == [q.qid for q in QS]
+    # a release without notebook 06 freezes none of its questions
+    make_release(tmp_path / "core", quiet=True, repo_url="none", questions_out=tmp_path / "core.json", without="06")
+    frozen = json.loads((tmp_path / "core.json").read_text())
+    assert frozen["total_points"] == 20 and [q["qid"] for q in frozen["questions"]] == [q.qid for q in CORE]
     assert not list(kit.rglob("questions.json")) and not list(kit.glob("docs/img/ta_*"))  # they hold answers
     with pytest.raises(ValueError, match="inside the student kit"):
         make_release(tmp_path / "kit2", quiet=True, repo_url="none", questions_out=tmp_path / "kit2" / "q.json")
@@ -283,12 +291,13 @@ def test_sheet_merge_carries_points_and_comments_into_the_feedback(tmp_path):
     final, lms = merge(out)
     lms_rows = {r["student_id"]: r for r in csv.DictReader(open(lms))}
     code = sum(t.points for t in TASKS.values())
-    assert lms_rows["bob"] == {"student_id": "bob", "total": str(code + 20), "code": str(code), "written": "20"}
+    assert lms_rows["bob"] == {"student_id": "bob", "total": str(code + TOTAL), "code": str(code),
+                               "written": str(TOTAL)}
     assert lms_rows["ada"]["written"] == "3" and lms_rows["ada"]["total"] == str(code + 3)
     final_rows = list(csv.DictReader(open(final)))
     assert list(final_rows[0]) == ["student", *TASKS, "status", "code", *[q.qid for q in QS], "written", "grand_total"]
     feedback = (out / "feedback" / "ada.md").read_text()
-    assert feedback.startswith("# Feedback for ada\n\nTotal: 100 / 100\n") and "Written: **3 / 20**" in feedback
+    assert feedback.startswith("# Feedback for ada\n\nTotal: 100 / 100\n") and f"Written: **3 / {TOTAL}**" in feedback
     assert "Right t; the fraction &lt;script&gt;x&lt;/script&gt; is \\*missing\\* see the rubric" in feedback
     assert "| 1.5 / 2 |" in feedback and "<script>" not in feedback
     merge(out)  # again: the section is replaced, not added twice
@@ -296,7 +305,7 @@ def test_sheet_merge_carries_points_and_comments_into_the_feedback(tmp_path):
     tests = json.loads((out / "final" / "gradescope_written.json").read_text())
     q04 = next(t for t in tests["ada"] if t["name"].startswith("Written q04"))
     assert q04["score"] == 1.5 and q04["max_score"] == 2 and "&lt;script&gt;" in q04["output"]
-    assert q04["visibility"] == "after_published" and sum(t["max_score"] for t in tests["bob"]) == 20
+    assert q04["visibility"] == "after_published" and sum(t["max_score"] for t in tests["bob"]) == TOTAL
     # a point out of range is refused with where it is
     _fill(sheet, lambda r: r.update(points="9") if (r["student"], r["question"]) == ("ada", "q01") else None)
     with pytest.raises(MergeError, match="ada / q01: 9 is outside 0..2"):
@@ -341,4 +350,22 @@ def test_frozen_questions_survive_an_edit_of_the_notebooks(tmp_path, monkeypatch
     _fill(out / "written" / "sheet.csv", lambda r: r.update(points="2"))
     merge(out)
     assert [q.points for q in graded_questions(out)] == [q.points for q in QS]
-    assert next(csv.DictReader(open(out / "final" / "lms.csv")))["written"] == "20"
+    assert next(csv.DictReader(open(out / "final" / "lms.csv")))["written"] == str(TOTAL)
+
+
+def test_grading_without_the_extension_leaves_its_questions_out(tmp_path, monkeypatch):
+    """`make grade WITHOUT=06`: the sheet, the merge and the feedback hold the ten questions of notebooks 01-05
+    (20 points), whether the release froze them so or froze notebook 06's too."""
+    for frozen in (freeze(tmp_path / "core.json", without=("06",)), freeze(tmp_path / "all.json")):
+        monkeypatch.setattr("grader.written.QUESTIONS_FILE", frozen)
+        out = tmp_path / frozen.stem
+        out.mkdir()
+        (out / "feedback").mkdir()
+        _grades_csv(out, ["ada"])
+        sheet = write_sheet([_simple("ada", {q.qid: "x" for q in QS})], out, without=("06",))
+        assert sorted({r["question"] for r in _rows(sheet)}) == sorted(q.qid for q in CORE)
+        _fill(sheet, lambda r: r.update(points=r["max_points"]))
+        merge(out)
+        assert next(csv.DictReader(open(out / "final" / "lms.csv")))["written"] == "20"
+        assert "Written: **20 / 20**" in (out / "feedback" / "ada.md").read_text()
+        assert [q.qid for q in graded_questions(out)] == [q.qid for q in CORE]
