@@ -1,18 +1,18 @@
 # make run   : create .venv if missing, install, run the whole pipeline (python -m hw3_utils all)
 # make test  : create .venv if missing, install with dev extras, run every test (lint, unit, notebooks, browser)
+# make unit-fast: the unit tests less those marked slow (a few minutes), for the loop while editing; make test
+#              before a commit
 # make lab   : install, then open JupyterLab at the kit's root with notebook 01 open (the task files
 #              under hw3_utils/ open in its editor); LAB_ARGS adds options, e.g. LAB_ARGS=--no-browser
 # make report: report.html from the notebooks as saved and the run folder (written answers, figures, FID)
 # make submit: pack submission_$(STUDENT).zip (task files, notebooks, report, fid.json, manifest); STUDENT: $USER
-# make quality: train the cpu profile from scratch, sample, FID beside the floor; fails if it stopped learning
-#              (tests/quality/; QUALITY_JSON: its record, QUALITY_GRIDS: a folder for its figures)
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 PROFILE ?=
 
-.PHONY: run lab test unit notebooks browser lint clean submit quality report
+.PHONY: run lab test unit unit-fast notebooks browser lint clean submit report
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,10 @@ lab: $(VENV)/.installed
 unit: $(VENV)/.installed-dev
 	$(PY) -m pytest tests -m "not browser and not quality"
 
+# markers (pyproject.toml): slow tests take seconds each (subprocesses, releases, grading, training, Inception)
+unit-fast: $(VENV)/.installed-dev
+	$(PY) -m pytest tests -m "not browser and not quality and not slow"
+
 # JupyterLab in headless Chromium (Debian's chromium; see .ci/run)
 browser: $(VENV)/.installed-dev
 	$(PY) -m pytest tests -m browser
@@ -50,11 +54,6 @@ lint: $(VENV)/.installed-dev
 
 # the browser stage is instructor-only: grader/grader.mk adds it (test: browser)
 test: lint unit notebooks
-
-QUALITY_JSON ?= runs/quality.json
-QUALITY_GRIDS ?=
-quality: $(VENV)/.installed-dev
-	HW3_QUALITY_JSON=$(QUALITY_JSON) HW3_QUALITY_GRIDS=$(QUALITY_GRIDS) $(PY) -m pytest tests/quality -m quality -s -q
 
 submit: $(VENV)/.installed
 	$(PY) -m hw3_utils.submit $(if $(STUDENT),--student $(STUDENT),)

@@ -15,6 +15,10 @@
 #   make gradescope [WRITTEN=F]   : autograder.zip for Gradescope (WRITTEN=$(OUT)/final/gradescope_written.json,
 #                                   from make merge: it posts the written points and comments too)
 #   make check-data               : rebuild hw3_utils/check_data.pt from the solution
+#   make quality [QUALITY_JSON=F] [QUALITY_GRIDS=DIR]
+#                                 : train the cpu profile from scratch, sample, FID beside the floor; fails if
+#                                   it stopped learning (tests/quality/, which the release has not; QUALITY_JSON:
+#                                   its record, QUALITY_GRIDS: a folder for its figures)
 #   WITHOUT=06 (release, grade, regrade, gradescope): leave out the optional extension, notebook 06, with its
 #                                   tasks (points beyond the 100 of tasks 1-5b) and its student file; the kit,
 #                                   grades.csv and Gradescope then hold tasks 1-5b only. Grade with the same
@@ -24,7 +28,7 @@ WITHOUT ?=
 TASK_TIMEOUT ?= 60
 JOBS ?= 0
 
-.PHONY: release grade regrade merge gradescope check-data
+.PHONY: release grade regrade merge gradescope check-data quality
 
 release: $(VENV)/.installed
 	$(PY) -m grader release --out release --repo-url "$(REPO_URL)" --fid-stats-url "$(FID_STATS_URL)" \
@@ -49,6 +53,11 @@ gradescope: $(VENV)/.installed
 
 check-data: $(VENV)/.installed
 	$(PY) -m grader build-check-data
+
+QUALITY_JSON ?= runs/quality.json
+QUALITY_GRIDS ?=
+quality: $(VENV)/.installed-dev
+	HW3_QUALITY_JSON=$(QUALITY_JSON) HW3_QUALITY_GRIDS=$(QUALITY_GRIDS) $(PY) -m pytest tests/quality -m quality -s -q
 
 # the browser test runs in the instructor's `make test` only
 test: browser

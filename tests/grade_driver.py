@@ -2,12 +2,15 @@
 
 Run by tests/test_grader_unprivileged.py as an unprivileged user, and by tests/test_grader_nobody.py as root in
 the "nobody" sandbox mode:
-    python tests/grade_driver.py WORKDIR RESULT.json [PLANTED.json]
+    python tests/grade_driver.py WORKDIR RESULT.json [PLANTED.json] [--release KIT]
 PLANTED.json: the paths hostile.plant left about the machine, which zy_stash tries to read.
+KIT: a student release to grade with (the tests pass a copy of the session's, where the grading user reads it);
+without it, one is made in WORKDIR.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -32,10 +35,10 @@ def skipped(mode: str) -> set[str]:
     return skip
 
 
-def main(work: Path, result: Path, planted: list[str]) -> None:
+def main(work: Path, result: Path, planted: list[str], release: Path | None = None) -> None:
     subs, out = work / "submissions", work / "grades"
     subs.mkdir(parents=True)
-    release = make_release(work / "release", quiet=True, repo_url="none")
+    release = release or make_release(work / "release", quiet=True, repo_url="none")
     bait = hostile.Bait(work / "home")  # the grading user's 0600 file and unix socket, in a folder of its own
     skip = skipped(sandbox.detect_mode())
     hostile.build(subs, out, {rel: (release / rel).read_text() for rel in TASK_FILES}, bait, skip=skip,
@@ -52,4 +55,10 @@ def main(work: Path, result: Path, planted: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]), Path(sys.argv[2]), json.loads(Path(sys.argv[3]).read_text()) if len(sys.argv) > 3 else [])
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("work", type=Path)
+    p.add_argument("result", type=Path)
+    p.add_argument("planted", type=Path, nargs="?")
+    p.add_argument("--release", type=Path)
+    a = p.parse_args()
+    main(a.work, a.result, json.loads(a.planted.read_text()) if a.planted else [], a.release)

@@ -50,6 +50,11 @@ def positive(x) -> bool:
     return isinstance(x, (int, float)) and math.isfinite(x) and x > 0
 
 
+def printed_rows(text: str) -> list[list[str]]:
+    """The cells, stripped, of every row of the Markdown tables in a bench's output."""
+    return [[c.strip() for c in ln.strip()[1:-1].split("|")] for ln in text.splitlines() if ln.startswith("| ")]
+
+
 # the fast path's padded batch -------------------------------------------------------------------------
 def test_padded_trainstep_loss_and_grads_equal_the_unpadded_batch():
     cfg = Config(model_channels=8, profile="full-smoke")
@@ -79,10 +84,11 @@ def test_padded_trainstep_loss_and_grads_equal_the_unpadded_batch():
 
 
 # the tool: python -m bench, one record format, docs/results.md --------------------------------------------
+@pytest.mark.slow
 def test_help_lists_every_bench_and_the_gpu_ones_apart():
     found = benches()
     mains = {("gpu." if p.parent.name == "gpu" else "") + p.stem for p in [*BENCH.glob("*.py"), *BENCH.glob("gpu/*.py")]
-             if not p.stem.startswith("_") and "\ndef main(" in p.read_text()}
+             if p.stem not in HELPERS | {"__init__", "__main__"}}  # every module of bench/ but its helpers
     assert set(found) == mains and {"cpu_ablation", "report", "gpu.check", "gpu.evaluate"} <= mains
     assert all(found.values()), "every bench's docstring starts with a line that describes it"
     cpu, rest = run_bench("--help").split("GPU benches", 1)
@@ -166,10 +172,8 @@ def test_train_speed_reports_each_path(tmp_path, data_dir):
     text = run_bench("gpu.train_speed", "--device", "cpu", "--steps", "2", "--warmup", "1", "--repeats", "2",
                      "--bf16", "--extras", "--json", out,
                      "--set", *TINY, "train_subset=24", "batch_size=16", "num_workers=0")
-    for label in ("(a) report loop", "(b) kit default", "(c) kit + bf16", "(d) kit + channels_last",
-                  "(e) kit + bf16 + channels_last", "(b') hw3_utils.train", "projected"):
-        assert label in text
     rec = read_record(out)
+    assert all(row["name"] in text for row in rec["rows"])  # every path measured is printed
     assert rec["machine"]["device_type"] == "cpu" and rec["config"]["steps_per_epoch"] == 2
     assert rec["config"]["epochs"] == 50 and rec["config"]["failed"] == {}
     assert [r["name"][:4] for r in rec["rows"]] == ["(a) ", "(b) ", "(c) ", "(d) ", "(e) ", "(b')"]
@@ -251,6 +255,7 @@ def test_gpu_run_script_runs_its_check_stage_on_cpu(tmp_path):
     assert len(rec["rows"]) == 2 and all(r["ok"] for r in rec["rows"])
 
 
+@pytest.mark.slow
 def test_fid_speed_prints_both_methods(tmp_path):
     out = run_bench("fid_speed", "--dims", "64", "--repeats", "1", "--json", tmp_path / "f.json")
     rows = rows_of(tmp_path / "f.json", "fid_speed")
@@ -260,6 +265,7 @@ def test_fid_speed_prints_both_methods(tmp_path):
     assert "speed-up" in out and "pytorch-fid (sqrtm)" in out
 
 
+@pytest.mark.slow
 def test_cpu_speed_prints_every_path(tmp_path):
     out = run_bench("cpu_speed", "--steps", "1", "--warmup", "0", "--repeats", "1", "--no-compile",
                     "--kit-compile", "--json", tmp_path / "s.json",
@@ -279,6 +285,7 @@ def test_cpu_speed_prints_every_path(tmp_path):
     assert all(positive(r["ms_per_step"]) for r in rows[:10]) and "s/epoch" in out and "s to compile)" in out
 
 
+@pytest.mark.slow
 def test_grade_speed_prints_both_ways(tmp_path):
     scratch = tmp_path / "scratch"  # the bench's temporary files, which it must remove
     scratch.mkdir()
@@ -290,7 +297,7 @@ def test_grade_speed_prints_both_ways(tmp_path):
     assert [b["jobs"] for b in batches] == [1, 2] and rec["config"]["count"] == 3
     assert all(b["per_submission"] > 0 for b in batches) and all(rec["config"]["totals"].values())
     assert sum(r["name"].startswith("fixed cost") for r in rec["rows"]) == 4
-    assert "| jobs | batch s | s / submission |" in out
+    assert [r[1] for r in printed_rows(out) if len(r) == 5 and r[1].isdigit()] == ["1", "2"]  # a row per batch
 
 
 ABLATION_SET = [*TINY, "train_subset=64", "batch_size=16", "sample_steps=5", "sample_batch_size=8",
@@ -323,6 +330,7 @@ def test_cpu_ablation_trains_each_arm_for_the_budget_then_resumes(tmp_path, data
     assert len(read_record(out)["rows"]) == 6
 
 
+@pytest.mark.slow
 def test_cpu_ablation_evaluates_samplers_on_a_trained_run(tmp_path, data_dir):
     from hw3_utils import get_config, train_model
 
@@ -341,6 +349,7 @@ def test_cpu_ablation_evaluates_samplers_on_a_trained_run(tmp_path, data_dir):
     assert rec["config"]["weights"]["run:run"].endswith("step_00000002.pt")
 
 
+@pytest.mark.slow
 def test_inception_speed_folded_features_match_eager(tmp_path, data_dir):
     run_bench("inception_speed", "--images", "4", "--batch-size", "2", "--ref-count", "8",
               "--variants", "eager", "folded-cl", "--json", tmp_path / "i.json")
@@ -351,6 +360,7 @@ def test_inception_speed_folded_features_match_eager(tmp_path, data_dir):
     assert folded["max_rel_feature_diff"] < 1e-5 and abs(folded["fid_vs_train"] - eager["fid_vs_train"]) < 0.01
 
 
+@pytest.mark.slow
 def test_omp_spin_times_each_wait_setting_in_its_own_process(tmp_path):
     out = run_bench("omp_spin", "--settings", "passive", "kit", "--conditions", "alone", "busy",
                     "--steps", "1", "--repeats", "1", "--json", tmp_path / "o.json")
@@ -362,7 +372,9 @@ def test_omp_spin_times_each_wait_setting_in_its_own_process(tmp_path):
     assert [(r["passive"], r["spin_count"]) for r in rows[:2]] == [(True, None), (False, int(hw3_utils.OMP_SPIN_COUNT))]
     assert not any(r["torch_loaded_first"] for r in rows)  # so libgomp read the setting when torch loaded it
     assert all(positive(r[k]) for r in rows for k in ("train_ms", "preview_ms", "sample_ms"))
-    assert "| busy      | kit" in out and "(by hw3_utils)" in out
+    shown = {tuple(r[:2]): r for r in printed_rows(out)}  # condition, setting -> the printed row
+    assert [tuple(r["name"].split()) for r in rows] == [k for k in shown if k != ("condition", "setting")]
+    assert "hw3_utils" in shown[("busy", "kit")][2]  # the kit setting's environment: hw3_utils chose it
 
 
 def test_mean_slope_closed_forms():
@@ -393,6 +405,7 @@ def test_cpu_ablation_draw_b_suffix_samples_with_sigma_squared_beta():
     assert ddpm.variance == "posterior"  # the run's own DDPM is left as it was
 
 
+@pytest.mark.slow
 def test_mean_screen_tracks_each_setting_and_stops_early(tmp_path, data_dir):
     out = tmp_path / "s.json"
     text = run_bench("mean_screen", "--sets", "groups=8,model_channels=8,train_subset=256",
@@ -406,7 +419,7 @@ def test_mean_screen_tracks_each_setting_and_stops_early(tmp_path, data_dir):
     assert all(math.isfinite(r["slope"]) and positive(r["mean_err_T"]) for r in tracked)
     # stopped after 3 steps of a schedule that spans the profile's 5 epochs of 256 images (4 full batches each)
     assert [r["steps"] for r in runs] == [3, 3] and all(positive(r["train_s"]) for r in runs)
-    assert "| groups=1,model_channels=8,train_subset=256 | 0 | 3 |" in text
+    assert ["groups=1,model_channels=8,train_subset=256", "0", "3"] in [r[:3] for r in printed_rows(text)]
 
 
 @pytest.mark.slow

@@ -172,6 +172,7 @@ def _records(data: bytes, tasks) -> list:
     return list(results_pipe.read_records(io.BytesIO(data), tasks))
 
 
+@pytest.mark.slow
 def test_the_grader_mode_runs_the_named_tasks_and_its_records_decode(tmp_path):
     """`python -m hw3_utils.checks --run --cases C --results-fd N 3 2a`: only the positional tasks, in their
     order; each result decodes to the outputs task_outputs gives (the grader's comparison starts from them)."""
@@ -253,6 +254,7 @@ def _perturbed(obj, rel: float):
     return obj
 
 
+@pytest.mark.slow
 def test_check_data_is_up_to_date_and_small():
     assert checks.CHECK_DATA.stat().st_size < 500_000
     committed = checks.load_check_data()
@@ -282,6 +284,7 @@ def test_patches_apply_exactly_once_and_cover_every_task():
     assert {t.id for t, _ in MISTAKES} == set(TASKS) == {t.id for t, _ in VARIANTS}
 
 
+@pytest.mark.slow
 def test_every_mistake_is_caught_by_the_public_checks_in_its_task_only():
     data = checks.load_check_data()
     for task, m in MISTAKES:
@@ -302,6 +305,7 @@ def test_every_correct_variant_passes_every_check(task, variant):
             checks.check(tid, data=data, verbose=False)
 
 
+@pytest.mark.slow
 def test_tolerances_leave_room_on_both_sides():
     # every correct form uses at most half of its task's tolerance on the public and hidden cases,
     # and every known mistake lies at least 10 times beyond it or has the wrong shape (docs/instructors.md)

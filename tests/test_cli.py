@@ -6,6 +6,8 @@ import sys
 
 import pytest
 
+pytestmark = pytest.mark.slow  # every test starts Python and torch in a subprocess
+
 TINY = ["--set", "model_channels=8", "train_subset=32", "batch_size=16", "epochs=1", "num_samples=4",
         "sample_batch_size=4", "num_workers=0"]
 
@@ -14,7 +16,6 @@ def cli(*args):
     return subprocess.run([sys.executable, "-m", "hw3_utils", *args], capture_output=True, text=True)
 
 
-@pytest.mark.slow
 def test_train_then_sample(tmp_path, data_dir):
     out = tmp_path / "run"
     r = cli("train", "--profile", "full-smoke", "--out", str(out), "--no-progress", *TINY)
@@ -68,7 +69,6 @@ def test_debug_shows_the_traceback():
     assert r.returncode == 1 and "Traceback" in r.stderr and "ConfigError: lr=-1 is not allowed" in r.stderr
 
 
-@pytest.mark.slow
 def test_fid_writes_train_test_and_floor(tmp_path, data_dir):
     out = tmp_path / "run"
     tiny = [*TINY, "fid_ref_count=8", "fid_batch_size=8", "timesteps=20"]

@@ -219,6 +219,7 @@ def test_parse_overrides_reads_json_values():
         parse_overrides(["epochs"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("given, expected", [
     ({}, ("10000", None)),  # nothing set: the kit's spin count (hw3_utils.OMP_SPIN_COUNT)
     ({"OMP_WAIT_POLICY": "PASSIVE"}, (None, "PASSIVE")),  # the user's policy is kept, no spin count added

@@ -63,6 +63,7 @@ def test_prepare_refuses_what_is_not_a_batch_of_digits(bad):
 
 
 # accuracy ----------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_real_digits_with_their_labels_score_the_test_accuracy(tiny, mnist_test):
     images, labels = mnist_test
     acc = digits.digit_accuracy(images, labels, tiny)
@@ -133,6 +134,7 @@ def test_classifier_fid_of_shifted_features_is_the_squared_shift():
         digits.classifier_fid(a[:, :10], a)
 
 
+@pytest.mark.slow
 def test_real_digits_score_near_the_floor(tiny, held_out_train):
     images, labels = held_out_train
     _, sigma = activation_stats(digits.reference_features(tiny))

@@ -19,7 +19,6 @@ from hypothesis import strategies as st
 
 from grader import REPO
 from grader.reference import build_reference, save_reference
-from grader.release import make_release
 from hw3_utils.tasks import TASKS
 
 pytestmark = pytest.mark.slow
@@ -31,13 +30,12 @@ hostile_files = st.fixed_dictionaries({"notebooks/03_forward_diffusion.ipynb": h
 
 
 @pytest.fixture(scope="module")
-def prebuilt(tmp_path_factory):
+def prebuilt(tmp_path_factory, student_release):
     """The student release and the reference, built once for every batch (as Gradescope's bundle holds them)."""
     root = tmp_path_factory.mktemp("prebuilt")
-    release = make_release(root / "release", quiet=True, repo_url="none")
     (root / "reference").mkdir()
     save_reference(build_reference(), root / "reference" / "reference.pt")
-    return release, root / "reference" / "reference.pt"
+    return student_release, root / "reference" / "reference.pt"
 
 
 def honest_members(release) -> dict:

@@ -129,6 +129,7 @@ def test_every_fid_json_reader_survives(folder, data):
     report.build({}, runs=folder / "runs", profile="cpu").encode("utf-8")
 
 
+@pytest.mark.slow
 @fuzz("manifest")
 @given(data=hostile_bytes(BASE_MANIFEST))
 def test_every_manifest_reader_survives(folder, data, tmp_path):

@@ -50,7 +50,7 @@ def python_readable():
 
 
 @pytest.fixture(scope="module")
-def nobody_batch(python_readable):
+def nobody_batch(python_readable, student_release):
     work = Path(tempfile.mkdtemp(prefix="hw3-nobody-"))
     folder = Path("/var/tmp") / f"hw3-planted-{os.getpid()}"  # beside /tmp: where anyone may reach it
     planted = hostile.plant(folder)
@@ -58,10 +58,12 @@ def nobody_batch(python_readable):
     before = _modes(watched)
     try:
         (work / "planted.json").write_text(json.dumps(planted))
+        shutil.copytree(student_release, work / "batch" / "release")  # where the batch grades it
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(work), "MPLCONFIGDIR": str(work / "mpl"),
                **NOBODY_ENV}
         res = subprocess.run([sys.executable, str(REPO / "tests" / "grade_driver.py"), str(work / "batch"),
-                              str(work / "result.json"), str(work / "planted.json")], env=env, capture_output=True,
+                              str(work / "result.json"), str(work / "planted.json"), "--release",
+                              str(work / "batch" / "release")], env=env, capture_output=True,
                              text=True, timeout=1500)
         assert res.returncode == 0, res.stderr[-4000:]
         result = json.loads((work / "result.json").read_text())

@@ -44,11 +44,12 @@ def _user() -> tuple[list[str], int | None]:
 
 
 @pytest.fixture(scope="module")
-def unprivileged_batch():
+def unprivileged_batch(student_release):
     prefix, uid = _user()
     work = Path(tempfile.mkdtemp(prefix="hw3-unprivileged-"))
     changed = []
     try:
+        shutil.copytree(student_release, work / "release")  # where the grading user reads it
         if uid is not None:
             os.chown(work, uid, -1)
             changed = hostile.open_paths([REPO, sys.executable, os.path.realpath(sys.executable), sys.prefix,
@@ -56,7 +57,8 @@ def unprivileged_batch():
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(work), "LC_ALL": "C.UTF-8",
                "MPLBACKEND": "Agg", "OMP_WAIT_POLICY": "PASSIVE", "MPLCONFIGDIR": str(work / "mpl")}
         res = subprocess.run([*prefix, sys.executable, str(REPO / "tests" / "grade_driver.py"), str(work / "batch"),
-                              str(work / "result.json")], env=env, capture_output=True, text=True, timeout=1200)
+                              str(work / "result.json"), "--release", str(work / "release")], env=env,
+                             capture_output=True, text=True, timeout=1200)
         assert res.returncode == 0, res.stderr[-4000:]
         result = json.loads((work / "result.json").read_text())
         result["stderr"] = res.stderr

@@ -84,6 +84,7 @@ def test_a_bad_guided_call_says_what_is_wrong(cfg, kw, match):
         sample(_stub, DDPM(10), cfg, n=3, shape=SHAPE, progress=False, **kw)
 
 
+@pytest.mark.slow
 def test_a_conditional_unet_samples_guided_and_its_graphed_form_is_the_same_model():
     cfg = tiny_config(num_classes=10, timesteps=10)
     model = build_model(cfg).eval()
@@ -121,6 +122,7 @@ def test_train_conditional_refuses_an_unconditional_profile():
         train_conditional(get_config("cpu-smoke", verbose=False))
 
 
+@pytest.mark.slow
 def test_grids_ask_for_their_digits_with_the_same_noise_at_every_weight(trained):
     from hw3_utils.conditional import digit_grid, draw_guided, guided_samples
 

@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from nbgrader.api import Gradebook
 
 from grader import REPO
@@ -61,6 +62,7 @@ def _submit(course: Path, student: str, answer: dict[str, str]) -> None:
         (folder / nb.name).write_text(json.dumps(kit, indent=1), encoding="utf-8")
 
 
+@pytest.mark.slow
 def test_nbgrader_releases_as_the_kit_does_and_scores_blank_answers_zero(tmp_path):
     course = _course(tmp_path)
     _nbgrader(course, "generate_assignment")  # no flags: the mark schemes sit where nbgrader accepts them

@@ -308,6 +308,7 @@ def test_plot_loss_draws_steps_smoothed_and_epoch_means():
     plt.close("all")
 
 
+@pytest.mark.slow
 def test_live_samples_draw_the_same_noise_after_each_epoch(monkeypatch, tiny_cfg):
     """Notebook 04's digits while it trains: one display redrawn after each epoch, from the same noise (so the
     same 16 samples change only as the weights do), the weights left alone."""

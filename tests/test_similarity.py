@@ -9,7 +9,7 @@ import pytest
 from hostile import write_zip
 
 from grader import REPO
-from grader.release import make_release, solution_regions
+from grader.release import solution_regions
 from grader.similarity import similar_pairs
 
 pytestmark = pytest.mark.slow
@@ -112,8 +112,8 @@ def _copied(regions: dict) -> dict:
     return {k: [rename(c) for c in v] if isinstance(v, list) else rename(v) for k, v in regions.items()}
 
 
-def test_planted_copy_is_found_and_honest_work_is_not(tmp_path):
-    kit = make_release(tmp_path / "kit", quiet=True, repo_url="none")
+def test_planted_copy_is_found_and_honest_work_is_not(tmp_path, student_release):
+    kit = student_release
     subs = tmp_path / "subs"
     subs.mkdir()
     zips = [write_zip(subs / "honest_kit_style.zip", _files({})),

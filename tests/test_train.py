@@ -13,6 +13,7 @@ def params_equal(a, b):
     return all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
 
 
+@pytest.mark.slow
 def test_train_writes_checkpoints_and_history(tmp_path, data_dir, tiny_cfg):
     result = train_model(tiny_cfg, tmp_path / "run", progress=False)
     assert len(result.history) == 2 and result.step == 8
@@ -23,6 +24,7 @@ def test_train_writes_checkpoints_and_history(tmp_path, data_dir, tiny_cfg):
     assert not params_equal(result.model, result.ema)
 
 
+@pytest.mark.slow
 def test_on_epoch_sees_each_epochs_ema_and_changes_nothing(tmp_path, data_dir, tiny_cfg):
     """The hook behind notebook 04's live samples and the CLI's previews: once per epoch, after the checkpoint,
     with the EMA model; drawing samples there leaves the training run as it would be without it."""
