@@ -78,7 +78,7 @@ def child(steps: int, repeats: int) -> dict:
     spin = os.environ.get("GOMP_SPINCOUNT")
     return {"spin_count": None if spin is None else int(spin),
             "passive": os.environ.get("OMP_WAIT_POLICY", "").upper() == "PASSIVE",
-            "torch_loaded_first": hw3_utils._openmp.TORCH_LOADED_FIRST,
+            "torch_loaded_first": hw3_utils.TORCH_LOADED_FIRST,
             "train_ms": median_ms(train, steps), "preview_ms": median_ms(call(16), 2 * steps),
             "sample_ms": median_ms(call(cfg.sample_batch_size), max(1, steps // 4))}
 

@@ -28,9 +28,9 @@ from . import sandbox
 from .extract import (
     FID_RE,
     Extracted,
-    _tasks,
     fid_mismatch,
     fid_note,
+    kit_tasks,
     manifest_notes,
     notebook_cells,
     notebook_note,
@@ -69,12 +69,42 @@ def flags_of(per_task: dict[str, TaskResult], ex: Extracted, notebooks: dict) ->
     return flags
 
 
+def _marked(t: str, task, got, ref: dict) -> TaskResult:
+    """Task `t`'s result from what the submission's run returned: its outputs compared with the reference's, on
+    every case and on the public ones alone (the feedback's public line); a TaskResult (a failed run) as it is."""
+    from hw3_utils.checks import compare
+
+    if isinstance(got, TaskResult):
+        return got
+    n = len(task.public)  # the reference's cases: the public ones first, then the hidden ones
+    exp, var, cs = ref["expected"][t], ref["variants"].get(t, ()), ref["cases"][t]
+    try:  # whatever the outputs hold, a failure here costs this task, never the batch
+        ok, msg = compare(t, got, exp, var, cs, public=n)
+        pub_ok, pub_msg = compare(t, got[:n], exp[:n], var, cs[:n], public=n)
+    except Exception as err:
+        ok, msg = False, f"its outputs could not be compared ({type(err).__name__})"
+        pub_ok, pub_msg = ok, msg
+    public = "PASS" if pub_ok else f"FAIL: {pub_msg}"
+    return passed(task.points, public) if ok else failed(Kind.WRONG, msg, public)
+
+
+def _file_notes(ex: Extracted, notebooks: dict) -> list[str]:
+    """The feedback's notes on the notebooks, fid.json and manifest of an extracted submission."""
+    notes = [notebook_note(name, nb) for name, nb in notebooks.items()]
+    notes += [fid_note(name, ex.files[name]) for name in sorted(ex.files) if FID_RE.match(name)]
+    if not ex.fatal:
+        if not notebooks:
+            notes.append("no notebooks in the submission")
+        if not any(FID_RE.match(n) for n in ex.files):
+            notes.append("no runs/<profile>/fid.json in the submission")
+        notes += manifest_notes(ex.files)
+    return notes
+
+
 def grade_one(zpath: Path, work: Path, release_kit: Path, ref: dict, task_timeout: float, zygote: sandbox.Zygote,
               startup: float = STARTUP_SECONDS) -> Graded:
     """Grade one zip in the folder `work` (its own, removed afterwards)."""
-    from hw3_utils.checks import compare
-
-    tasks = _tasks(release_kit)  # the release's own tasks: an optional extension left out is not graded
+    tasks = kit_tasks(release_kit)  # the release's own tasks: an optional extension left out is not graded
     if work.exists():
         shutil.rmtree(work)
     (work / "sub").mkdir(parents=True)
@@ -103,30 +133,10 @@ def grade_one(zpath: Path, work: Path, release_kit: Path, ref: dict, task_timeou
         if printed > sandbox.PRINT_LIMIT:
             notes.append(f"your code printed more than {sandbox.PRINT_LIMIT // MiB} MB; remove the print calls "
                          "inside loops (the output past that was dropped; your tasks were still graded)")
-        for t, task in tasks.items():
-            got = results.get(t, failed(Kind.ERROR, "not run"))
-            if isinstance(got, TaskResult):
-                per_task[t] = got
-                continue
-            n = len(task.public)  # the reference's cases: the public ones first, then the hidden ones
-            exp, var, cs = ref["expected"][t], ref["variants"].get(t, ()), ref["cases"][t]
-            try:  # whatever the outputs hold, a failure here costs this task, never the batch
-                ok, msg = compare(t, got, exp, var, cs, public=n)
-                pub_ok, pub_msg = compare(t, got[:n], exp[:n], var, cs[:n], public=n)
-            except Exception as err:
-                ok, msg = False, f"its outputs could not be compared ({type(err).__name__})"
-                pub_ok, pub_msg = ok, msg
-            public = "PASS" if pub_ok else f"FAIL: {pub_msg}"
-            per_task[t] = passed(task.points, public) if ok else failed(Kind.WRONG, msg, public)
+        per_task = {t: _marked(t, task, results.get(t, failed(Kind.ERROR, "not run")), ref)
+                    for t, task in tasks.items()}
     notebooks = read_notebooks(ex.files)  # each read once, bounded and checked (hw3_utils.student_files)
-    notes += [notebook_note(name, nb) for name, nb in notebooks.items()]
-    notes += [fid_note(name, ex.files[name]) for name in sorted(ex.files) if FID_RE.match(name)]
-    if not ex.fatal:
-        if not notebooks:
-            notes.append("no notebooks in the submission")
-        if not any(FID_RE.match(n) for n in ex.files):
-            notes.append("no runs/<profile>/fid.json in the submission")
-        notes += manifest_notes(ex.files)
+    notes += _file_notes(ex, notebooks)
     flags = flags_of(per_task, ex, notebooks)  # reads the extracted fid.json: before it is removed
     answers, written, moved = submission_written(notebooks, ex.files)  # reads fid.json too
     shutil.rmtree(work, ignore_errors=True)
@@ -189,6 +199,16 @@ def default_jobs() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
+def _in_parallel(one, entries: list[Path], jobs: int, bar: Progress | None) -> list[Graded]:
+    """one(i, entry) for every entry, `jobs` at once, the progress bar stepped as each ends; in entry order."""
+    with ThreadPoolExecutor(jobs) as pool:
+        futures = [pool.submit(one, i, z) for i, z in enumerate(entries)]
+        for f in as_completed(futures):
+            if bar:
+                bar.step(f.result().student)
+        return [f.result() for f in futures]
+
+
 def grade_batch_detailed(submissions: Path, out: Path, task_timeout: float = 60.0, release_dir=None,
                          reference=None, extra_hidden=(), startup: float = STARTUP_SECONDS, jobs: int | None = None,
                          progress=None, update: bool = False, without=()) -> list[Graded]:
@@ -221,7 +241,7 @@ def grade_batch_detailed(submissions: Path, out: Path, task_timeout: float = 60.
         preflight(batch, zygote)
         kit = Path(release_dir) if release_dir else make_release(batch / "release", quiet=True, repo_url="none",
                                                                  without=without)
-        tasks = _tasks(kit)
+        tasks = kit_tasks(kit)
         entries = sorted(p for p in submissions.iterdir() if p.is_file() and not p.name.startswith("."))
         bar = Progress(len(entries), progress) if progress else None
 
@@ -235,12 +255,7 @@ def grade_batch_detailed(submissions: Path, out: Path, task_timeout: float = 60.
                 atomic_write(out / "feedback" / f"{graded.student}.md", graded.markdown())
             return graded
 
-        with ThreadPoolExecutor(jobs) as pool:
-            futures = [pool.submit(one, i, z) for i, z in enumerate(entries)]
-            for f in as_completed(futures):
-                if bar:
-                    bar.step(f.result().student)
-            rows = [f.result() for f in futures]
+        rows = _in_parallel(one, entries, jobs, bar)
         pairs = [] if update or len(entries) < 2 else similarity(entries, kit, batch / "similarity", out)
     finally:
         left = zygote.close()
@@ -249,6 +264,13 @@ def grade_batch_detailed(submissions: Path, out: Path, task_timeout: float = 60.
         log_error(out / ERROR_LOG, "the end of the batch", RuntimeError(f"the runs left {left} behind"))
         if progress:
             progress.write(f"WARNING: the runs left {left} behind (see {ERROR_LOG})\n")
+    _write_tables(rows, out, tasks, pairs, update, without)
+    return rows
+
+
+def _write_tables(rows: list[Graded], out: Path, tasks: dict, pairs: list, update: bool, without) -> None:
+    """OUT's grades.csv and grading sheet (on `update`, the other students' rows kept; the written questions of
+    the extensions `without` left out), and, for a whole batch, summary.md with the similar pairs."""
     table_rows = [g.row() for g in rows]
     if update and (out / "grades.csv").exists():
         regraded = {g.student for g in rows}
@@ -260,4 +282,3 @@ def grade_batch_detailed(submissions: Path, out: Path, task_timeout: float = 60.
         from .summary import write_summary
 
         write_summary(rows, out, tasks, pairs)
-    return rows

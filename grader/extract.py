@@ -27,7 +27,7 @@ NOTEBOOK_RE = re.compile(r"^notebooks/[A-Za-z0-9_.-]+\.ipynb$")
 FID_RE = SUBMITTED_FID_RE  # runs/<profile>/fid.json
 
 
-def _tasks(kit: Path | None = None):
+def kit_tasks(kit: Path | None = None):
     """The tasks: those of the kit this process imports (hw3_utils.checks.TASKS); with `kit`, a student release
     (`make release`), only those its own registry holds (its hw3_utils/tasks/task_<id>.py modules), so that a
     release without an optional extension is graded on the tasks it has."""
@@ -40,8 +40,8 @@ def _tasks(kit: Path | None = None):
 
 
 def task_files(tasks: dict | None = None) -> list[str]:
-    """The student files of `tasks` (default: every task of `_tasks()`)."""
-    return sorted({t.file for t in (_tasks() if tasks is None else tasks).values()})
+    """The student files of `tasks` (default: every task of `kit_tasks()`)."""
+    return sorted({t.file for t in (kit_tasks() if tasks is None else tasks).values()})
 
 
 def allowed(name: str) -> bool:
@@ -71,19 +71,85 @@ def _unsafe(name: str) -> str | None:
     return None
 
 
-def safe_extract(zpath: Path, dest: Path) -> Extracted:
-    """Extract the allowlisted members of a zip into `dest`; everything else is reported, not written."""
-    res = Extracted()
+def _open_zip(zpath: Path, res: Extracted) -> zipfile.ZipFile | None:
+    """The zip, opened; None, with `res.fatal` saying why, for a file too large, not a zip, or unreadable."""
     try:
         if zpath.stat().st_size > MAX_ZIP_BYTES:
             res.fatal = f"the file is larger than {MAX_ZIP_BYTES // MiB} MiB"
-            return res
+            return None
         if not zipfile.is_zipfile(zpath):
             res.fatal = "not a zip file"
-            return res
-        zf = zipfile.ZipFile(zpath)
+            return None
+        return zipfile.ZipFile(zpath)
     except (OSError, zipfile.BadZipFile, ValueError) as err:
         res.fatal = f"bad zip file ({type(err).__name__})"
+        return None
+
+
+def _skipped(info: zipfile.ZipInfo, dups: set[str], res: Extracted) -> bool:
+    """True for a member not to extract (noted or refused in `res`): a duplicate, an unsafe path, a link, a
+    folder, a file no submission holds, anything but a regular file, a declared size over its cap."""
+    name = info.filename
+    if name in dups:
+        return True
+    why = _unsafe(name)
+    if why:
+        res.refuse(name, why)
+        return True
+    mode = info.external_attr >> 16
+    if stat.S_ISLNK(mode):
+        res.refuse(name, "a symbolic link")
+        return True
+    if name.endswith("/") or info.is_dir():
+        return True
+    if not allowed(name):
+        res.notes.append(f"ignored {name!r}: not part of a submission")
+        return True
+    if stat.S_IFMT(mode) not in (0, stat.S_IFREG):  # many zippers store permission bits only
+        res.refuse(name, "not a regular file")
+        return True
+    cap = CAPS[Path(name).suffix]
+    if info.file_size > cap:
+        res.refuse(name, f"declares {info.file_size:,} bytes, over the {cap:,}-byte cap")
+        return True
+    return False
+
+
+def _extract_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path, res: Extracted) -> bool:
+    """Write one member to `target`, stopping at its cap and checking its declared size and checksum; False
+    (refused in `res`, nothing left at `target`) where it fails."""
+    name, cap = info.filename, CAPS[Path(info.filename).suffix]
+    target.parent.mkdir(parents=True, exist_ok=True)
+    total, crc, ok = 0, 0, True
+    try:
+        with zf.open(info) as src, open(target, "wb") as out:
+            while chunk := src.read(64 * 1024):
+                total += len(chunk)
+                if total > cap:
+                    ok = False
+                    res.refuse(name, f"more than {cap:,} bytes when decompressed "
+                                     f"(it declares {info.file_size:,})")
+                    break
+                crc = zlib.crc32(chunk, crc)
+                out.write(chunk)
+        # zipfile stops at the declared size: a member that lies about it fails the checksum
+        if ok and (total != info.file_size or crc != info.CRC):
+            ok = False
+            res.refuse(name, "its content does not match its declared size and "
+                             "checksum (a damaged or manipulated zip)")
+    except Exception as err:  # CRC errors, unsupported compression, truncated data
+        ok = False
+        res.refuse(name, f"cannot be read ({type(err).__name__})")
+    if not ok:
+        target.unlink(missing_ok=True)
+    return ok
+
+
+def safe_extract(zpath: Path, dest: Path) -> Extracted:
+    """Extract the allowlisted members of a zip into `dest`; everything else is reported, not written."""
+    res = Extracted()
+    zf = _open_zip(zpath, res)
+    if zf is None:
         return res
     with zf:
         infos = zf.infolist()
@@ -95,55 +161,8 @@ def safe_extract(zpath: Path, dest: Path) -> Extracted:
         for n in sorted(dups):
             res.refuse(n, "it occurs more than once in the zip")
         for info in infos:
-            name = info.filename
-            if name in dups:
-                continue
-            why = _unsafe(name)
-            if why:
-                res.refuse(name, why)
-                continue
-            mode = info.external_attr >> 16
-            if stat.S_ISLNK(mode):
-                res.refuse(name, "a symbolic link")
-                continue
-            if name.endswith("/") or info.is_dir():
-                continue
-            if not allowed(name):
-                res.notes.append(f"ignored {name!r}: not part of a submission")
-                continue
-            if stat.S_IFMT(mode) not in (0, stat.S_IFREG):  # many zippers store permission bits only
-                res.refuse(name, "not a regular file")
-                continue
-            cap = CAPS[Path(name).suffix]
-            if info.file_size > cap:
-                res.refuse(name, f"declares {info.file_size:,} bytes, over the {cap:,}-byte cap")
-                continue
-            target = dest / name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            total, crc, ok = 0, 0, True
-            try:
-                with zf.open(info) as src, open(target, "wb") as out:
-                    while chunk := src.read(64 * 1024):
-                        total += len(chunk)
-                        if total > cap:
-                            ok = False
-                            res.refuse(name, f"more than {cap:,} bytes when decompressed "
-                                             f"(it declares {info.file_size:,})")
-                            break
-                        crc = zlib.crc32(chunk, crc)
-                        out.write(chunk)
-                # zipfile stops at the declared size: a member that lies about it fails the checksum
-                if ok and (total != info.file_size or crc != info.CRC):
-                    ok = False
-                    res.refuse(name, "its content does not match its declared size and "
-                                     "checksum (a damaged or manipulated zip)")
-            except Exception as err:  # CRC errors, unsupported compression, truncated data
-                ok = False
-                res.refuse(name, f"cannot be read ({type(err).__name__})")
-            if ok:
-                res.files[name] = target
-            else:
-                target.unlink(missing_ok=True)
+            if not _skipped(info, dups, res) and _extract_member(zf, info, dest / info.filename, res):
+                res.files[info.filename] = dest / info.filename
     return res
 
 

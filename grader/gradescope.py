@@ -95,7 +95,7 @@ def written_tests(qs: dict, pts: dict) -> list[dict]:
 def build_bundle(out: Path, written: Path | None = None, without=()) -> Path:
     """autograder.zip at `out`: the student release (without the optional extensions `without`, as `make release
     WITHOUT=...`), the grader, and the reference for the release's own tasks."""
-    from .extract import _tasks
+    from .extract import kit_tasks
     from .reference import build_reference, save_reference
     from .release import make_release
 
@@ -107,7 +107,7 @@ def build_bundle(out: Path, written: Path | None = None, without=()) -> Path:
         for name in BUNDLE_GRADER_FILES:
             shutil.copyfile(REPO / "grader" / name, root / "grader" / name)
         (root / "reference").mkdir()
-        save_reference(build_reference(_tasks(root / "release")), root / "reference" / "reference.pt")
+        save_reference(build_reference(kit_tasks(root / "release")), root / "reference" / "reference.pt")
         if written:
             shutil.copyfile(written, root / WRITTEN_JSON)
         (root / "setup.sh").write_text(setup_sh())

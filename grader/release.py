@@ -367,25 +367,9 @@ def _git_commit(root: Path) -> str | None:
         return None
 
 
-def make_release(out: Path | str = REPO / "release", root: Path = REPO, quiet: bool = False,
-                 repo_url: str | None = None, fid_stats_url: str | None = None, fid_stats_dir=None,
-                 questions_out: Path | None = None, without=()) -> Path:
-    """Write the student kit to `out` (replaced). Refuses if a stripped file still holds a region.
-
-    repo_url: the git repository students clone, written into every notebook's setup cell and into
-    the Colab links of the Markdown pages; "none" keeps the placeholders (a kit used locally only).
-    fid_stats_url: where students download mnist_train_all.npz and mnist_test_all.npz (with the sha256 of
-    the copies in `fid_stats_dir`); without it a student lacking them gets one line saying to ask.
-    The README is the student's: STUDENT_README (`release_readme`).
-    questions_out: where the written questions are frozen for grading (grader/written.py's QUESTIONS_FILE for
-    `make release`); never inside the kit.
-    without: the optional extensions to leave out (EXTENSIONS, e.g. "06"): `left_out` says which files go.
-    """
-    out, root = Path(out), Path(root)
-    url = check_repo_url(repo_url)
-    fid_sources = fid_references(fid_stats_url, fid_stats_dir)
-    without = check_without(without)
-    tasks = {tid: t for tid, t in _tasks().items() if tid not in extension_tasks(without)}
+def _staged_files(root: Path, out: Path, url: str | None, fid_sources: bytes, without: tuple, tasks: dict):
+    """The kit's files as the release writes them, by relative path: (bytes, the source whose mode they take,
+    the solution regions stubbed in each file). Refuses a file left with a marker, a task without a region."""
     staged: dict[str, bytes] = {}
     sources: dict[str, Path] = {}
     found: dict[str, list[str]] = {}
@@ -413,10 +397,15 @@ def make_release(out: Path | str = REPO / "release", root: Path = REPO, quiet: b
         raise MarkerError(f"no solution region found for task(s) {missing}; refusing to write {out}")
     staged["README.md"] = _with_url("README.md", release_readme(root, without), url)
     sources["README.md"] = root / STUDENT_README
+    return staged, sources, found
+
+
+def _release_info(root: Path, url: str | None, fid_sources: bytes, tasks: dict, without: tuple, found: dict) -> dict:
+    """RELEASE.json: the kit's name and version, its commit, URLs, tasks and points, and the stubbed regions."""
     pyproject = (root / "pyproject.toml").read_text()
     name = re.search(r'^name\s*=\s*"([^"]+)"', pyproject, re.M)
     version = re.search(r'^version\s*=\s*"([^"]+)"', pyproject, re.M)
-    info = {
+    return {
         "kit": name.group(1) if name else "hw3_utils",
         "version": version.group(1) if version else None,
         "source_commit": _git_commit(root),
@@ -429,6 +418,44 @@ def make_release(out: Path | str = REPO / "release", root: Path = REPO, quiet: b
         "without": list(without),
         "regions": found,
     }
+
+
+def _say_released(out: Path, staged: dict, info: dict, questions_out: Path | None) -> None:
+    found, without = info["regions"], info["without"]
+    print(f"release: {len(staged)} files -> {out} ({sum(len(v) for v in found.values())} solution regions "
+          f"stubbed in {len(found)} files)")
+    if without:
+        print(f"release: without notebook(s) {', '.join(without)} and their tasks: graded out of "
+              f"{info['total_points']} points")
+    if questions_out is not None:
+        print(f"release: the written questions (points, rubrics, model answers) frozen in {questions_out}, "
+              "which grading and merging read: keep it, never hand it out")
+    if info["fid_stats_url"] is None:
+        print("release: no FID_STATS_URL, so students without MNIST's FID statistics (a 2.5 h computation on a "
+              "CPU) are told to ask you for mnist_train_all.npz and mnist_test_all.npz")
+
+
+def make_release(out: Path | str = REPO / "release", root: Path = REPO, quiet: bool = False,
+                 repo_url: str | None = None, fid_stats_url: str | None = None, fid_stats_dir=None,
+                 questions_out: Path | None = None, without=()) -> Path:
+    """Write the student kit to `out` (replaced). Refuses if a stripped file still holds a region.
+
+    repo_url: the git repository students clone, written into every notebook's setup cell and into
+    the Colab links of the Markdown pages; "none" keeps the placeholders (a kit used locally only).
+    fid_stats_url: where students download mnist_train_all.npz and mnist_test_all.npz (with the sha256 of
+    the copies in `fid_stats_dir`); without it a student lacking them gets one line saying to ask.
+    The README is the student's: STUDENT_README (`release_readme`).
+    questions_out: where the written questions are frozen for grading (grader/written.py's QUESTIONS_FILE for
+    `make release`); never inside the kit.
+    without: the optional extensions to leave out (EXTENSIONS, e.g. "06"): `left_out` says which files go.
+    """
+    out, root = Path(out), Path(root)
+    url = check_repo_url(repo_url)
+    fid_sources = fid_references(fid_stats_url, fid_stats_dir)
+    without = check_without(without)
+    tasks = {tid: t for tid, t in _tasks().items() if tid not in extension_tasks(without)}
+    staged, sources, found = _staged_files(root, out, url, fid_sources, without, tasks)
+    info = _release_info(root, url, fid_sources, tasks, without, found)
     if out.exists():
         shutil.rmtree(out)
     for rel, data in staged.items():
@@ -445,17 +472,7 @@ def make_release(out: Path | str = REPO / "release", root: Path = REPO, quiet: b
                                "rubrics and model answers, keep it outside")
         freeze(Path(questions_out), root, info["source_commit"], without)
     if not quiet:
-        print(f"release: {len(staged)} files -> {out} ({sum(len(v) for v in found.values())} solution regions "
-              f"stubbed in {len(found)} files)")
-        if without:
-            print(f"release: without notebook(s) {', '.join(without)} and their tasks: graded out of "
-                  f"{info['total_points']} points")
-        if questions_out is not None:
-            print(f"release: the written questions (points, rubrics, model answers) frozen in {questions_out}, "
-                  "which grading and merging read: keep it, never hand it out")
-        if info["fid_stats_url"] is None:
-            print("release: no FID_STATS_URL, so students without MNIST's FID statistics (a 2.5 h computation on a "
-                  "CPU) are told to ask you for mnist_train_all.npz and mnist_test_all.npz")
+        _say_released(out, staged, info, questions_out)
     return out
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from hw3_utils.answers import TEXT_CHARS
 from hw3_utils.atomic import atomic_write
 
-from .extract import _tasks
+from .extract import kit_tasks
 
 LIMIT = 1000  # characters of one message or note
 _ANSI = re.compile(r"\x1b(\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(\x07|\x1b\\)?|[@-Z\\-_])")
@@ -132,7 +132,7 @@ class Graded:
 
     def graded_tasks(self) -> dict:
         """{task id: Task} of the tasks this submission was graded on (the release's), in the registry's order."""
-        return {tid: t for tid, t in _tasks().items() if tid in self.tasks}
+        return {tid: t for tid, t in kit_tasks().items() if tid in self.tasks}
 
     def points(self) -> dict[str, int]:
         return {t: self.tasks[t].points for t in self.graded_tasks()}

@@ -23,7 +23,7 @@ import torch
 from hw3_utils import results_pipe
 
 from . import sandbox
-from .extract import _tasks
+from .extract import kit_tasks
 from .render import Kind, TaskResult, failed
 
 STARTUP_SECONDS = 120.0  # importing torch and the kit, before the first task starts
@@ -118,7 +118,7 @@ def run_submission(work: Path, cases: dict, expected: dict, task_timeout: float,
     """Run the checks' runner on `work`/kit for every task: ({task: its outputs | a failure}, the most bytes the
     code printed on stdout or stderr in one run). Outputs are validated against `expected` ({task: [{name:
     tensor}]}) before anything else touches them."""
-    tasks = [t for t in _tasks() if t in cases]
+    tasks = [t for t in kit_tasks() if t in cases]
     torch.save(cases, work / "kit" / "cases.pt")
     sandbox.prepare_workdir(work)
     kit, home = sandbox.kit_path(work), sandbox.home_path(work)

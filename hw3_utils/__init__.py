@@ -7,7 +7,7 @@ schedule, q_sample, loss, p_sample) -> sampling (sample: Algorithm 2, respacing,
 """
 
 # First, before any module loads torch and with it OpenMP: how idle OpenMP threads wait (_openmp.py).
-from ._openmp import OMP_SPIN_COUNT
+from ._openmp import OMP_SPIN_COUNT, TORCH_LOADED_FIRST
 from .config import PROFILES, Config, config_diff, get_config, resolve_profile, run_dir, runs_dir
 from .cuda_graphs import GraphedModel, TrainStep
 from .data import DataNotFoundError, load_mnist, load_tensor, make_loader, mnist_transform, subset
@@ -60,6 +60,7 @@ from .viz import (
 
 __all__ = [
     "OMP_SPIN_COUNT",
+    "TORCH_LOADED_FIRST",
     "PROFILES",
     "Config",
     "config_diff",

@@ -101,20 +101,24 @@ def test_release_imports_lints_and_fails_once_per_task(release, tmp_path):
 
 
 def test_make_test_stages(release):
-    def stages(cwd):
-        out = subprocess.run(["make", "-n", "test"], cwd=cwd, capture_output=True, text=True, check=True).stdout
+    def stages(cwd, target="test"):
+        out = subprocess.run(["make", "-n", target], cwd=cwd, capture_output=True, text=True, check=True).stdout
         found = []
         for line in out.splitlines():
-            for name, key in (("lint", "ruff check"), ("unit", 'pytest tests -m "not browser"'),
-                              ("notebooks", "--nbval-lax"), ("browser", "pytest tests -m browser")):
+            for name, key in (("lint", "ruff check"), ("unit", 'pytest tests -m "not browser and not quality"'),
+                              ("unit-fast", 'pytest tests -m "not browser and not quality and not slow"'),
+                              ("notebooks", "--nbval-lax"), ("browser", "pytest tests -m browser"),
+                              ("quality", "pytest tests/quality -m quality")):
                 if key in line:
                     found.append(name)
         return found
 
     assert stages(REPO) == ["lint", "unit", "notebooks", "browser"]
     assert stages(release) == ["lint", "unit", "notebooks"]
-    targets = subprocess.run(["make", "-n", "release"], cwd=release, capture_output=True, text=True)
-    assert targets.returncode != 0  # grader.mk's targets vanish from the student kit
+    assert stages(REPO, "unit-fast") == stages(release, "unit-fast") == ["unit-fast"]
+    assert stages(REPO, "quality") == ["quality"]  # CI's learning gate (.ci/run)
+    for target in ("release", "quality"):  # grader.mk's targets vanish from the student kit
+        assert subprocess.run(["make", "-n", target], cwd=release, capture_output=True, text=True).returncode != 0
 
 
 def test_release_writes_the_repo_url_and_a_student_readme(release):
@@ -137,14 +141,14 @@ def test_release_writes_the_repo_url_and_a_student_readme(release):
         assert instructor not in readme, instructor
 
 
-def test_release_refuses_a_missing_or_malformed_url(tmp_path):
+def test_release_refuses_a_missing_or_malformed_url(tmp_path, student_release):
     for bad in (None, "", "https://github.com/YOUR-ORG/hw3-ddpm-kit.git", "not a url", 'https://x/"y'):
         with pytest.raises(ReleaseError, match="REPO_URL|git URL"):
             make_release(tmp_path / "out", quiet=True, repo_url=bad)
     assert not (tmp_path / "out").exists()
     res = subprocess.run(["make", "release", "REPO_URL="], cwd=REPO, capture_output=True, text=True)
     assert res.returncode != 0 and "REPO_URL=none" in res.stderr
-    local = make_release(tmp_path / "local", quiet=True, repo_url="none")  # placeholders kept, said so
+    local = student_release  # REPO_URL=none: the placeholders kept, said so
     assert PLACEHOLDER_URL in (local / "notebooks" / "01_data_prep.ipynb").read_text()
 
 
@@ -208,7 +212,7 @@ def test_release_notebook_runs_up_to_its_first_task_and_stops_with_its_message(r
     assert "profile 'full-smoke'" in "".join(where)
 
 
-def test_release_names_where_students_download_the_fid_statistics(tmp_path):
+def test_release_names_where_students_download_the_fid_statistics(tmp_path, student_release):
     import hashlib
 
     stats = tmp_path / "stats"
@@ -225,7 +229,7 @@ def test_release_names_where_students_download_the_fid_statistics(tmp_path):
     with pytest.raises(ReleaseError, match="mnist_test_all.npz"):  # it will not publish hashes it cannot compute
         (stats / "mnist_test_all.npz").unlink()
         make_release(tmp_path / "kit2", quiet=True, repo_url="none", fid_stats_url=url, fid_stats_dir=stats)
-    plain = make_release(tmp_path / "kit3", quiet=True, repo_url="none")
+    plain = student_release
     assert json.loads((plain / "hw3_utils" / "fid_references.json").read_text()) == {"url": None, "sha256": {}}
 
 

@@ -208,3 +208,114 @@ def test_no_sampling_loop_outside_the_samplers_module():
         found)
     assert not {k: v for k, v in found.items() if v}, "sampling outside hw3_utils/sampling.py (call sampling.sample)"
     assert not {"sample", "ddim_sample", "ddim_step", "respaced", "clipped"} & set(dir(hw3_utils.DDPM))
+
+
+# a private name is private to its module, a private module to its package ---------------------------------
+PACKAGES = ("hw3_utils", "grader", "bench")
+
+
+def _private(name: str) -> bool:
+    return name.startswith("_") and not name.startswith("__")
+
+
+def _is_module(dotted: str, root: Path = ROOT) -> bool:
+    """True when `dotted` names a module or package of the kit (a file under `root`)."""
+    path = root.joinpath(*dotted.split("."))
+    return path.with_suffix(".py").is_file() or (path / "__init__.py").is_file()
+
+
+def private_reaches(source: str, module: str, root: Path = ROOT) -> list[str]:
+    """Where the code of `module` (dotted, e.g. "grader.batch") uses a private name of another module of the kit:
+    `from .x import _name`, `from x import _name`, or `alias._name` on a module it imported. A private module
+    (`bench/_common.py`) may be imported by the modules of its own package; its private names stay its own."""
+    package = module.rsplit(".", 1)[0] if not (root / module.replace(".", "/") / "__init__.py").is_file() else module
+    tree, found, aliases = ast.parse(source), [], {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for a in node.names:
+                if a.name.split(".")[0] in PACKAGES:
+                    aliases[a.asname or a.name.split(".")[0]] = a.name if a.asname else a.name.split(".")[0]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")
+                base = ".".join(parts[:len(parts) - node.level + 1] + ([node.module] if node.module else []))
+            if base.split(".")[0] not in PACKAGES:
+                continue
+            for a in node.names:
+                full = f"{base}.{a.name}"
+                if _is_module(full, root):
+                    aliases[a.asname or a.name] = full
+                    if _private(a.name) and not package.startswith(base):
+                        found.append(f"line {node.lineno}: the private module {full} of another package")
+                elif _private(a.name) and base != module:
+                    found.append(f"line {node.lineno}: from {base} import {a.name}")
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and _private(node.attr):
+            owner = ast.unparse(node.value)
+            head, _, rest = owner.partition(".")
+            target = aliases.get(head, "") + (f".{rest}" if rest else "")
+            if head in aliases and _is_module(target, root) and target != module:
+                found.append(f"line {node.lineno}: {owner}.{node.attr} ({target})")
+    return sorted(set(found))
+
+
+def test_the_private_import_check_finds_each_way_in():
+    reach = private_reaches
+    assert reach("from .extract import _tasks", "grader.batch") == ["line 1: from grader.extract import _tasks"]
+    assert reach("from hw3_utils.train import _ema_update", "bench.cpu_speed")
+    assert reach("from hw3_utils import train\ntrain._ema_update(a, b)", "bench.x") == [
+        "line 2: train._ema_update (hw3_utils.train)"]
+    assert reach("import hw3_utils.train as t\nt._x", "grader.y") and reach("import hw3_utils\nhw3_utils.fid._x", "z.w")
+    assert reach("from hw3_utils import _openmp", "grader.sandbox")  # a private module of another package
+    assert reach("from bench import _common as C\nC._thread_note()", "bench.fid_speed")
+    assert not reach("from bench import _common as C\nC.environment()", "bench.gpu.check")  # its own package
+    assert not reach("from ._openmp import OMP_SPIN_COUNT", "hw3_utils")
+    assert not reach("def _f(): pass\n_f()\nself._at(x)\nos._exit(0)", "hw3_utils.diffusion")
+    assert not reach("from google.colab import _message", "hw3_utils.submit")  # not the kit's
+
+
+def test_no_private_name_is_used_across_modules():
+    found = []
+    for folder in PACKAGES:
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            rel = path.relative_to(ROOT).with_suffix("")
+            module = ".".join(rel.parts[:-1] if rel.name == "__init__" else rel.parts)
+            found += [f"{path.relative_to(ROOT)}: {f}" for f in private_reaches(path.read_text(), module)]
+    assert not found, "private names used outside their module (make them public, or move the code):\n" + "\n".join(
+        found)
+
+
+# functions fit on a screen ---------------------------------------------------------------------------------
+LONG = 60  # lines from `def` to the function's last line
+WHY_LONG = re.compile(r"#\s*long:\s*\S")
+
+
+def long_functions(source: str) -> list[str]:
+    """Functions over LONG lines without a `# long: <reason>` comment on their def line or the line above it
+    (above the decorators, if any)."""
+    lines, found = source.splitlines(), []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            length = node.end_lineno - node.lineno + 1
+            first = min([node.lineno] + [d.lineno for d in node.decorator_list])
+            said = [lines[node.lineno - 1], lines[first - 2] if first > 1 else ""]
+            if length > LONG and not any(WHY_LONG.search(s) for s in said):
+                found.append(f"{node.name} (line {node.lineno}, {length} lines)")
+    return found
+
+
+def test_the_length_check_counts_lines_and_reads_the_reason():
+    body = "".join(f"    x{i} = {i}\n" for i in range(LONG - 1))
+    assert long_functions(f"def f():\n{body}") == []
+    assert long_functions(f"def f():\n{body}    return 1\n") == [f"f (line 1, {LONG + 1} lines)"]
+    assert long_functions(f"def f():  # long: one table\n{body}    return 1\n") == []
+    assert long_functions(f"# long: one table\n@cache\ndef f():\n{body}    return 1\n") == []
+    assert long_functions(f"class A:\n    def f(self):\n    {body.replace(chr(10), chr(10) + '    ')}    return 1\n")
+
+
+def test_no_function_over_60_lines_without_a_reason():
+    found = [f"{p.relative_to(ROOT)}: {f}" for d in ("hw3_utils", "grader") for p in sorted((ROOT / d).rglob("*.py"))
+             for f in long_functions(p.read_text())]
+    assert not found, (f"functions over {LONG} lines: split them, or say why on the def line (# long: <why>):\n"
+                       + "\n".join(found))
