@@ -1,13 +1,15 @@
 """End to end, as a student sees it: JupyterLab in headless Chromium runs every notebook, shows no
 error, renders the two sliders, and moving a slider changes the picture to the frame whose
-timestep the readout names.
+timestep the readout names; in notebook 06, a click on a digit button and a move of the guidance
+slider redraw the picture of that digit at that weight.
 
 nbval proves the cells run in a kernel; this proves the widget front end is there too. It starts
 JupyterLab through `make lab` (127.0.0.1, random port and token) in a temporary copy of the repo, and
-runs notebooks 01..05 in order in that one server (05 loads the checkpoint 04 writes under a temporary
-$HW3_RUNS_DIR), once per code path at test sizes: cpu-smoke (a student's default, 1 channel, respaced
-clipped sampler) and full-smoke (3 channels, all T steps). Screenshots: tests/_artifacts/browser/<profile>/
-(git-ignored). `HW3_UPDATE_DOCS_IMG=1` also refreshes docs/img/browser_0{3,5}_slider.png (cpu path).
+runs notebooks 01..06 in order in that one server (05 loads the checkpoint 04 writes under a temporary
+$HW3_RUNS_DIR; 06 trains the conditional twin of the profile), once per code path at test sizes: cpu-smoke (a
+student's default, 1 channel, respaced clipped sampler) and full-smoke (3 channels, all T steps). Screenshots:
+tests/_artifacts/browser/<profile>/ (git-ignored). `HW3_UPDATE_DOCS_IMG=1` also refreshes
+docs/img/browser_0{3,5}_slider.png, browser_04_samples.png and browser_06_guidance.png (cpu path).
 
 Needs Chromium (/usr/bin/chromium, or $HW3_CHROMIUM) and the PyPI package playwright; without
 them it fails with a message saying how to install them -- it is never skipped.
@@ -35,15 +37,18 @@ from browser_helpers import (
     shrink_png,
 )
 
+from hw3_utils.config import conditional_profile
+
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 ARTIFACTS_ROOT = REPO / "tests" / "_artifacts" / "browser"
 PROFILES = ["cpu-smoke", "full-smoke"]
 DOCS_PROFILE = "cpu-smoke"  # the docs' screenshots show a student's default path
 DOCS_IMG = REPO / "docs" / "img"
-NOTEBOOKS = ["01_data_prep", "02_unet", "03_forward_diffusion", "04_training", "05_sampling_and_fid"]
-NO_STDERR = {"05_sampling_and_fid"}  # FID's progress and its singular-covariance note must not look like errors
-RUN_TIMEOUT_S = {"04_training": 300, "05_sampling_and_fid": 420}  # the others: 180
+NOTEBOOKS = ["01_data_prep", "02_unet", "03_forward_diffusion", "04_training", "05_sampling_and_fid", "06_guidance"]
+# FID's progress and its singular-covariance note must not look like errors
+NO_STDERR = {"05_sampling_and_fid", "06_guidance"}
+RUN_TIMEOUT_S = {"04_training": 300, "05_sampling_and_fid": 420, "06_guidance": 900}  # the others: 180
 
 # Per slider notebook: how the kernel recomputes the frames the slider was built from, to know
 # which PNG belongs to which timestep independently of the slider's callback.
@@ -60,6 +65,14 @@ print(_js.dumps({{"labels": [int(v) for v in {var}.labels],
                   "hashes": [_hl.sha256(_png(_f, {nrow})).hexdigest()[:16] for _f in {frames}]}}))
 """
 READOUT_T = re.compile(r"\bt = (\d+)\b")
+# Notebook 06's widget: the PNG of (digit, w) recomputed in the kernel, apart from the widget's own callback.
+GUIDED_TRUTH = """
+import hashlib as _hl, torch as _t
+from hw3_utils.conditional import EXPLORER_IMAGES as _n, PER_DIGIT as _r, preview_guided as _pg
+from hw3_utils.viz import png_bytes as _png
+print(_hl.sha256(_png(_pg(model, cfg, _t.full((_n,), {digit}), {w}), _r)).hexdigest()[:16])
+"""
+GUIDED_SHOT = ("7", 4.0)  # the docs' screenshot: a digit at the strongest weight
 
 
 @dataclass
@@ -275,6 +288,91 @@ def _exercise_slider(page, lab: Lab, name: str) -> None:
         assert size < 80_000
 
 
+def _guidance_view(page):
+    """The output that renders notebook 06's widget: VBox[ToggleButtons, HBox[SelectionSlider, Label], Image]."""
+    box = page.locator(".jp-OutputArea-output .widget-vbox").filter(
+        has=page.locator(".widget-toggle-buttons")).filter(has=page.locator(".widget-slider"))
+    assert box.count() == 1, f"expected one rendered guidance widget, found {box.count()}"
+    return box.first
+
+
+def _guided_shown(page, view) -> dict:
+    """What the student sees now in the guidance widget: the chosen button, the readout, the displayed PNG."""
+    shown = page.evaluate(JS_IMAGE_DIGEST, view.locator("img.widget-image").element_handle())
+    active = view.locator(".widget-toggle-button.mod-active")
+    shown["digit"] = active.inner_text().strip() if active.count() == 1 else None
+    shown["readout"] = view.locator(".widget-hbox > .widget-label").inner_text().strip()
+    shown["kernel"] = page.evaluate("() => window.jupyterapp.shell.currentWidget.sessionContext.kernelDisplayStatus")
+    return shown
+
+
+def _guided_settle(page, lab: Lab, view, before: dict | None, digit: str, w: float, what: str,
+                   timeout_s: float = 180) -> dict:
+    """Wait until the widget shows digit `digit` at weight `w` (button, readout, a new picture once drawn, the
+    kernel idle, for two reads in a row), then check the picture is the PNG the kernel recomputes for the pair."""
+    want = f"digit {digit}, w = {w:g}"
+    deadline, last = time.monotonic() + timeout_s, None
+    while True:
+        now = _guided_shown(page, view)
+        ok = ((before is None or now["src"] != before["src"]) and now["kernel"] == "idle" and now["digit"] == digit
+              and now["readout"] == want and now["complete"] and min(now["natural"]) > 0)
+        if ok and last is not None and (now["src"], now["readout"]) == (last["src"], last["readout"]):
+            break
+        last = now
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what}: the widget did not show {want!r} with a new picture within {timeout_s:.0f} s "
+                        f"(button {last['digit']!r}, readout {last['readout']!r}, image {last['hash']}, "
+                        f"kernel {last['kernel']}): the callback does not reach the picture")
+        time.sleep(0.5)
+    out = lab.browser.run_in_kernel(page, GUIDED_TRUTH.format(digit=int(digit), w=w))
+    truth = out.strip().splitlines()[-1] if out.strip() else out
+    assert now["hash"] == truth, f"{what}: the picture ({now['hash']}) is not digit {digit} at w = {w:g} ({out})"
+    return now
+
+
+def _exercise_guidance(page, lab: Lab) -> None:
+    """Notebook 06's widget: a click on a digit button, then the slider moved by the keyboard and by a drag,
+    each redraws the picture of the chosen digit at the chosen weight."""
+    view = _guidance_view(page)
+    view.scroll_into_view_if_needed()
+    handle = view.locator(".noUi-handle")
+    out = lab.browser.run_in_kernel(page, "import json; print(json.dumps([w for _, w in explorer.slider.options]))")
+    weights = json.loads(out.strip().splitlines()[-1])
+    start = weights.index(2.0)
+    assert round(float(handle.get_attribute("aria-valuenow"))) == start
+    shown = _guided_settle(page, lab, view, None, "0", 2.0, "06, as rendered")
+
+    # 1. a click on the button of digit 3
+    view.locator(".widget-toggle-button", has_text=re.compile(r"^3$")).click()
+    shown = _guided_settle(page, lab, view, shown, "3", 2.0, "06, after a click on 3")
+
+    # 2. keyboard: focus the slider's handle, one right-arrow press: the next weight
+    handle.focus()
+    page.keyboard.press("ArrowRight")
+    shown = _guided_settle(page, lab, view, shown, "3", weights[start + 1], "06, after ArrowRight")
+
+    # 3. mouse: drag the handle to the left end of the track (w = 0)
+    track, box = view.locator(".noUi-base").bounding_box(), handle.bounding_box()
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.mouse.down()
+    page.mouse.move(track["x"] - 20, box["y"] + box["height"] / 2, steps=8)
+    page.mouse.up()
+    shown = _guided_settle(page, lab, view, shown, "3", weights[0], "06, after a drag to the left end")
+
+    # the key view: another digit at the strongest weight
+    view.locator(".widget-toggle-button", has_text=re.compile(rf"^{GUIDED_SHOT[0]}$")).click()
+    shown = _guided_settle(page, lab, view, shown, GUIDED_SHOT[0], weights[0], "06, after a click on 7")
+    handle.focus()
+    page.keyboard.press("End")
+    _guided_settle(page, lab, view, shown, GUIDED_SHOT[0], GUIDED_SHOT[1], "06, after End")
+    cell = page.locator(".jp-Cell").filter(has=view)
+    page.add_style_tag(content=".jp-cell-toolbar { display: none !important; }")
+    page.mouse.move(0, 0)
+    cell.screenshot(path=str(lab.artifacts / "06_guidance_widget.png"))
+    if os.environ.get("HW3_UPDATE_DOCS_IMG") == "1" and lab.profile == DOCS_PROFILE:
+        assert shrink_png(lab.artifacts / "06_guidance_widget.png", DOCS_IMG / "browser_06_guidance.png") < 80_000
+
+
 def _live_samples(page, lab: Lab) -> None:
     """Digits while it trains: the training cell shows the loss curve and, redrawn in place after each epoch, one
     grid of 16 samples whose title names the last epoch."""
@@ -312,7 +410,8 @@ def test_notebook_in_jupyterlab(lab: Lab, name: str):
         where = lab.browser.run_in_kernel(
             page, "import sys, hw3_utils; print(sys.prefix); print(hw3_utils.__file__); print(cfg.profile)")
         prefix, pkg, profile = where.strip().splitlines()[-3:]
-        assert profile == lab.profile, f"{name} ran with profile {profile}, not {lab.profile}"
+        expected = conditional_profile(lab.profile, verbose=False) if name == "06_guidance" else lab.profile
+        assert profile == expected, f"{name} ran with profile {profile}, not {expected}"
         assert Path(prefix).resolve() == Path(sys.prefix).resolve(), f"kernel runs in {prefix}, not {sys.prefix}"
         assert Path(pkg).resolve().is_relative_to(lab.root.resolve()), f"kernel imported hw3_utils from {pkg}"
         assert _figures(page).count() >= 1, f"{name}: no figure is shown (matplotlib inline output missing)"
@@ -322,6 +421,8 @@ def test_notebook_in_jupyterlab(lab: Lab, name: str):
             _key_view(page, name, lab.artifacts)
         if name == "04_training":
             _live_samples(page, lab)
+        if name == "06_guidance":
+            _exercise_guidance(page, lab)
     except BaseException:
         _failure_shot(page, name, lab.artifacts)
         raise

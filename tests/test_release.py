@@ -180,7 +180,7 @@ def test_release_refuses_bad_markers(tmp_path):
 
 
 FIRST_TASK = {"01_data_prep": "1", "02_unet": "2a", "03_forward_diffusion": "3", "04_training": "4",
-              "05_sampling_and_fid": "5a"}
+              "05_sampling_and_fid": "5a", "06_guidance": "6a"}
 
 
 @pytest.mark.parametrize("name", list(FIRST_TASK))

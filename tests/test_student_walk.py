@@ -2,13 +2,14 @@
 
 1. `make release` (in a copy of the instructor's kit);
 2. the solution's task files laid over the release (a student who solved every task);
-3. notebooks 01 to 05, each in a fresh kernel, saved with their outputs (HW3_PROFILE=cpu-smoke: the cpu
-   profile's code path, 1 channel, respaced clipped sampler, lr schedule, with tiny sizes);
+3. notebooks 01 to 06, each in a fresh kernel, saved with their outputs (HW3_PROFILE=cpu-smoke: the cpu
+   profile's code path, 1 channel, respaced clipped sampler, lr schedule, with tiny sizes; notebook 06, the
+   optional extension, on its conditional twin cpu-cond-smoke);
 4. `make submit` in the release;
 5. `make grade` in the instructor's kit.
 
-Expected: no cell raises, the grade is 100, and the walk is not listed under "needs a human look" (its
-fid.json, written by notebook 05, passes the grader's check).
+Expected: no cell raises, the grade is every task's points (06's included), and the walk is not listed under
+"needs a human look" (its fid.json, written by notebook 05, passes the grader's check).
 """
 
 from __future__ import annotations
@@ -29,10 +30,12 @@ from browser_helpers import copy_repo
 from grader import REPO
 from grader.extract import fid_mismatch
 from hw3_utils.checks import TASK_FILES, TASKS
+from hw3_utils.config import conditional_profile
 
 pytestmark = pytest.mark.slow
 
-NOTEBOOKS = ["01_data_prep", "02_unet", "03_forward_diffusion", "04_training", "05_sampling_and_fid"]
+NOTEBOOKS = ["01_data_prep", "02_unet", "03_forward_diffusion", "04_training", "05_sampling_and_fid", "06_guidance"]
+PROFILE = "cpu-smoke"
 STUDENT = "walker"
 
 
@@ -53,7 +56,7 @@ def test_a_student_who_solved_every_task_walks_to_a_grade_of_100(tmp_path, data_
         shutil.copy2(REPO / rel, release / rel)
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("HW3_")}
-    env.update(HW3_PROFILE="cpu-smoke", HW3_DATA_DIR=str(Path(data_dir).resolve()),
+    env.update(HW3_PROFILE=PROFILE, HW3_DATA_DIR=str(Path(data_dir).resolve()),
                HW3_RUNS_DIR=str(release / "runs"), PYTHONPATH=str(release))
     for name in NOTEBOOKS:  # each in a fresh kernel, saved in place with its outputs, as the student saves it
         path = release / "notebooks" / f"{name}.ipynb"
@@ -66,7 +69,8 @@ def test_a_student_who_solved_every_task_walks_to_a_grade_of_100(tmp_path, data_
                   if o.output_type == "error"]
         assert not errors and all(c.execution_count for c in nb.cells if c.cell_type == "code"), name
         printed = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
-        assert "profile 'cpu-smoke'" in printed and f"runs in {release / 'runs' / 'cpu-smoke'}" in printed
+        profile = conditional_profile(PROFILE, verbose=False) if name == "06_guidance" else PROFILE
+        assert f"profile '{profile}'" in printed and f"runs in {release / 'runs' / profile}" in printed
 
     make("submit", release, f"STUDENT={STUDENT}", env=env)
     zpath = release / f"submission_{STUDENT}.zip"
