@@ -9,6 +9,7 @@
         previews/epoch_NNN.png            16 samples after each epoch (python -m hw3_utils train|all)
         fid.json                          write_fid_json: what notebook 05, `python -m hw3_utils fid|all`
                                           write, `make submit` hands in and the grader checks
+        guidance_sweep.json               write_sweep_json: notebook 06's guidance sweep (conditional runs)
     runs/fid_cache/                       fid_cache_dir(): MNIST's FID reference statistics (fid_refs.py)
 
 A submission zip holds each run's record as runs/<profile>/fid.json (submitted_fid_name).
@@ -35,6 +36,7 @@ CHECKPOINTS = "checkpoints"
 CHECKPOINT_GLOB = "step_*.pt"
 SAMPLES_PREFIX = "samples_"
 FID_JSON = "fid.json"
+SWEEP_JSON = "guidance_sweep.json"
 FIGURES = ("loss_curve", "process_grid", "samples_grid")
 PREVIEWS = "previews"
 FID_CACHE = "fid_cache"
@@ -162,6 +164,21 @@ def write_fid_json(run, cfg: Config, table: dict, device, **extra) -> Path:
     path = fid_json_path(run)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, json.dumps(fid_record(cfg, table, device, **extra), indent=2))
+    return path
+
+
+def sweep_json_path(run) -> Path:
+    return Path(run) / SWEEP_JSON
+
+
+def write_sweep_json(run, cfg: Config, rows: list[dict], device, **extra) -> Path:
+    """Write <run>/guidance_sweep.json atomically: the profile, sample count and sampler, the sweep's rows
+    (conditional.score_sweep: per w, requested-digit accuracy and the FIDs), `extra` (timings) and the environment."""
+    record = {"profile": cfg.profile, "num_samples": cfg.num_samples, "sampler": sampler_name(cfg),
+              "rows": rows, **extra, **environment(device)}
+    path = sweep_json_path(run)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, json.dumps(record, indent=2))
     return path
 
 
