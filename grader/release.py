@@ -92,7 +92,22 @@ def fid_references(url: str | None, stats_dir: Path | None) -> bytes:
                            f"is not in {stats_dir}: put the files you upload there (FID_STATS_DIR=... to look "
                            "elsewhere), so that the release can record their sha256")
     hashes = {n: hashlib.sha256((stats_dir / n).read_bytes()).hexdigest() for n in FID_FILES}
+    hashes.update(_classifier_sha256(stats_dir))
     return json.dumps({"url": url, "sha256": hashes}, indent=2).encode() + b"\n"
+
+
+def _classifier_sha256(stats_dir: Path) -> dict[str, str]:
+    """{name: sha256} of the digit classifier students download beside the statistics: the copy in `stats_dir`
+    where there is one, else the instructor's cached one (hw3_utils/digits.py)."""
+    from hw3_utils import digits
+
+    own = stats_dir / digits.weights_path(None).name
+    if own.is_file():
+        return {own.name: hashlib.sha256(own.read_bytes()).hexdigest()}
+    try:
+        return digits.release_sha256()
+    except digits.DigitsWeightsError as err:
+        raise ReleaseError(f"{err}; then upload it beside {', '.join(FID_FILES)}") from err
 
 
 def github_path(url: str) -> str | None:

@@ -34,7 +34,7 @@ IMAGE_BYTES = 8 * 1024 * 1024  # of one decoded image output
 IMAGE_PIXELS = 4096 * 4096  # of one image, before PIL decodes it
 IMAGE_SIDE = 1024  # the longest side of a figure as shown
 PRINTED_CHARS = 600  # of one check's printed output
-PRINTED = ("mean_error(",)  # code cells whose printed output sits beside their notebook's questions
+PRINTED = ("mean_error(", "print_sweep(")  # code cells whose printed output sits beside their notebook's questions
 FID_WRITER = "write_fid_json("  # the code cell of the notebook whose questions get the FID table
 FID_ROWS = (("vs MNIST train", "fid_vs_mnist_train"), ("vs MNIST test", "fid_vs_mnist_test"),
             ("floor: test vs train", "fid_floor_test_vs_train"), ("samples", "num_samples"),

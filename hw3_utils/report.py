@@ -32,7 +32,9 @@ SECTIONS = [
     ("2. Implementation details", ["q01", "q04", "q09"], ["config"]),
     ("3. Result analysis", ["q05", "q06", "q10", "q07"], ["loss_curve", "process_grid", "samples_grid", "fid"]),
     ("4. Conclusion", ["q08"], []),
+    ("5. Extension: classifier-free guidance", ["q11", "q12"], []),
 ]
+OPTIONAL = {"5. Extension: classifier-free guidance"}  # left out when the kit has no notebook 06
 CAPTIONS = {"loss_curve": "The training loss (every logged step, smoothed, epoch means)",
             "process_grid": "The 8x8 process grid: 8 samples (columns) from noise (top) to digits (bottom)",
             "samples_grid": "64 generated digits (the first PNGs of the FID folder)"}
@@ -118,6 +120,8 @@ def build(notebooks: dict[str, Path] | None = None, runs: Path | None = None, pr
     blocks = {"config": _config_table(run), "fid": _fid_table(run), **{f: _figure(run, f) for f in FIGURES}}
     parts = []
     for title, qids, extras in SECTIONS:
+        if title in OPTIONAL and not any(q in found for q in qids):
+            continue
         parts.append(f"<h2>{title}</h2>")
         parts += [blocks[e] for e in extras]
         for qid in qids:

@@ -217,14 +217,14 @@ def test_release_names_where_students_download_the_fid_statistics(tmp_path, stud
 
     stats = tmp_path / "stats"
     stats.mkdir()
-    for k, name in enumerate(("mnist_train_all.npz", "mnist_test_all.npz")):
-        (stats / name).write_bytes(f"stand-in {k}".encode())
+    for k, name in enumerate(("mnist_train_all.npz", "mnist_test_all.npz", "mnist_digits_all.pt")):
+        (stats / name).write_bytes(f"stand-in {k}".encode())  # the digit classifier is uploaded beside them
     url = "https://course.example.edu/hw3/fid"
     kit = make_release(tmp_path / "kit", quiet=True, repo_url="none", fid_stats_url=url, fid_stats_dir=stats)
     src = json.loads((kit / "hw3_utils" / "fid_references.json").read_text())
     assert src["url"] == url
     assert src["sha256"] == {n: hashlib.sha256((stats / n).read_bytes()).hexdigest() for n in src["sha256"]}
-    assert sorted(src["sha256"]) == ["mnist_test_all.npz", "mnist_train_all.npz"]
+    assert sorted(src["sha256"]) == ["mnist_digits_all.pt", "mnist_test_all.npz", "mnist_train_all.npz"]
     assert json.loads((kit / "RELEASE.json").read_text())["fid_stats_url"] == url
     with pytest.raises(ReleaseError, match="mnist_test_all.npz"):  # it will not publish hashes it cannot compute
         (stats / "mnist_test_all.npz").unlink()
