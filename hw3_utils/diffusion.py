@@ -125,6 +125,13 @@ class DDPM(nn.Module):
         """
         return (x_t - self._at(self.sqrt_one_minus_alpha_bars, t) * eps) / self._at(self.sqrt_alpha_bars, t)
 
+    def predict_eps(self, x_t: torch.Tensor, t: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+        """The noise that takes x0 to x_t: (x_t - sqrt(alpha-bar_t) x0) / sqrt(1 - alpha-bar_t), eq. 4 solved for eps.
+
+        x_t, x0: (B, C, H, W) float; t: (B,) int64 -> (B, C, H, W); the inverse of `predict_x0` in eps.
+        """
+        return (x_t - self._at(self.sqrt_alpha_bars, t) * x0) / self._at(self.sqrt_one_minus_alpha_bars, t)
+
     # diagnosis --------------------------------------------------------------------------------
     @torch.no_grad()
     def mean_error(self, model, x0: torch.Tensor, t: int | None = None,
@@ -135,8 +142,7 @@ class DDPM(nn.Module):
         Near t = T, x_t is nearly pure noise, so eps-hat should nearly equal x_t, its mean over the
         image included. That mean is N(0, 1/(C H W)) per image (RMS 1/28 = 0.036 for one 28x28
         channel): a model that ignores it errs by about that much; a good one by a fraction of it.
-        Sampling divides the error by sqrt(alpha-bar_t) when it forms x0-hat (eq. 15; 156x at t = T-1
-        with the linear schedule), so the samples' brightness drifts: grey backgrounds, bright blobs.
+        Notebook 05 prints it for the trained model. Returns a float >= 0.
         """
         t = self.timesteps - 1 if t is None else t
         tt = self._timesteps(t, x0.shape[0], x0.device)

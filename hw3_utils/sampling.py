@@ -155,7 +155,7 @@ def clipped(ddpm: DDPM, model):
     def eps_of_clipped_x0(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         eps = model(x_t, t).float()
         x0 = ddpm.predict_x0(x_t, t, eps).clamp(-1.0, 1.0)
-        return (x_t - _at(ddpm.sqrt_alpha_bars, t) * x0) / _at(ddpm.sqrt_one_minus_alpha_bars, t)
+        return ddpm.predict_eps(x_t, t, x0)
 
     return eps_of_clipped_x0
 
@@ -192,12 +192,6 @@ def _labels(labels, n: int, cfg: Config, guidance: float, device) -> torch.Tenso
         raise ValueError(f"labels must be one digit or {n} of them (one per image), integers in [0, {cfg.num_classes}]"
                          f" ({cfg.num_classes}: no label), got {tuple(y.shape)} {y.dtype}")
     return y.long()
-
-
-
-def _at(buf: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """buf[t] shaped (B, 1, 1, 1) to broadcast over images."""
-    return buf[t].view(-1, 1, 1, 1)
 
 
 def _device_of(model, device, fallback) -> torch.device:

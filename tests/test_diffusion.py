@@ -100,6 +100,18 @@ def test_weighted_loss_equals_mse_on_real_rows():
     assert padded.item() == pytest.approx(plain.item(), rel=1e-6)
 
 
+def test_predict_eps_and_predict_x0_invert_q_sample():
+    d = DDPM()
+    g = torch.Generator().manual_seed(3)
+    x0, eps = torch.rand(6, 1, 28, 28, generator=g) * 2 - 1, torch.randn(6, 1, 28, 28, generator=g)
+    t = torch.tensor([0, 1, 250, 500, 998, 999])
+    x_t = d.q_sample(x0, t, eps)
+    # each divides by a sqrt of the schedule: 1/sqrt(1 - alpha-bar_1) = 100 and 1/sqrt(alpha-bar_T) = 157 magnify
+    # the float32 rounding of x_t, hence the tolerance
+    assert torch.allclose(d.predict_eps(x_t, t, x0), eps, atol=1e-3)
+    assert torch.allclose(d.predict_x0(x_t, t, eps), x0, atol=1e-3)
+
+
 @pytest.mark.parametrize("channels", [1, 3])
 def test_mean_error_closed_forms(channels):
     # a model that predicts zero noise misses the whole image mean of eps, N(0, 1/(C*784)) per image, so an
@@ -115,7 +127,7 @@ def test_mean_error_closed_forms(channels):
     assert d.mean_error(lambda x, t: x, x0, generator=g) < 0.01 * ignores
 
     def exact(x, t):  # eq. 4 solved for eps, with the x0 that x_t was made from
-        return (x - d._at(d.sqrt_alpha_bars, t) * x0) / d._at(d.sqrt_one_minus_alpha_bars, t)
+        return d.predict_eps(x, t, x0)
 
     assert d.mean_error(exact, x0, generator=g) < 1e-5
     # at t = 0 the identity is far off: eps-hat = x_t carries x0's mean, and eps's is missed
