@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import torch
 
-from .config import Config, ConfigError, conditional_profile, run_dir
+from .config import Config, ConfigError, conditional_profile, run_dir, stream_seed
 from .cuda_graphs import GraphedModel
 from .diffusion import DDPM
 from .pipeline import PREVIEW_STEPS
@@ -67,7 +67,7 @@ def draw_guided(model, cfg: Config, labels, w: float, seed: int | None = None, p
     labels = torch.as_tensor(labels, dtype=torch.long)
     seed, size, out = cfg.seed if seed is None else seed, cfg.sample_batch_size, []
     for b, start in enumerate(range(0, len(labels), size)):
-        gen = torch.Generator(device).manual_seed(seed * 1_000_003 + b)
+        gen = torch.Generator(device).manual_seed(stream_seed(seed, b))
         out.append(sample(net, ddpm, cfg, n=len(labels[start:start + size]), labels=labels[start:start + size],
                           guidance=w, generator=gen, progress=progress, device=device))
     return torch.cat(out)

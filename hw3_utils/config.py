@@ -13,6 +13,7 @@ under nbval run every code path a student runs, in minutes.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 import math
 import os
@@ -23,6 +24,9 @@ import torch
 
 PROFILE_ENV = "HW3_PROFILE"
 MNIST_TRAIN = 60_000  # training images in MNIST
+# MNIST's classes: a conditional config's num_classes. Its labels are the digits 0..9 and the null label
+# ("no digit", classifier-free guidance), whose index is num_classes.
+NUM_DIGITS = 10
 
 
 @dataclass
@@ -43,7 +47,7 @@ class Config:
     time_emb_dim: int = 256
     groups: int = 8  # GroupNorm groups; the report does not say, 8 divides every width
     # Not in the report: class conditioning for classifier-free guidance (Ho & Salimans 2022; hw3_utils/guidance.py).
-    # 0: unconditional (the report's model); 10: a label embedding for the digits and a null label (index 10).
+    # 0: unconditional (the report's model); NUM_DIGITS: a label embedding for the digits and a null label (index 10).
     num_classes: int = 0
     label_dropout: float = 0.1  # share of training labels replaced by the null label each step (conditional only)
 
@@ -153,7 +157,8 @@ _RULES = {
     "bottleneck_mult": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
     "time_emb_dim": (lambda v: _is_int(v) and v >= 4 and v % 2 == 0, "an even integer >= 4"),
     "groups": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
-    "num_classes": (lambda v: v in (0, 10) and _is_int(v), "0 (unconditional) or 10 (conditioned on the digit)"),
+    "num_classes": (lambda v: v in (0, NUM_DIGITS) and _is_int(v),
+                    f"0 (unconditional) or {NUM_DIGITS} (conditioned on the digit)"),
     "label_dropout": (lambda v: _is_num(v) and 0 <= v < 1,
                       "a number in [0, 1), the share of labels dropped (Ho & Salimans use 0.1 or 0.2)"),
     "timesteps": (lambda v: _is_int(v) and v >= 2, "an integer >= 2"),
@@ -232,7 +237,7 @@ PROFILES: dict[str, dict] = {
 # The conditional twins: the same recipe, conditioned on the digit (notebook 06). label_dropout is the
 # Config default, Ho & Salimans' p_uncond = 0.1.
 COND_SUFFIX = "-cond"
-PROFILES.update({name + COND_SUFFIX: {**PROFILES[name], "num_classes": 10} for name in list(PROFILES)})
+PROFILES.update({name + COND_SUFFIX: {**PROFILES[name], "num_classes": NUM_DIGITS} for name in list(PROFILES)})
 
 SMOKE_SUFFIX = "-smoke"
 
@@ -283,6 +288,27 @@ def conditional_profile(profile: str | None = None, verbose: bool = True) -> str
     if verbose and twin != name:
         print(f"hw3_utils: conditional twin '{twin}' of profile '{name}'")
     return twin
+
+
+def guidance_module():
+    """hw3_utils.guidance, the file of the optional extension (notebook 06) that a conditional config needs, or a
+    ConfigError saying that this kit was released without it."""
+    try:
+        return importlib.import_module("hw3_utils.guidance")
+    except ModuleNotFoundError as err:
+        if err.name != "hw3_utils.guidance":
+            raise
+        raise ConfigError("this kit was released without notebook 06 (the class-conditional extension), so its "
+                          "conditional profiles cannot run: use the cpu or full profile") from None
+
+
+def stream_seed(seed: int, k: int) -> int:
+    """The seed of stream k of a run seeded by `seed` (batch k of its samples, epoch k's shuffle).
+
+    A pure function of both, so a resumed run draws what an unbroken one would; distinct for every k below
+    the prime 1,000,003 that spaces the runs' seeds.
+    """
+    return seed * 1_000_003 + k
 
 
 # Fields that decide the network's shapes or the meaning of its output: a checkpoint

@@ -20,7 +20,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision import datasets, transforms
 
-from .config import Config
+from .config import Config, stream_seed
 
 DATA_ENV = "HW3_DATA_DIR"
 MNIST_FILES = (
@@ -95,7 +95,7 @@ def subset(dataset: Dataset, n: int | None) -> Dataset:
 
 def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
     """Shuffled indices for one epoch, a pure function of (seed, epoch) so a resumed run repeats it."""
-    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    g = torch.Generator().manual_seed(stream_seed(seed, epoch))
     return torch.randperm(n, generator=g)
 
 

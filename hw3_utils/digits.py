@@ -37,7 +37,7 @@ from torchvision import datasets
 
 from .atomic import atomic_write
 from .data import data_root, load_mnist
-from .fid import activation_stats, frechet_distance
+from .fid import activation_stats, frechet_distance, to_uint8
 from .fid import weights_path as inception_weights_path
 from .fid_refs import fetch_reference, reference_sources
 from .runfolder import fid_cache_dir
@@ -100,8 +100,8 @@ def prepare(images: torch.Tensor) -> torch.Tensor:
     if not torch.isfinite(x).all():
         raise DigitsError("the images hold NaN or inf values (did sampling diverge?); the digit scores need finite "
                           "images in [-1, 1]")
-    x = x.clamp(-1, 1).add(1).mul(127.5).round().div(127.5).sub(1)
-    return x.mean(dim=1, keepdim=True)
+    u8 = to_uint8(x)  # (N, 28, 28, 3): the PNG's pixels
+    return u8.float().mean(dim=3).div(127.5).sub(1).unsqueeze(1)
 
 
 def mnist_arrays(split: str = "train", root=None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -23,6 +23,7 @@ from PIL import Image
 
 from . import fid_refs
 from .atomic import atomic_write
+from .config import stream_seed
 from .data import forking_is_safe, load_mnist, load_tensor, subset
 from .fid_refs import MNIST_SIZES, SPLITS, reference_count  # noqa: F401 (task 5b's `fid` offers reference_count)
 
@@ -121,7 +122,7 @@ def generate_samples(sampler, folder, n: int, batch_size: int, seed: int = 0,
     first = done // batch_size  # redo a partly written batch: same seed, same images
     batches = range(first, (n + batch_size - 1) // batch_size)
     for b in tqdm(batches, desc=f"samples -> {folder}", disable=not progress or not len(batches)):
-        gen = torch.Generator(device or "cpu").manual_seed(seed * 1_000_003 + b)
+        gen = torch.Generator(device or "cpu").manual_seed(stream_seed(seed, b))
         count = min(batch_size, n - b * batch_size)
         save_pngs(sampler(count, gen), folder, start=b * batch_size)
     return folder

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .config import Config
+from .config import Config, guidance_module
 from .diffusion import DDPM
 
 try:
@@ -168,8 +168,7 @@ def guided(model, y: torch.Tensor, w: float, null: int):
     """
     if w == 0:
         return lambda x_t, t: model(x_t, t, y)
-    from .guidance import guided_eps  # the extension's file (notebook 06)
-
+    guided_eps = guidance_module().guided_eps
     return lambda x_t, t: guided_eps(model, x_t, t, y, w, null)
 
 

@@ -30,7 +30,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .atomic import atomic_write
-from .config import MODEL_FIELDS, Config, config_diff
+from .config import MODEL_FIELDS, Config, config_diff, guidance_module
 from .cuda_graphs import TrainStep
 from .data import epoch_permutation, load_labels, load_mnist, load_tensor, make_loader, subset
 from .diffusion import DDPM
@@ -60,6 +60,8 @@ class TrainResult:
 
     history: per-epoch mean losses; loss_log: [(step, mean loss of the steps since the previous
     entry)], one entry every cfg.log_every steps and at the end of each epoch.
+    seconds: this call's wall time (0 when the run was already trained); total_seconds: the training time of
+    every session of the run up to its newest checkpoint, as the checkpoint records it.
     """
 
     model: UNet
@@ -71,6 +73,7 @@ class TrainResult:
     step: int = 0
     seconds: float = 0.0
     loss_log: list[tuple[int, float]] = field(default_factory=list)
+    total_seconds: float = 0.0
 
 
 def lr_at(cfg: Config, step: int, total_steps: int) -> float:
@@ -253,6 +256,7 @@ class TrainState:
     """What training carries from one step to the next, and what a checkpoint saves with the config.
 
     total_steps: the length of the lr schedule (`lr_at`), set by whoever drives the epochs.
+    seconds: the wall time of the training sessions so far, summed across resumes.
     """
 
     model: UNet
@@ -264,6 +268,7 @@ class TrainState:
     history: list[float] = field(default_factory=list)
     loss_log: list[tuple[int, float]] = field(default_factory=list)
     total_steps: int = 0
+    seconds: float = 0.0
 
 
 def new_state(cfg: Config, device=None, graphs: bool = False) -> TrainState:
@@ -340,6 +345,7 @@ def restore(state: TrainState, cfg: Config, run_dir) -> Path | None:
     state.epoch, state.step, state.history = ckpt["epoch"], ckpt["step"], list(ckpt["history"])
     # a checkpoint without a step log resumes with an empty one
     state.loss_log = [(int(s), float(v)) for s, v in ckpt.get("loss_log", [])]
+    state.seconds = float(ckpt.get("seconds", 0.0))  # a checkpoint without it resumes from 0
     return path
 
 
@@ -349,7 +355,7 @@ def save_checkpoint(state: TrainState, cfg: Config, run_dir) -> Path:
         "model": state.model.state_dict(), "ema": state.ema.state_dict(),
         "optimizer": state.optimizer.state_dict(), "epoch": state.epoch, "step": state.step,
         "rng": {"train": state.gen.get_state(), "torch": torch.get_rng_state()},
-        "config": cfg.to_dict(), "history": state.history, "loss_log": state.loss_log,
+        "config": cfg.to_dict(), "history": state.history, "loss_log": state.loss_log, "seconds": state.seconds,
     }
     path = checkpoint_path(run_dir, state.step)
     atomic_save(ckpt, path)
@@ -440,13 +446,11 @@ def train_step(state: TrainState, cfg: Config, step_fn, x0: torch.Tensor, weight
 
 def _dropped_labels(cfg: Config, y, gen: torch.Generator) -> torch.Tensor:
     """The labels a conditional step trains on: y with a share cfg.label_dropout replaced by the null label."""
-    from .guidance import drop_labels  # the extension's file (notebook 06)
-
     if y is None:
         raise ValueError(f"the '{cfg.profile}' profile is conditional (num_classes={cfg.num_classes}): each batch "
                          "needs its labels, as (x0, y, weights) from `epoch_batches`")
     u = torch.rand(y.shape, device=y.device, generator=gen)
-    return drop_labels(y, cfg.label_dropout, cfg.num_classes, u=u)
+    return guidance_module().drop_labels(y, cfg.label_dropout, cfg.num_classes, u=u)
 
 
 def first_non_finite(losses: torch.Tensor, start: int, end: int) -> tuple[int, float] | None:
@@ -531,17 +535,18 @@ def train_model(cfg: Config, run_dir=None, device=None, resume: bool = True, pro
         _open_run(state, cfg, run_dir, resume)
     if state.epoch >= cfg.epochs:  # already trained: nothing to load
         return TrainResult(state.model.eval(), state.ema.eval(), ddpm, cfg, state.history, run_dir, state.step,
-                           0.0, state.loss_log)
+                           0.0, state.loss_log, state.seconds)
     dataset, data, labels = training_data(cfg, device, data_root, uses_tensor_data(cfg))
     n_batches = steps_per_epoch(len(dataset), cfg)
     state.total_steps = cfg.epochs * n_batches
     step_fn = TrainStep(state.model, ddpm, state.optimizer, graphs=graphs, amp_bf16=cfg.amp_bf16)
-    t0 = time.perf_counter()
+    t0, before = time.perf_counter(), state.seconds
     while state.epoch < cfg.epochs:
         batches = epoch_batches(cfg, state.epoch, dataset, data, device, labels)
         losses = train_epoch(state, cfg, step_fn, batches, n_batches, progress, on_log=on_log, run_dir=run_dir)
         state.history.append(float(losses.mean()))
         state.epoch += 1
+        state.seconds = before + time.perf_counter() - t0
         if run_dir is not None:
             save_checkpoint(state, cfg, run_dir)
         if callback is not None:
@@ -549,4 +554,4 @@ def train_model(cfg: Config, run_dir=None, device=None, resume: bool = True, pro
         if on_epoch is not None:
             on_epoch(state.epoch, state.ema)
     return TrainResult(state.model.eval(), state.ema.eval(), ddpm, cfg, state.history, run_dir, state.step,
-                       time.perf_counter() - t0, state.loss_log)
+                       time.perf_counter() - t0, state.loss_log, state.seconds)

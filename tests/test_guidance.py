@@ -3,6 +3,8 @@ contract, every sampler guided, labels that follow their images through the batc
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 import torch
 from conftest import tiny_config
@@ -82,6 +84,21 @@ def test_labels_follow_their_images_across_batches():
 def test_a_bad_guided_call_says_what_is_wrong(cfg, kw, match):
     with pytest.raises(ValueError, match=match):
         sample(_stub, DDPM(10), cfg, n=3, shape=SHAPE, progress=False, **kw)
+
+
+def test_a_kit_released_without_notebook_06_says_so_where_a_conditional_profile_needs_it(monkeypatch, data_dir):
+    from hw3_utils import train_model
+    from hw3_utils.config import ConfigError
+
+    monkeypatch.setitem(sys.modules, "hw3_utils.guidance", None)  # as `make release WITHOUT=06` leaves the kit
+    missing = r"released without notebook 06 \(the class-conditional extension\).*use the cpu or full profile"
+    cfg = tiny_config(num_classes=10, epochs=1)
+    with pytest.raises(ConfigError, match=missing):  # the UNet's label embedding
+        build_model(cfg)(torch.zeros(1, 3, 28, 28), torch.tensor([5]), torch.tensor([3]))
+    with pytest.raises(ConfigError, match=missing):  # the training step's label dropout
+        train_model(cfg, progress=False)
+    with pytest.raises(ConfigError, match=missing):  # the guided prediction of every sampler
+        sample(_stub, DDPM(10), COND, n=2, shape=SHAPE, labels=3, guidance=1.0, progress=False)
 
 
 @pytest.mark.slow

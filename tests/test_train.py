@@ -1,4 +1,6 @@
+import itertools
 import json
+import types
 
 import pytest
 import torch
@@ -180,6 +182,23 @@ def test_a_checkpoint_without_a_step_log_still_resumes(tmp_path, data_dir):
     torch.save(ckpt, path)
     result = train_model(tiny_config(epochs=2), run, progress=False)
     assert [s for s, _ in result.loss_log] == [5, 6, 7, 8] and len(result.history) == 2
+
+
+def test_training_seconds_add_up_across_sessions_in_the_checkpoint(tmp_path, data_dir, monkeypatch):
+    # a clock that moves 10 s at every reading: training reads it before the first epoch and after each one
+    clock = itertools.count(0.0, 10.0)
+    monkeypatch.setattr("hw3_utils.train.time", types.SimpleNamespace(perf_counter=lambda: next(clock)))
+    run = tmp_path / "run"
+    first = train_model(tiny_config(epochs=1), run, progress=False)
+    assert first.total_seconds == 10.0 and load_newest_checkpoint(run)[1]["seconds"] == 10.0
+    resumed = train_model(tiny_config(epochs=2), run, progress=False)
+    assert resumed.total_seconds == 20.0 and load_newest_checkpoint(run)[1]["seconds"] == 20.0
+    done = train_model(tiny_config(epochs=2), run, progress=False)  # nothing left: this session trained 0 s
+    assert done.seconds == 0 and done.total_seconds == 20.0
+    path, ckpt = load_newest_checkpoint(run)
+    del ckpt["seconds"]  # as written before the checkpoint kept the time
+    torch.save(ckpt, path)
+    assert train_model(tiny_config(epochs=3), run, progress=False).total_seconds == 10.0  # its own epoch only
 
 
 def test_newest_checkpoint_reads_the_header_not_the_tensors(tmp_path, data_dir, monkeypatch):

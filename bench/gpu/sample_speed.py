@@ -37,6 +37,7 @@ import torch
 from bench import _common as C
 from bench.record import write_record
 from hw3_utils import DDPM, GraphedModel, build_model, load_model, sample
+from hw3_utils.config import stream_seed
 from hw3_utils.cuda_graphs import autocast
 
 MODES = {  # name: (graphs, bf16, channels_last + cudnn.benchmark)
@@ -135,7 +136,7 @@ def main(argv=None) -> int:
             t0 = time.perf_counter()
             net = make_net()  # fresh, as make_sampler builds one: the capture is part of the time
             for b in range(math.ceil(n / ddim_batch)):  # batches and seeds as generate_samples
-                gen = torch.Generator(device).manual_seed(cfg.seed * 1_000_003 + b)
+                gen = torch.Generator(device).manual_seed(stream_seed(cfg.seed, b))
                 sample(net, ddpm, cfg, n=min(ddim_batch, n - b * ddim_batch), method="ddim", steps=k, eta=0.0,
                        clip=False, generator=gen, progress=False, device=device)
             C.sync(device)
