@@ -154,10 +154,11 @@ def require_checkpoint(cfg: Config, run=None) -> Path:
     """
     run = Path(run) if run is not None else run_dir(cfg=cfg)
     found = newest_checkpoint_info(run) if checkpoint_dir(run).is_dir() else None
+    training = _training_cell(cfg)
     if found is None:
         raise CheckpointError(
             f"No trained model for profile '{cfg.profile}': {checkpoint_dir(run)} holds no checkpoint.\n"
-            f"Run notebooks/04_training.ipynb first with the same profile (HW3_PROFILE={cfg.profile}, "
+            f"Run {training} first with the same profile (HW3_PROFILE={cfg.profile}, "
             f"or setup('{cfg.profile}')), or `python -m hw3_utils train --profile {cfg.profile}`. "
             "It saves a checkpoint after every epoch, so even an interrupted run leaves one."
         )
@@ -166,5 +167,12 @@ def require_checkpoint(cfg: Config, run=None) -> Path:
     if ckpt["epoch"] < cfg.epochs:
         warnings.warn(
             f"training stopped at epoch {ckpt['epoch']} of {cfg.epochs}: samples and FID come from an "
-            "unfinished model. Re-run notebook 04 to continue from this checkpoint.", stacklevel=2)
+            f"unfinished model. Re-run {training} to continue from this checkpoint.", stacklevel=2)
     return path
+
+
+def _training_cell(cfg: Config) -> str:
+    """Where a notebook user trains the config's model: notebook 04, or notebook 06's training cell (conditional)."""
+    if cfg.num_classes:
+        return "the training cell of notebooks/06_guidance.ipynb (section 3, `train_conditional(cfg)`)"
+    return "notebooks/04_training.ipynb"

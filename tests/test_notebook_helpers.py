@@ -133,6 +133,16 @@ def test_require_checkpoint_without_a_run_says_to_run_notebook_04(tmp_path):
         require_checkpoint(cfg, tmp_path)
 
 
+def test_require_checkpoint_of_a_conditional_profile_names_notebook_06s_training_cell(tmp_path):
+    cfg = get_config("cpu-cond-smoke", verbose=False, model_channels=8, epochs=2)
+    with pytest.raises(CheckpointError, match=r"training cell of notebooks/06_guidance.ipynb") as err:
+        require_checkpoint(cfg, tmp_path)
+    assert "04_training" not in str(err.value) and "HW3_PROFILE=cpu-cond-smoke" in str(err.value)
+    _fake_checkpoint(tmp_path, cfg, epoch=1, step=3)
+    with pytest.warns(UserWarning, match=r"Re-run the training cell of notebooks/06_guidance.ipynb"):
+        require_checkpoint(cfg, tmp_path)
+
+
 def test_require_checkpoint_default_is_the_profiles_run_folder(tmp_path, monkeypatch):
     monkeypatch.setenv("HW3_RUNS_DIR", str(tmp_path))
     with pytest.raises(CheckpointError, match=str(tmp_path / "full-smoke" / "checkpoints")):
