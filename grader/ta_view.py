@@ -27,8 +27,10 @@ from pathlib import Path
 
 from hw3_utils.answers import cell_source
 from hw3_utils.atomic import atomic_write
-from hw3_utils.runfolder import FIGURES
+from hw3_utils.runfolder import CONDITIONAL_FIGURES
+from hw3_utils.runfolder import FIGURES as RUN_FIGURES
 
+FIGURES = RUN_FIGURES + CONDITIONAL_FIGURES  # the figures a notebook saves by name, shown beside its questions
 MATH_CHARS = 4000  # of one formula; a longer one is shown as code
 IMAGE_BYTES = 8 * 1024 * 1024  # of one decoded image output
 IMAGE_PIXELS = 4096 * 4096  # of one image, before PIL decodes it

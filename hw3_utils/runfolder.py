@@ -6,6 +6,7 @@
         samples_<checkpoint>/00000.png    the samples of that checkpoint's EMA weights (samples_dir;
                                           pipeline.samples_folder picks the newest checkpoint's)
         loss_curve.png, process_grid.png, samples_grid.png
+        digit_grids.png                   notebook 06's grids of the sweep, one row per digit (conditional runs)
         previews/epoch_NNN.png            16 samples after each epoch (python -m hw3_utils train|all)
         fid.json                          write_fid_json: what notebook 05, `python -m hw3_utils fid|all`
                                           write, `make submit` hands in and the grader checks
@@ -37,7 +38,8 @@ CHECKPOINT_GLOB = "step_*.pt"
 SAMPLES_PREFIX = "samples_"
 FID_JSON = "fid.json"
 SWEEP_JSON = "guidance_sweep.json"
-FIGURES = ("loss_curve", "process_grid", "samples_grid")
+FIGURES = ("loss_curve", "process_grid", "samples_grid")  # every run's: notebooks 04 and 05, `python -m hw3_utils all`
+CONDITIONAL_FIGURES = ("digit_grids",)  # a conditional run's, from notebook 06
 PREVIEWS = "previews"
 FID_CACHE = "fid_cache"
 # The zip's folder of run records: runs/<profile>/fid.json, the only run-folder files a submission holds.
@@ -67,9 +69,9 @@ def checkpoint_paths(run) -> list[Path]:
 
 
 def figure_path(run, name: str) -> Path:
-    """<run>/<name>.png for one of FIGURES."""
-    if name not in FIGURES:
-        raise ValueError(f"unknown figure {name!r}; the run folder holds {', '.join(FIGURES)}")
+    """<run>/<name>.png for one of FIGURES or CONDITIONAL_FIGURES."""
+    if name not in FIGURES + CONDITIONAL_FIGURES:
+        raise ValueError(f"unknown figure {name!r}; the run folder holds {', '.join(FIGURES + CONDITIONAL_FIGURES)}")
     return Path(run) / f"{name}.png"
 
 

@@ -112,7 +112,8 @@ def _names_a_run_folder_path(text: str) -> bool:
     """True when a piece of the string, between slashes, is a run-folder name or one of its name patterns."""
     from hw3_utils import runfolder as rf
 
-    names = {rf.CONFIG_JSON, rf.CHECKPOINTS, rf.FID_JSON, rf.PREVIEWS, rf.FID_CACHE, *(f"{f}.png" for f in rf.FIGURES)}
+    names = {rf.CONFIG_JSON, rf.CHECKPOINTS, rf.FID_JSON, rf.PREVIEWS, rf.FID_CACHE,
+             *(f"{f}.png" for f in rf.FIGURES + rf.CONDITIONAL_FIGURES)}
     prefixes = (rf.SAMPLES_PREFIX, rf.CHECKPOINT_GLOB.split("*")[0], "epoch_")  # samples_*, step_*.pt, epoch_NNN.png
     pattern = re.compile(rf"({'|'.join(map(re.escape, prefixes))})([*\d].*)?")
     return any(part in names or pattern.fullmatch(part) for part in re.split(r"[/\\]", text))

@@ -369,3 +369,19 @@ def test_grading_without_the_extension_leaves_its_questions_out(tmp_path, monkey
         assert next(csv.DictReader(open(out / "final" / "lms.csv")))["written"] == "20"
         assert "Written: **20 / 20**" in (out / "feedback" / "ada.md").read_text()
         assert [q.qid for q in graded_questions(out)] == [q.qid for q in CORE]
+
+
+def test_question_11_shows_the_students_grids_one_row_per_digit(tmp_path):
+    """Notebook 06 saves its by-digit grids as the run's "digit_grids" figure: the TA sees them beside Q11."""
+    notebooks = _handed_in({"q11": "at w = 4 my 1s are all the same bar"})
+    cells = [c for c in notebooks["notebooks/06_guidance.ipynb"]["cells"]
+             if c["cell_type"] == "code" and '"digit_grids"' in "".join(c["source"])]
+    assert len(cells) == 1  # the cell that draws the grids saves them
+    cells[0]["outputs"] = [{"output_type": "display_data", "metadata": {},
+                            "data": {"image/png": base64.b64encode(_png(60, 40)).decode()}}]
+    out = tmp_path / "grades"
+    write_sheet([_graded("ada", notebooks)], out)
+    page = (out / "written" / "q11.html").read_text()
+    assert 'src="run/ada/06_guidance_digit_grids.png"' in page and "their digit grids" in page
+    assert Image.open(out / "written" / "run" / "ada" / "06_guidance_digit_grids.png").size == (60, 40)
+    assert "digit_grids" not in (out / "written" / "q10.html").read_text()  # notebook 05's question
