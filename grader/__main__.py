@@ -57,7 +57,7 @@ def cmd_release(args) -> int | None:
     try:
         make_release(args.out, repo_url=args.repo_url, fid_stats_url=args.fid_stats_url,
                      fid_stats_dir=args.fid_stats_dir, questions_out=Path(args.questions or QUESTIONS_FILE),
-                     without=args.without)
+                     without=args.without, measured=True)
     except ReleaseError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

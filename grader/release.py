@@ -46,6 +46,9 @@ EXTENSIONS = ("06",)
 # What the kit's Markdown pages say of an extension sits between two marker lines, HTML comments that no page shows:
 # a release without the extension drops the block, and every release drops the marker lines (`strip_extensions`).
 EXTENSION_MARKER = re.compile(r"<!-- (/?)extension (\w+) -->")
+# A number still to be measured, in a notebook's expected output: the maintainers replace each before a release
+# (`make release` refuses a notebook that holds one: `unmeasured_cells`).
+EXPECTED_MARK = "EXPECTED("
 
 
 class MarkerError(ValueError):
@@ -343,6 +346,20 @@ def has_solution(text: str, notebook: bool = False) -> bool:
     return any(_marker(line) or line.strip() in MARK_SCHEME for line in text.splitlines())
 
 
+def unmeasured_cells(root: Path = REPO, without=()) -> list[str]:
+    """The cells of the notebooks a release would ship that still hold EXPECTED_MARK, as 'notebooks/<name> cell
+    <id>' (the cell's number where it has no id)."""
+    from hw3_utils.answers import cell_source
+
+    found = []
+    for rel in kit_files(root):
+        if rel.endswith(".ipynb") and is_student_file(rel) and not left_out(rel, without):
+            cells = json.loads((root / rel).read_text(encoding="utf-8")).get("cells", [])
+            found += [f"{rel} cell {c.get('id') or k + 1}" for k, c in enumerate(cells)
+                      if EXPECTED_MARK in cell_source(c)]
+    return found
+
+
 def kit_files(root: Path = REPO) -> list[str]:
     """The kit's files (tracked and untracked-not-ignored, per git), relative POSIX paths."""
     try:
@@ -452,7 +469,7 @@ def _say_released(out: Path, staged: dict, info: dict, questions_out: Path | Non
 
 def make_release(out: Path | str = REPO / "release", root: Path = REPO, quiet: bool = False,
                  repo_url: str | None = None, fid_stats_url: str | None = None, fid_stats_dir=None,
-                 questions_out: Path | None = None, without=()) -> Path:
+                 questions_out: Path | None = None, without=(), measured: bool = False) -> Path:
     """Write the student kit to `out` (replaced). Refuses if a stripped file still holds a region.
 
     repo_url: the git repository students clone, written into every notebook's setup cell and into
@@ -463,11 +480,16 @@ def make_release(out: Path | str = REPO / "release", root: Path = REPO, quiet: b
     questions_out: where the written questions are frozen for grading (grader/written.py's QUESTIONS_FILE for
     `make release`); never inside the kit.
     without: the optional extensions to leave out (EXTENSIONS, e.g. "06"): `left_out` says which files go.
+    measured: refuse notebooks whose expected output still holds EXPECTED(...) placeholders (`make release`; the
+    tests' kits leave it off).
     """
     out, root = Path(out), Path(root)
     url = check_repo_url(repo_url)
     fid_sources = fid_references(fid_stats_url, fid_stats_dir)
     without = check_without(without)
+    if measured and (cells := unmeasured_cells(root, without)):
+        raise ReleaseError(f"{'; '.join(cells)}: still {EXPECTED_MARK}...) placeholders where measured numbers belong; "
+                           "measure and fill them in before a release")
     tasks = {tid: t for tid, t in _tasks().items() if tid not in extension_tasks(without)}
     staged, sources, found = _staged_files(root, out, url, fid_sources, without, tasks)
     info = _release_info(root, url, fid_sources, tasks, without, found)
