@@ -82,16 +82,17 @@ def record_path(bench: str, name: str) -> Path:
 
 
 def write_record(bench: str, rows, config: dict, argv, name: str | None = None, path=None, device="cpu",
-                 machine: dict | None = None) -> Path:
+                 machine: dict | None = None, repo: Path = REPO) -> Path:
     """Write one record (see the module's docstring) and return its path.
 
     path: where (a bench's --json); else bench/results/<bench>/<name>.json, name defaulting to the date.
-    machine: fields added to `environment(device)` (a load average, say)."""
+    machine: fields added to `environment(device)` (a load average, say). repo: the tree measured, whose
+    commit the record names (another checkout where a bench runs one, as student_walk's --kit)."""
     from hw3_utils.atomic import atomic_write  # here, not at the top: the report reads records without torch
     from hw3_utils.runfolder import environment
 
     env = {**environment(device), **(machine or {})}
-    rec = {"bench": bench, "commit": git_commit(), "argv": None if argv is None else [str(a) for a in argv],
+    rec = {"bench": bench, "commit": git_commit(Path(repo)), "argv": None if argv is None else [str(a) for a in argv],
            "config": config, "machine": env, "rows": clean_rows(rows)}
     path = Path(path) if path else record_path(bench, name or env["date"].replace(":", "-"))
     path.parent.mkdir(parents=True, exist_ok=True)

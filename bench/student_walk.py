@@ -66,7 +66,7 @@ def main(argv=None) -> int:
     sweep = _sweep_rows(runs, record.get("profile"))
     if args.json:
         write_record("student_walk", [*rows, {"name": "notebook 05's FID", **fids}, *sweep],
-                     {"kit": str(kit), "profile": record.get("profile")}, argv, path=args.json)
+                     {"kit": str(kit), "profile": record.get("profile")}, argv, path=args.json, repo=kit)
     return 0 if all(r["ok"] for r in rows) and len(rows) == len(notebooks) else 1
 
 
