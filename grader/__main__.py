@@ -76,17 +76,22 @@ def cmd_grade(args) -> int | None:
     from .batch import grade_batch_detailed
     from .release import ReleaseError, check_without
     from .summary import headline, summarize
+    from .written import release_without
 
-    try:
-        without = check_without(args.without)
+    try:  # a WITHOUT that is no extension, or not the one the release was made with, is refused
+        without = release_without(check_without(args.without), Path(args.out), args.release)
     except ReleaseError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     mode = sandbox.detect_mode()
     print(sandbox.banner(mode), file=sys.stderr)
-    graded = grade_batch_detailed(Path(args.submissions), Path(args.out), task_timeout=args.task_timeout,
-                                  release_dir=args.release, reference=args.reference, jobs=args.jobs or None,
-                                  progress=sys.stderr, update=args.update, without=without)
+    try:
+        graded = grade_batch_detailed(Path(args.submissions), Path(args.out), task_timeout=args.task_timeout,
+                                      release_dir=args.release, reference=args.reference, jobs=args.jobs or None,
+                                      progress=sys.stderr, update=args.update, without=without)
+    except sandbox.StartError as err:  # the sandbox could not take the machine: nothing was graded or changed
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     if args.update:
         print(f"regraded {', '.join(g.student for g in graded)}: their rows of grades.csv are replaced; in "
               "written/sheet.csv an unchanged answer keeps its points and a changed one is blanked and flagged "

@@ -1,7 +1,7 @@
 """Grading a batch: per submission, extraction, the run, the comparison here, the record; then grades.csv,
 the feedback files and the class summary.
 
-Per submission (student id = the zip's stem):
+Per submission (student id = the zip's stem as a safe name; two that give one id are told apart, render.student_ids):
 1. extract an allowlist only (grader/extract.py);
 2. overlay the task files on a copy of the STUDENT kit (stubs; never the solution) and run the checks'
    runner there, sandboxed (grader/runner.py, grader/sandbox.py); `jobs` submissions at once, each in its
@@ -39,10 +39,10 @@ from .extract import (
     task_files,
     unreadable,
 )
-from .render import Graded, Kind, TaskResult, failed, passed, read_csv, write_csv
+from .render import Graded, Kind, TaskResult, failed, passed, read_csv, student_ids, write_csv
 from .runner import STARTUP_SECONDS, preflight, run_submission
 from .similarity import similar_pairs
-from .written import submission_written, write_sheet
+from .written import release_without, submission_written, write_sheet
 
 MiB = 1024 * 1024
 
@@ -105,10 +105,10 @@ def grade_one(zpath: Path, work: Path, release_kit: Path, ref: dict, task_timeou
               startup: float = STARTUP_SECONDS) -> Graded:
     """Grade one zip in the folder `work` (its own, removed afterwards)."""
     tasks = kit_tasks(release_kit)  # the release's own tasks: an optional extension left out is not graded
-    if work.exists():
-        shutil.rmtree(work)
-    (work / "sub").mkdir(parents=True)
-    ex = safe_extract(zpath, work / "sub")
+    work.mkdir(mode=0o700, parents=True, exist_ok=True)  # its own (mkdtemp): no run looks in, nor guesses its name
+    os.chmod(work, 0o700)
+    (work / "sub").mkdir()
+    ex = safe_extract(zpath, work / "sub", release_kit)  # the release's task files and notebooks
     notes = list(ex.notes)
     per_task: dict[str, TaskResult] = {}
     status = "graded"
@@ -164,10 +164,11 @@ def grader_failed(zpath: Path, err: Exception, log: Path, mode: str, tasks: dict
                   [f"grader error ({type(err).__name__}): see {ERROR_LOG}"])
 
 
-def similarity(entries: list[Path], kit: Path, scratch: Path, out: Path) -> list:
-    """similarity.similar_pairs; if it fails, the batch still ends with its grades (the error is logged)."""
+def similarity(entries: list[Path], kit: Path, scratch: Path, out: Path, ids: dict[str, str]) -> list:
+    """similarity.similar_pairs (the submissions named by their student ids); if it fails, the batch still ends
+    with its grades (the error is logged)."""
     try:
-        return similar_pairs(entries, kit, scratch)
+        return similar_pairs(entries, kit, scratch, ids=ids)
     except Exception as err:
         log_error(out / ERROR_LOG, "the similarity check", err)
         return []
@@ -199,14 +200,38 @@ def default_jobs() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
+def _student_ids(entries: list[Path], out: Path, update: bool) -> tuple[dict[str, str], dict[str, str]]:
+    """render.student_ids of the zips `entries`; a regrade (`update`) keeps the ids OUT's grades.csv holds."""
+    earlier = read_csv(out / "grades.csv") if update and (out / "grades.csv").exists() else []
+    return student_ids([z.stem for z in entries], {r["student"] for r in earlier})
+
+
 def _in_parallel(one, entries: list[Path], jobs: int, bar: Progress | None) -> list[Graded]:
     """one(i, entry) for every entry, `jobs` at once, the progress bar stepped as each ends; in entry order."""
-    with ThreadPoolExecutor(jobs) as pool:
+    pool = ThreadPoolExecutor(jobs)
+    try:
         futures = [pool.submit(one, i, z) for i, z in enumerate(entries)]
         for f in as_completed(futures):
             if bar:
                 bar.step(f.result().student)
-        return [f.result() for f in futures]
+    except BaseException:  # SIGTERM, SIGHUP or Ctrl-C: the submissions not started are dropped, the batch ends now
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
+    return [f.result() for f in futures]
+
+
+def _start(hide: list[Path]) -> tuple[Path, sandbox.Zygote]:
+    """The batch's folder (its runs' work folders) and its fork server, where Python and torch start once per batch
+    and every sandbox is forked from; "nobody" mode makes `hide` unreadable for the batch, beside the repository
+    (the namespace modes' runs see only their allowlist anyway). Where the server cannot start, neither is left."""
+    batch = Path(tempfile.mkdtemp(prefix="hw3-grade-"))
+    os.chmod(batch, 0o711)
+    try:
+        return batch, sandbox.Zygote(hide=hide, skip=[batch])
+    except BaseException:
+        shutil.rmtree(batch, ignore_errors=True)
+        raise
 
 
 def grade_batch_detailed(submissions: Path, out: Path, task_timeout: float = 60.0, release_dir=None,
@@ -217,22 +242,16 @@ def grade_batch_detailed(submissions: Path, out: Path, task_timeout: float = 60.
     each in its own sandbox; `progress` is a stream for the progress line. `update` (a regrade of some
     students): their rows replace theirs in OUT's grades.csv and grading sheet, every other row stays, and
     summary.md is left as the full batch wrote it. The tasks graded are the release's (`release_dir`, else one made
-    here without the optional extensions `without`, as `make release WITHOUT=...`)."""
+    here without the extensions `without`, which must be those the release left out: written.release_without)."""
     from .reference import build_reference, load_reference
     from .release import make_release
 
     submissions, out = Path(submissions).resolve(), Path(out).resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "feedback").mkdir(exist_ok=True)
+    without = release_without(without, out, release_dir)  # a WITHOUT the release was not made with is refused
+    (out / "feedback").mkdir(parents=True, exist_ok=True)  # and OUT
     ref = load_reference(reference) if reference else build_reference()
-    batch = Path(tempfile.mkdtemp(prefix="hw3-grade-"))
-    os.chmod(batch, 0o711)
-    # "nobody" mode makes these unreadable for the batch, beside the repository (the namespace modes' runs see
-    # only their allowlist anyway)
-    hide = [submissions, out, *extra_hidden, *([Path(reference).parent] if reference else [])]
     rows: list[Graded] = []
-    # Python and torch started once per batch; every sandbox is forked from it
-    zygote = sandbox.Zygote(hide=hide, skip=[batch])
+    batch, zygote = _start([submissions, out, *extra_hidden, *([Path(reference)] if reference else [])])
     # "nobody" mode: one at a time unless asked, since runs side by side share the machine's folders
     jobs = max(1, jobs or (1 if zygote.mode == "nobody" else default_jobs()))
     try:
@@ -244,19 +263,23 @@ def grade_batch_detailed(submissions: Path, out: Path, task_timeout: float = 60.
         tasks = kit_tasks(kit)
         entries = sorted(p for p in submissions.iterdir() if p.is_file() and not p.name.startswith("."))
         bar = Progress(len(entries), progress) if progress else None
+        ids, clashes = _student_ids(entries, out, update)
 
         def one(i: int, z: Path) -> Graded:
+            work = Path(tempfile.mkdtemp(prefix=f"w{i}-", dir=batch))
             try:  # nothing a submission does stops the batch; a grader bug is logged and flagged
-                graded = grade_one(z, batch / f"w{i}", kit, ref, task_timeout, zygote, startup)
+                graded = grade_one(z, work, kit, ref, task_timeout, zygote, startup)
+                graded.identify(ids[z.stem], clashes.get(z.stem))
                 atomic_write(out / "feedback" / f"{graded.student}.md", graded.markdown())
             except Exception as err:
                 graded = grader_failed(z, err, out / ERROR_LOG, zygote.mode, tasks)
-                shutil.rmtree(batch / f"w{i}", ignore_errors=True)
+                graded.identify(ids[z.stem], clashes.get(z.stem))
+                shutil.rmtree(work, ignore_errors=True)
                 atomic_write(out / "feedback" / f"{graded.student}.md", graded.markdown())
             return graded
 
         rows = _in_parallel(one, entries, jobs, bar)
-        pairs = [] if update or len(entries) < 2 else similarity(entries, kit, batch / "similarity", out)
+        pairs = [] if update or len(entries) < 2 else similarity(entries, kit, batch / "similarity", out, ids)
     finally:
         left = zygote.close()
         shutil.rmtree(batch, ignore_errors=True)

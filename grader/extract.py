@@ -1,8 +1,9 @@
 """Reading a submission zip: an allowlist of members extracted safely, and notes on what was handed in.
 
-The allowlist: the task files, notebooks/*.ipynb, runs/*/fid.json and manifest.json. Unsafe paths, links,
-duplicates and oversized members (declared and while streaming) are refused member by member; a file that
-is not a zip, or too large, or with too many members, is refused whole.
+The allowlist: the task files, the kit's own notebooks (notebooks/<name>.ipynb of the release), runs/*/fid.json,
+manifest.json and report.html. Unsafe paths, links, duplicates, notebooks the kit has not, and oversized members
+(declared and while streaming, each against its own cap and all of them against MAX_TOTAL_BYTES) are refused
+member by member; a file that is not a zip, or too large, or with too many members, is refused whole.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import re
 import stat
 import zipfile
 import zlib
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +25,8 @@ CAPS = {".py": 2 * MiB, ".ipynb": NOTEBOOK_BYTES, ".json": JSON_BYTES, ".html": 
 REPORT = "report.html"  # hw3_utils.report.REPORT: the student's report, read by a person, never run
 MAX_MEMBERS = 200
 MAX_ZIP_BYTES = 200 * MiB
+MAX_TOTAL_BYTES = 64 * MiB  # every member of one zip, decompressed: a few notebooks with figures, a report
+EXTRACT_ORDER = (".py", ".json", ".ipynb", ".html")  # extracted in this order, so what passes the total is the last
 NOTEBOOK_RE = re.compile(r"^notebooks/[A-Za-z0-9_.-]+\.ipynb$")
 FID_RE = SUBMITTED_FID_RE  # runs/<profile>/fid.json
 
@@ -44,9 +48,24 @@ def task_files(tasks: dict | None = None) -> list[str]:
     return sorted({t.file for t in (kit_tasks() if tasks is None else tasks).values()})
 
 
-def allowed(name: str) -> bool:
-    return (name in task_files() or name in ("manifest.json", REPORT)
-            or bool(NOTEBOOK_RE.match(name) or FID_RE.match(name)))
+def kit_notebooks(kit: Path | None = None) -> set[str]:
+    """The notebooks a submission may hold, as zip names (notebooks/01_data_prep.ipynb): those of the release `kit`
+    (default: the kit this process imports, whose notebooks/ sits beside its hw3_utils/)."""
+    import hw3_utils
+
+    root = Path(kit) if kit is not None else Path(hw3_utils.__file__).resolve().parent.parent
+    return {f"notebooks/{p.name}" for p in (root / "notebooks").glob("*.ipynb")}
+
+
+def allowlist(kit: Path | None = None) -> set[str]:
+    """Every name a submission's member may have but runs/<profile>/fid.json (FID_RE): the task files, the
+    notebooks of the release `kit` (default: of the kit this process imports), manifest.json and the report."""
+    return set(task_files(kit_tasks(kit))) | kit_notebooks(kit) | {"manifest.json", REPORT}
+
+
+def allowed(name: str, names: set[str] | None = None) -> bool:
+    """Whether a member named `name` is extracted: in `names` (default: `allowlist()`), or a run's fid.json."""
+    return name in (allowlist() if names is None else names) or bool(FID_RE.match(name))
 
 
 @dataclass
@@ -54,7 +73,17 @@ class Extracted:
     files: dict[str, Path] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     fatal: str | None = None
-    refused: int = 0  # members refused (unsafe, a link, oversized, damaged): worth a human look
+    refused: int = 0  # members refused (unsafe, a link, oversized, damaged, not the kit's): worth a human look
+    size: int = 0  # bytes extracted, of MAX_TOTAL_BYTES
+    foreign: list[str] = field(default_factory=list)  # notebooks the kit has not: one note for all of them
+
+    def cap(self, name: str) -> tuple[int, str]:
+        """The most bytes member `name` may still decompress to (its own cap, or what is left of the total), and
+        how to name that cap in a note."""
+        own, left = CAPS[Path(name).suffix], MAX_TOTAL_BYTES - self.size
+        if own <= left:
+            return own, f"the {own:,}-byte cap"
+        return left, f"the {left:,} bytes left of the {MAX_TOTAL_BYTES // MiB} MiB one submission's files may hold"
 
     def refuse(self, name: str, why: str) -> None:
         self.refused += 1
@@ -86,9 +115,10 @@ def _open_zip(zpath: Path, res: Extracted) -> zipfile.ZipFile | None:
         return None
 
 
-def _skipped(info: zipfile.ZipInfo, dups: set[str], res: Extracted) -> bool:
+def _skipped(info: zipfile.ZipInfo, dups: set[str], res: Extracted, names: set[str]) -> bool:
     """True for a member not to extract (noted or refused in `res`): a duplicate, an unsafe path, a link, a
-    folder, a file no submission holds, anything but a regular file, a declared size over its cap."""
+    folder, a file no submission holds (refused: a notebook not in `names`, the allowlist), anything but a
+    regular file, a declared size over its cap."""
     name = info.filename
     if name in dups:
         return True
@@ -102,15 +132,19 @@ def _skipped(info: zipfile.ZipInfo, dups: set[str], res: Extracted) -> bool:
         return True
     if name.endswith("/") or info.is_dir():
         return True
-    if not allowed(name):
-        res.notes.append(f"ignored {name!r}: not part of a submission")
+    if not allowed(name, names):
+        if name.endswith(".ipynb"):
+            res.refused += 1
+            res.foreign.append(name)
+        else:
+            res.notes.append(f"ignored {name!r}: not part of a submission")
         return True
     if stat.S_IFMT(mode) not in (0, stat.S_IFREG):  # many zippers store permission bits only
         res.refuse(name, "not a regular file")
         return True
-    cap = CAPS[Path(name).suffix]
+    cap, what = res.cap(name)
     if info.file_size > cap:
-        res.refuse(name, f"declares {info.file_size:,} bytes, over the {cap:,}-byte cap")
+        res.refuse(name, f"declares {info.file_size:,} bytes, over {what}")
         return True
     return False
 
@@ -118,7 +152,7 @@ def _skipped(info: zipfile.ZipInfo, dups: set[str], res: Extracted) -> bool:
 def _extract_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path, res: Extracted) -> bool:
     """Write one member to `target`, stopping at its cap and checking its declared size and checksum; False
     (refused in `res`, nothing left at `target`) where it fails."""
-    name, cap = info.filename, CAPS[Path(info.filename).suffix]
+    name, (cap, what) = info.filename, res.cap(info.filename)
     target.parent.mkdir(parents=True, exist_ok=True)
     total, crc, ok = 0, 0, True
     try:
@@ -127,7 +161,7 @@ def _extract_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path, re
                 total += len(chunk)
                 if total > cap:
                     ok = False
-                    res.refuse(name, f"more than {cap:,} bytes when decompressed "
+                    res.refuse(name, f"more than {cap:,} bytes when decompressed, over {what} "
                                      f"(it declares {info.file_size:,})")
                     break
                 crc = zlib.crc32(chunk, crc)
@@ -142,11 +176,21 @@ def _extract_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path, re
         res.refuse(name, f"cannot be read ({type(err).__name__})")
     if not ok:
         target.unlink(missing_ok=True)
+    else:
+        res.size += total
     return ok
 
 
-def safe_extract(zpath: Path, dest: Path) -> Extracted:
-    """Extract the allowlisted members of a zip into `dest`; everything else is reported, not written."""
+def _rank(info: zipfile.ZipInfo) -> int:
+    suffix = Path(info.filename).suffix
+    return EXTRACT_ORDER.index(suffix) if suffix in EXTRACT_ORDER else len(EXTRACT_ORDER)
+
+
+def safe_extract(zpath: Path, dest: Path, kit: Path | None = None, only: set[str] | None = None) -> Extracted:
+    """Extract the allowlisted members of a zip into `dest`; everything else is reported, not written. `kit`: the
+    release whose tasks and notebooks a submission may hold (default: the kit this process imports); `only`:
+    extract just the members of these names, saying nothing of the others (the similarity check's task files).
+    The code first (EXTRACT_ORDER): a submission over MAX_TOTAL_BYTES loses its largest kinds of file."""
     res = Extracted()
     zf = _open_zip(zpath, res)
     if zf is None:
@@ -156,13 +200,20 @@ def safe_extract(zpath: Path, dest: Path) -> Extracted:
         if len(infos) > MAX_MEMBERS:
             res.fatal = f"too many members ({len(infos)} > {MAX_MEMBERS})"
             return res
-        names = [i.filename for i in infos]
-        dups = {n for n in names if names.count(n) > 1}
+        infos = sorted((i for i in infos if only is None or i.filename in only), key=_rank)
+        counts = Counter(i.filename for i in infos)
+        dups = {n for n, k in counts.items() if k > 1}
         for n in sorted(dups):
             res.refuse(n, "it occurs more than once in the zip")
+        names = allowlist(kit)
         for info in infos:
-            if not _skipped(info, dups, res) and _extract_member(zf, info, dest / info.filename, res):
+            if not _skipped(info, dups, res, names) and _extract_member(zf, info, dest / info.filename, res):
                 res.files[info.filename] = dest / info.filename
+    if res.foreign:
+        more = len(res.foreign) - 3
+        shown = ", ".join(repr(n) for n in res.foreign[:3]) + (f" and {more} more" if more > 0 else "")
+        res.notes.append(f"rejected {shown}: not one of the kit's notebooks (submit the kit's notebooks under their "
+                         "own names)")
     return res
 
 

@@ -78,7 +78,7 @@ exec "${PYTHON:-python3}" -m grader.gradescope run --root "$ROOT" --source "$SRC
 
 BUNDLE_GRADER_FILES = ("__init__.py", "__main__.py", "batch.py", "extract.py", "runner.py", "render.py",
                        "gradescope.py", "reference.py", "release.py", "summary.py", "sandbox.py", "zygote.py",
-                       "nobody.py", "written.py", "similarity.py", "ta_view.py")
+                       "nobody.py", "host.py", "written.py", "similarity.py", "ta_view.py")
 WRITTEN_JSON = "written.json"  # in the bundle: {student id: [Gradescope tests of the written half]}
 
 
@@ -173,7 +173,7 @@ def run(root: Path, source: Path, task_timeout: float = 60.0) -> dict:
         shutil.copyfile(zpath, subs / f"{student}.zip")
         rows = grade_batch_detailed(subs, Path(tmp) / "out", task_timeout=task_timeout,
                                     release_dir=source / "release", reference=source / "reference" / "reference.pt",
-                                    extra_hidden=[root / "submission", results_dir])
+                                    extra_hidden=[root / "submission", results_dir, root / "submission_metadata.json"])
     result = rows[0].gradescope(header)
     if (source / WRITTEN_JSON).is_file():
         result["tests"] += json.loads((source / WRITTEN_JSON).read_text(encoding="utf-8")).get(student, [])

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import enum
+import hashlib
 import io
 import re
 from dataclasses import dataclass, field
@@ -47,9 +48,40 @@ def untrusted(text, limit: int = LIMIT) -> str:
     return _MARKDOWN.sub(r"\\\1", s)
 
 
+NAME_CHARS = 80  # of a student id
+HASH_CHARS = 8  # of the hash that tells apart two zips whose names give one id
+
+
 def safe_name(name) -> str:
     """A student or question id as a file name and CSV field: letters, digits, '_', '.', '-'."""
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", str(name))[:80] or "submission"
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", str(name))[:NAME_CHARS] or "submission"
+
+
+def _hashed(name: str) -> str:
+    digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:HASH_CHARS]
+    return f"{safe_name(name)[:NAME_CHARS - HASH_CHARS - 1]}_{digest}"
+
+
+def student_ids(names, taken=()) -> tuple[dict[str, str], dict[str, str]]:
+    """({name: student id}, {name: why to look}) for the zips' stems `names` of one batch. The id is `safe_name`'s,
+    unless two names give one id (`a b` and `a_b`, or two long names cut alike): then each of those gets it with a
+    short hash of its own name, and a flag. A name whose hashed id is in `taken` (the students of OUT's earlier
+    grading, for a regrade) keeps it."""
+    names = list(names)
+    by_id: dict[str, list[str]] = {}
+    for name in names:
+        by_id.setdefault(safe_name(name), []).append(name)
+    ids, flags, taken = {}, {}, set(taken)
+    for name in names:
+        same = by_id[safe_name(name)]
+        if len(same) > 1 or _hashed(name) in taken:
+            ids[name] = _hashed(name)
+            others = ", ".join(repr(n) for n in same if n != name) or "an earlier grading's"
+            flags[name] = (f"the zip {name!r} gives the id {safe_name(name)} as {others} does: graded as "
+                           f"{ids[name]} (match it to the student by hand)")
+        else:
+            ids[name] = safe_name(name)
+    return ids, flags
 
 
 def read_csv(path: Path) -> list[dict]:
@@ -125,6 +157,14 @@ class Graded:
         self.notes = [untrusted(n) for n in self.notes]
         self.flags = [untrusted(f, 200) for f in self.flags]
         self.answers = {safe_name(q): str(a)[:TEXT_CHARS] for q, a in self.answers.items()}
+
+    def identify(self, student: str, flag: str | None = None) -> None:
+        """Grade under the id `student` (`student_ids`'), flagged with `flag` (why) when it is not the zip's own."""
+        self.student = safe_name(student)
+        if flag:
+            self.flags.append(untrusted(flag, 200))
+            self.notes.append(f"graded as {self.student}: your zip's name gives the same student id as another "
+                              "submission's (an instructor matches it to you)")
 
     @property
     def total(self) -> int:

@@ -45,6 +45,7 @@ import time
 from pathlib import Path
 
 from . import nobody
+from .nobody import StartError
 from .zygote import SETUP_FAILED
 
 MEMORY_LIMIT = 6 * 1024**3  # bytes: per process (RLIMIT_AS) everywhere, per run (cgroup) in root mode
@@ -181,11 +182,15 @@ def tmp_path(work: Path, mode: str | None = None) -> Path:
 
 
 def prepare_workdir(work: Path, mode: str | None = None) -> None:
-    """`work`/kit readable by the sandbox's user; `work`/home for the reduced modes."""
+    """`work`/kit readable by the sandbox's user; `work`/home for the reduced modes. In "nobody" mode `work` itself
+    stays the grader's alone (0700) until nobody.Machine.own_workdir opens it to the run's group: no other run
+    may look in, whatever its name."""
     mode = mode or detect_mode()
     (work / "home").mkdir(exist_ok=True)
-    for p in [work, *work.rglob("*")]:
-        os.chmod(p, 0o755 if p.is_dir() else 0o644)
+    for p in work.rglob("*"):
+        if not p.is_symlink():
+            os.chmod(p, 0o755 if p.is_dir() else 0o644)
+    os.chmod(work, 0o700 if mode == "nobody" else 0o755)
     if mode == "nobody":
         os.chmod(work.parent, os.stat(work.parent).st_mode | 0o011)  # traversable, not listable
 
@@ -329,40 +334,81 @@ class _Status(threading.Thread):
         self.code = int(line) if line.lstrip(b"-").isdigit() else -signal.SIGKILL
 
 
+class ExitOnSignals:
+    """SIGTERM and SIGHUP (a dropped SSH session) raised as SystemExit in the main thread while a batch holds the
+    machine, so that its `finally` undoes that hold; one that comes while it is undone (`hold`) waits for the
+    end of it (`restore`). Nothing where the batch runs outside the main thread (signals reach only that one)."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+    def __init__(self):
+        self.previous, self.pending, self.holding = {}, None, False
+        if threading.current_thread() is threading.main_thread():
+            self.previous = {sig: signal.signal(sig, self._raise) for sig in self.SIGNALS}
+
+    def _raise(self, signum, frame):
+        if self.holding:
+            self.pending = signum
+            return
+        self.holding = True  # the batch's end runs next: a second signal waits for it
+        raise SystemExit(128 + signum)
+
+    def hold(self) -> None:
+        self.holding = True
+
+    def restore(self) -> None:
+        """The handlers as they were; then the signal that came meanwhile, if any, as SystemExit."""
+        for sig, previous in self.previous.items():
+            signal.signal(sig, signal.SIG_DFL if previous is None else previous)
+        self.previous = {}
+        if self.pending is not None:
+            raise SystemExit(128 + self.pending)
+
+
 class Zygote:
     """The fork server (grader/zygote.py): started once per batch, it forks one sandbox per run, so that
     starting Python and importing torch, torchvision and matplotlib is paid once, not per submission."""
 
     def __init__(self, mode: str | None = None, hide=(), skip=()):
         """`hide`, `skip`: in "nobody" mode, the folders to make unreadable for the batch (beside the repository)
-        and the grader's own folders, which the scan leaves alone (nobody.Machine)."""
+        and the grader's own folders, which the scan leaves alone (nobody.Machine). Whatever fails here (a
+        StartError says what to do) leaves nothing of the batch's hold on the machine."""
         self.mode = mode or detect_mode()
-        self.home = Path(tempfile.mkdtemp(prefix="hw3-zygote-"))
-        os.chmod(self.home, 0o755)
-        self.machine = None
-        if self.mode == "nobody":
-            self.machine = nobody.Machine(hide, [*skip, self.home])
-            try:
-                self.machine.start()
-            except BaseException:
-                self.machine.stop()
-                raise
-        self.cgroups = Cgroups() if self.mode in ("root", "nobody") and Cgroups.available() else None
+        self.signals = ExitOnSignals()
+        self.machine = self.cgroups = self.proc = self.sock = self.log = self.home = None
+        self.lock = threading.Lock()
+        try:
+            self.home = Path(tempfile.mkdtemp(prefix="hw3-zygote-"))
+            os.chmod(self.home, 0o755)
+            if self.mode == "nobody":
+                self.machine = nobody.Machine(hide, [*skip, self.home]).start()
+            self.cgroups = Cgroups() if self.mode in ("root", "nobody") and Cgroups.available() else None
+            self._serve()
+        except BaseException:
+            self.close()
+            raise
+
+    def _serve(self) -> None:
+        """Start the fork server and wait for its "ready"."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.sock = ours
         env = {**BASE_ENV, "HOME": str(self.home), "MPLCONFIGDIR": str(self.home / "mpl")}
         self.log = open(self.home / "zygote.log", "wb")  # noqa: SIM115 - closed in close()
-        self.proc = subprocess.Popen([python(), "-I", str(Path(__file__).with_name("zygote.py")), str(theirs.fileno())],
-                                     env=env, stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log,
-                                     start_new_session=True, pass_fds=(theirs.fileno(),))
-        theirs.close()
-        self.sock, self.lock = ours, threading.Lock()
+        try:
+            self.proc = subprocess.Popen([python(), "-I", str(Path(__file__).with_name("zygote.py")),
+                                          str(theirs.fileno())], env=env, stdin=subprocess.DEVNULL, stdout=self.log,
+                                         stderr=self.log, start_new_session=True, pass_fds=(theirs.fileno(),))
+        except OSError as err:
+            raise StartError(f"the grader's fork server could not start ({python()}: {err.strerror or err}): run "
+                             "the grader with a Python installation that exists and that root may run") from None
+        finally:
+            theirs.close()
         self.sock.settimeout(600)
         try:
             ready = self.sock.recv(64)
         except OSError:
             ready = b""
         if b"ready" not in ready:
-            self.close()
             raise RuntimeError(f"the grader's fork server did not start: {self.log_tail()}")
 
     def log_tail(self) -> str:
@@ -381,18 +427,28 @@ class Zygote:
 
     def close(self) -> list[str]:
         """Stop the fork server and undo the batch's hold on the machine; returns what the runs left behind that
-        would not go (a process that would not die), which nothing should."""
-        self.sock.close()
+        would not go (a process that would not die), which nothing should. SIGTERM or SIGHUP meanwhile waits."""
+        self.signals.hold()
+        left = []
         try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.log.close()
-        shutil.rmtree(self.home, ignore_errors=True)
-        left = self.machine.stop() if self.machine else []  # every run's uid swept once more, the modes restored
-        if self.cgroups:  # its children are reaped now: their runs' cgroups can go
-            left += [f"cgroup {c}" for c in self.cgroups.sweep(f"{os.getpid()}-")]
+            if self.sock:
+                self.sock.close()
+            if self.proc:
+                try:
+                    self.proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+                    self.proc.wait()
+            if self.log:
+                self.log.close()
+            if self.home:
+                shutil.rmtree(self.home, ignore_errors=True)
+            left = self.machine.stop() if self.machine else []  # every run's uid swept once more, modes restored
+            self.machine = None
+            if self.cgroups:  # its children are reaped now: their runs' cgroups can go
+                left += [f"cgroup {c}" for c in self.cgroups.sweep(f"{os.getpid()}-")]
+        finally:
+            self.signals.restore()
         return left
 
 
@@ -460,7 +516,7 @@ class Run:
         if self.cgroup:
             self.zygote.cgroups.remove(self.cgroup)
             self.cgroup = None
-        if self.uid is not None:  # "nobody": its processes, files and IPC objects, found by its uid
+        if self.uid is not None and self.zygote.machine:  # "nobody": its processes, files and IPC objects
             self.zygote.machine.sweep(self.uid)
             self.uid = None
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .extract import safe_extract, task_files
+from .render import safe_name
 
 THRESHOLD = 0.6  # share of a submission's own task code (tokens) that also occurs in the other's
 NOISE_TOKENS, GUARANTEE_TOKENS = 25, 30  # copydetect's k-gram length and winnowing guarantee
@@ -61,8 +62,9 @@ def _lines(fp, slices, name: str) -> list[str]:
 
 
 def _submission(z: Path, scratch: Path, release: dict, lines: dict, boilerplate: dict, cache: dict) -> dict:
-    """{task file: fingerprint of its own code} of one submission zip; files over OWN_CODE_BYTES are left out."""
-    ex = safe_extract(z, scratch)
+    """{task file: fingerprint of its own code} of one submission zip (its task files alone extracted); files over
+    OWN_CODE_BYTES are left out."""
+    ex = safe_extract(z, scratch, only=set(release))
     out = {}
     for rel in release:
         if rel in ex.files:
@@ -77,9 +79,11 @@ def _submission(z: Path, scratch: Path, release: dict, lines: dict, boilerplate:
     return out
 
 
-def similar_pairs(zips: list[Path], kit: Path, scratch: Path, threshold: float = THRESHOLD) -> list[Pair]:
-    """The pairs of submissions (zip paths) whose task code overlaps by `threshold` or more; `kit` is the
-    student release (its task files' lines and fingerprints are left out)."""
+def similar_pairs(zips: list[Path], kit: Path, scratch: Path, threshold: float = THRESHOLD,
+                  ids: dict[str, str] | None = None) -> list[Pair]:
+    """The pairs of submissions (zip paths) whose task code overlaps by `threshold` or more, each named by its
+    student id (`ids`: {zip stem: id}, default render.safe_name of the stem); `kit` is the student release (its
+    task files' lines and fingerprints are left out)."""
     from copydetect import compare_files
 
     release = {rel: (kit / rel).read_text() for rel in task_files() if (kit / rel).is_file()}
@@ -87,13 +91,14 @@ def similar_pairs(zips: list[Path], kit: Path, scratch: Path, threshold: float =
     boilerplate = {rel: list(_fingerprint(text, rel).hashes) for rel, text in release.items()}
     cache: dict[tuple[str, str], object] = {}  # identical code (a stub left as it was) is fingerprinted once
     subs: dict[str, dict] = {}
-    for z in zips:
+    for k, z in enumerate(zips):
+        name = (ids or {}).get(z.stem) or safe_name(z.stem)
         try:  # a file that cannot be fingerprinted leaves its submission out of the comparison, not the batch
-            subs[z.stem] = _submission(z, scratch / z.stem, release, lines, boilerplate, cache)
+            subs[name] = _submission(z, scratch / str(k), release, lines, boilerplate, cache)
         except Exception:
-            subs[z.stem] = {}
+            subs[name] = {}
         finally:
-            shutil.rmtree(scratch / z.stem, ignore_errors=True)
+            shutil.rmtree(scratch / str(k), ignore_errors=True)
     out = []
     for (a, fa), (b, fb) in itertools.combinations(sorted(subs.items()), 2):
         common = [rel for rel in sorted(set(fa) & set(fb)) if fa[rel].hashes & fb[rel].hashes]

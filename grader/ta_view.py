@@ -35,7 +35,8 @@ MATH_CHARS = 4000  # of one formula; a longer one is shown as code
 IMAGE_BYTES = 8 * 1024 * 1024  # of one decoded image output
 IMAGE_PIXELS = 4096 * 4096  # of one image, before PIL decodes it
 IMAGE_SIDE = 1024  # the longest side of a figure as shown
-PRINTED_CHARS = 600  # of one check's printed output
+PRINTED_CHARS = 600  # of one check's printed output: its last lines
+IMAGE_TRIES = 3  # images decoded per figure, from the notebook's last: a figure is the last one that decodes
 PRINTED = ("mean_error(", "print_sweep(")  # code cells whose printed output sits beside their notebook's questions
 FID_WRITER = "write_fid_json("  # the code cell of the notebook whose questions get the FID table
 FID_ROWS = (("vs MNIST train", "fid_vs_mnist_train"), ("vs MNIST test", "fid_vs_mnist_test"),
@@ -130,38 +131,72 @@ def png(data: bytes) -> bytes | None:
         return None
 
 
-def _outputs(cell: dict, kind: str) -> list:
+def _outputs(cell: dict, kind: tuple[str, ...]) -> list:
     outs = cell.get("outputs") if cell.get("cell_type") == "code" else None
     return [o for o in outs or [] if isinstance(o, dict) and o.get("output_type") in kind]
 
 
+def _text(value) -> str | None:
+    """A notebook field that nbformat stores as a string or a list of strings, as one string; None otherwise."""
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return "".join(value)
+    return value if isinstance(value, str) else None
+
+
+def _image(out: dict) -> bytes | None:
+    """One output's PNG, decoded and re-encoded (`png`); None when it holds none that decodes."""
+    data = out.get("data")
+    data = _text(data.get("image/png")) if isinstance(data, dict) else None
+    if data is None or len(data) > IMAGE_BYTES * 4 // 3 + 4:
+        return None
+    try:
+        return png(base64.b64decode(data, validate=False))
+    except (binascii.Error, ValueError):
+        return None
+
+
+def _figure(cells: list, name: str) -> bytes | None:
+    """The figure `name` as the notebook last showed it: the last image that decodes, of the last code cells
+    that save it (`"<name>"` in their source), walked from the end; at most IMAGE_TRIES images decoded."""
+    tries = 0
+    for cell in reversed(cells):
+        if cell.get("cell_type") != "code" or f'"{name}"' not in cell_source(cell):
+            continue
+        for out in reversed(_outputs(cell, ("display_data", "execute_result"))):
+            if not isinstance(out.get("data"), dict) or "image/png" not in out["data"]:
+                continue
+            image, tries = _image(out), tries + 1
+            if image or tries >= IMAGE_TRIES:
+                return image
+    return None
+
+
+def printed_tail(text: str) -> str:
+    """The end of a cell's printed output, at most PRINTED_CHARS in whole lines: what a check prints last (a
+    table, a verdict) comes after whatever the cell printed on the way (a classifier trained, a download)."""
+    kept, size = [], 0
+    for line in reversed(text.strip().splitlines()):
+        size += len(line) + 1
+        if size > PRINTED_CHARS:
+            return "\n".join(["…", *reversed(kept)]) if kept else "…" + line[-PRINTED_CHARS:]
+        kept.append(line)
+    return "\n".join(reversed(kept))
+
+
 def notebook_run(nb: dict) -> dict:
     """What one checked notebook showed of the run: {"figures": {name: PNG bytes}, "printed": [text],
-    "writes_fid": bool}. A figure is the last image of the last code cell that saves it (`"<name>"` in its
-    source); printed: the stdout of the cells named in PRINTED."""
-    figures, printed, writes_fid = {}, [], False
-    for cell in nb.get("cells", []):
-        src = cell_source(cell) if cell.get("cell_type") == "code" else ""
-        writes_fid |= FID_WRITER in src
-        for name in FIGURES:
-            if f'"{name}"' not in src:
-                continue
-            for out in _outputs(cell, ("display_data", "execute_result")):
-                data = (out.get("data") or {}).get("image/png")
-                data = "".join(data) if isinstance(data, list) else data
-                if isinstance(data, str) and len(data) <= IMAGE_BYTES * 4 // 3 + 4:
-                    try:
-                        image = png(base64.b64decode(data, validate=False))
-                    except (binascii.Error, ValueError):
-                        image = None
-                    if image:
-                        figures[name] = image
-        if any(p in src for p in PRINTED):
-            text = "".join("".join(o.get("text", "")) if isinstance(o.get("text"), list) else str(o.get("text", ""))
-                           for o in _outputs(cell, ("stream",)))
+    "writes_fid": bool}. figures: `_figure` of each of FIGURES; printed: the end of the stdout (`printed_tail`)
+    of the cells named in PRINTED."""
+    cells = [c for c in nb.get("cells", []) if isinstance(c, dict)]
+    code = [cell_source(c) for c in cells if c.get("cell_type") == "code"]
+    figures = {name: image for name in FIGURES if (image := _figure(cells, name))}
+    printed = []
+    for cell in cells:
+        if cell.get("cell_type") == "code" and any(p in cell_source(cell) for p in PRINTED):
+            text = "".join(_text(o.get("text")) or "" for o in _outputs(cell, ("stream",)) if o.get("name") == "stdout")
             if text.strip():
-                printed.append(text.strip()[:PRINTED_CHARS])
-    return {"figures": figures, "printed": printed, "writes_fid": writes_fid}
+                printed.append(printed_tail(text))
+    return {"figures": figures, "printed": printed, "writes_fid": any(FID_WRITER in src for src in code)}
 
 
 def fid_rows(record) -> list[list[str]]:

@@ -29,7 +29,7 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from hw3_utils.answers import cell_source, instructor_parts, is_answer_cell, read_all
+from hw3_utils.answers import QUESTION_ID, cell_source, instructor_parts, is_answer_cell, read_all
 from hw3_utils.atomic import atomic_write
 
 from . import REPO
@@ -40,6 +40,7 @@ QUESTIONS_FILE = REPO / "grader" / "questions.json"  # written by `make release`
 QUESTIONS = "questions.json"  # OUT/written/'s copy
 STORE = "answers.json"
 CHANGED = "answer changed since it was graded: look again"
+OTHERS_KEPT = 3  # copies of one answer kept beside the one that counts (on the page, in the store)
 FEEDBACK_HEADING = "## Written answers"
 
 
@@ -82,8 +83,9 @@ def _left_out(notebook: str, without) -> bool:
     return bool(without) and left_out(f"notebooks/{notebook}.ipynb", without)
 
 
-def _write_questions(path: Path, qs: list[Question], commit: str | None) -> Path:
-    atomic_write(Path(path), json.dumps({"source_commit": commit, "total_points": sum(q.points for q in qs),
+def _write_questions(path: Path, qs: list[Question], commit: str | None, without=()) -> Path:
+    atomic_write(Path(path), json.dumps({"source_commit": commit, "without": list(without),
+                                         "total_points": sum(q.points for q in qs),
                                          "questions": [asdict(q) for q in qs]}, indent=1) + "\n")
     return Path(path)
 
@@ -91,7 +93,7 @@ def _write_questions(path: Path, qs: list[Question], commit: str | None) -> Path
 def freeze(path: Path = QUESTIONS_FILE, root: Path = REPO, commit: str | None = None, without=()) -> Path:
     """Write the questions of `root`'s notebooks to `path` (`make release` does, beside the kit, never in it);
     a release without the extensions `without` freezes none of theirs."""
-    return _write_questions(path, questions(root, without), commit)
+    return _write_questions(path, questions(root, without), commit, without)
 
 
 def load_questions(path: Path) -> list[Question]:
@@ -107,13 +109,54 @@ def graded_questions(out: Path, source: Path | None = None, without=()) -> list[
         copy.parent.mkdir(parents=True, exist_ok=True)
         if source.is_file():
             commit = json.loads(source.read_text(encoding="utf-8")).get("source_commit")
-            _write_questions(copy, [q for q in load_questions(source) if not _left_out(q.notebook, without)], commit)
+            _write_questions(copy, [q for q in load_questions(source) if not _left_out(q.notebook, without)], commit,
+                             without)
         else:
             if (REPO / "notebooks").is_dir():
                 print(f"warning: {source} does not exist (`make release` writes it): the questions are read from "
                       f"the notebooks as they are now and frozen in {copy}", file=sys.stderr)
             freeze(copy, without=without)
     return load_questions(copy)
+
+
+def _said_without(path: Path) -> tuple[str, ...] | None:
+    """The extensions a release left out as `path` records them (RELEASE.json, or a frozen questions file: its
+    "without"); None where the file is missing, unreadable or silent on it."""
+    try:
+        said = json.loads(Path(path).read_text(encoding="utf-8")).get("without")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return tuple(str(x) for x in said) if isinstance(said, list) else None
+
+
+def _option(without) -> str:
+    return f"WITHOUT={','.join(without)}" if without else "no WITHOUT"
+
+
+def release_without(without, out: Path, release_dir: Path | None = None) -> tuple[str, ...]:
+    """The extensions a grading into `out` leaves out: `without` (`make grade WITHOUT=`), checked against what the
+    release says it left out: the prebuilt kit's RELEASE.json (whose word stands when `without` is empty), and the
+    questions this OUT is graded against (OUT's copy, else QUESTIONS_FILE, as `graded_questions`). A mismatch
+    raises release.ReleaseError saying which WITHOUT to pass: graded otherwise, the left-out tasks and questions
+    would be scored 0 for every student, or the kit's own left out."""
+    from .release import ReleaseError
+
+    without = tuple(without or ())
+    copy = Path(out) / "written" / QUESTIONS
+    sources = [copy if copy.is_file() else QUESTIONS_FILE]
+    if release_dir is not None:
+        sources.insert(0, Path(release_dir) / "RELEASE.json")
+        kit = _said_without(sources[0])
+        without = kit if kit is not None and not without else without
+    for path in sources:
+        said = _said_without(path)
+        if said is not None and set(said) != set(without):
+            raise ReleaseError(
+                f"{path} says the students' release was made with {_option(said)}, but this grading has "
+                f"{_option(without)}: grade with {_option(said)} as the release was made (make grade SUBMISSIONS=DIR"
+                f"{' WITHOUT=' + ','.join(said) if said else ''}; python -m grader grade"
+                f"{' --without ' + ','.join(said) if said else ''}), or make the release again")
+    return without
 
 
 # what a submission says ------------------------------------------------------------------------------------
@@ -138,7 +181,7 @@ def submission_written(notebooks: dict, files: dict[str, Path]) -> tuple[dict, d
     from .ta_view import fid_rows, notebook_run
 
     readable = _readable(notebooks)
-    chosen = read_all(readable)
+    chosen = {q: c for q, c in read_all(readable).items() if QUESTION_ID.fullmatch(q)}  # no other id is ever asked
     fid = None
     for name in sorted(n for n in files if FID_RE.match(n))[:1]:
         try:
@@ -146,7 +189,7 @@ def submission_written(notebooks: dict, files: dict[str, Path]) -> tuple[dict, d
         except Unreadable:
             fid = None
     written = {"flags": {q: c.flags for q, c in chosen.items() if c.flags},
-               "others": {q: [a.text for a in c.others] for q, c in chosen.items() if c.others},
+               "others": {q: [a.text for a in c.others[:OTHERS_KEPT]] for q, c in chosen.items() if c.others},
                "run": {Path(name).stem: notebook_run(nb) for name, nb in sorted(readable.items())}, "fid": fid}
     return {q: c.answer.text for q, c in chosen.items()}, written, [f for c in chosen.values() for f in c.flags]
 
@@ -155,15 +198,17 @@ def _sha(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def store_entry(g, folder: Path) -> dict:
-    """One student's entry of the store from their `Graded` record; their figures written to run/<student>/."""
+def store_entry(g, folder: Path, qids) -> dict:
+    """One student's entry of the store from their `Graded` record: their answers to the questions `qids` (the
+    frozen ones), with at most OTHERS_KEPT other copies each; their figures written to run/<student>/."""
     import shutil
 
     w = g.written or {}
     entry = {"answers": {}, "run": {}, "fid": w.get("fid")}
     for qid, text in g.answers.items():
-        entry["answers"][qid] = {"text": text, "sha256": _sha(text), "flags": w.get("flags", {}).get(qid, []),
-                                 "others": w.get("others", {}).get(qid, [])}
+        if qid in qids:
+            entry["answers"][qid] = {"text": text, "sha256": _sha(text), "flags": w.get("flags", {}).get(qid, []),
+                                     "others": w.get("others", {}).get(qid, [])[:OTHERS_KEPT]}
     figures = folder / "run" / g.student
     shutil.rmtree(figures, ignore_errors=True)
     for nb, shown in (w.get("run") or {}).items():
@@ -179,15 +224,21 @@ def store_entry(g, folder: Path) -> dict:
 
 # the sheet, the store, the pages ----------------------------------------------------------------------------
 def _row(student: str, q: Question, answer: dict, old: dict | None, old_sha: str | None) -> dict:
-    """The sheet's row: the old one while the answer is unchanged; else blank (0 when unanswered), flagged."""
+    """The sheet's row for one answer: blank points (0 when unanswered) and its flags; while the answer is
+    unchanged since `old` (its sha256 `old_sha`), the old row's points and comment. CHANGED flags an answer that
+    changed, and stays until the TA scores it."""
     text = answer.get("text", "")
-    if old is not None and old_sha == _sha(text):
-        return {**{k: old.get(k, "") for k in SHEET_FIELDS}, "max_points": q.points}
     answered = bool(re.sub(r"[>\s]", "", text))
-    flags = list(answer.get("flags", [])) + ([CHANGED] if old is not None and answered else [])
-    return {"student": student, "question": q.qid, "max_points": q.points, "points": "" if answered else 0,
-            "comment": "" if answered else "no answer", "answered": "yes" if answered else "no",
-            "flag": "; ".join(flags)}
+    unchanged = old is not None and old_sha == _sha(text)
+    unscored = unchanged and old.get("points", "") == "" and CHANGED in old.get("flag", "")
+    flags = list(answer.get("flags", [])) + ([CHANGED] if old is not None and answered and (
+        not unchanged or unscored) else [])
+    row = {"student": student, "question": q.qid, "max_points": q.points, "points": "" if answered else 0,
+           "comment": "" if answered else "no answer", "answered": "yes" if answered else "no",
+           "flag": "; ".join(flags)}
+    if unchanged:
+        row.update(points=old.get("points", ""), comment=old.get("comment", ""))
+    return row
 
 
 def write_sheet(graded: list, out: Path, keep_others: bool = False, without=()) -> Path:
@@ -206,7 +257,7 @@ def write_sheet(graded: list, out: Path, keep_others: bool = False, without=()) 
     store = {s: e for s, e in old_store.items() if keep_others and s not in regraded}
     rows = [r for (s, _), r in old_rows.items() if s in store]
     for g in graded:
-        store[g.student] = store_entry(g, folder)
+        store[g.student] = store_entry(g, folder, {q.qid for q in qs})
         before = old_store.get(g.student, {}).get("answers", {})
         for q in qs:
             rows.append(_row(g.student, q, store[g.student]["answers"].get(q.qid, {}),
@@ -277,10 +328,13 @@ def merge(out: Path) -> tuple[Path, Path]:
     from .gradescope import written_tests
 
     out = Path(out)
-    auto = read_csv(out / "grades.csv")
+    auto = read_csv(out / "grades.csv") if (out / "grades.csv").is_file() else []
+    if not auto:
+        raise MergeError(f"{out / 'grades.csv'} holds no student (missing or empty): grade the submissions first "
+                         f"(make grade SUBMISSIONS=DIR OUT={out}), fill in {out / 'written' / 'sheet.csv'}, then merge")
     qs = {q.qid: q for q in graded_questions(out)}
     written = _points(read_csv(out / "written" / "sheet.csv"), qs, {r["student"] for r in auto})
-    final_fields = [*auto[0].keys(), *qs, "written", "grand_total"] if auto else []
+    final_fields = [*auto[0].keys(), *qs, "written", "grand_total"]
     final_fields = [f for f in final_fields if f != "total"]
     final_fields.insert(final_fields.index(next(iter(qs))) if qs else len(final_fields), "code")
     final, lms, tests = [], [], {}

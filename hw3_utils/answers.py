@@ -36,6 +36,7 @@ MARK_SCHEME = ("=== BEGIN MARK SCHEME ===", "=== END MARK SCHEME ===")
 
 QUESTION_HEADING = re.compile(r"#+\s*Question\s+(\d+)\b")  # a prompt cell's first line: "### Question 4 · ..."
 TEXT_CHARS = 20_000  # of one answer; longer text is cut (a few sentences are asked for)
+QUESTION_ID = re.compile(r"q\d\d")  # `question_id`'s form: the only ids a question has
 
 
 def question_id(number: int) -> str:
@@ -79,24 +80,41 @@ def is_answer_cell(cell: dict) -> bool:
         meta.get("grade") and meta.get("solution") and meta.get("grade_id"))
 
 
+def _region(text: str, markers: tuple[str, str], start: int = 0) -> tuple[int, int] | None:
+    """(begin, end) of the first region of `text` from `start` that opens with markers[0] and closes with the
+    nearest markers[1] after it, both markers included; None when there is none."""
+    b = text.find(markers[0], start)
+    e = text.find(markers[1], b + len(markers[0])) if b >= 0 else -1
+    return (b, e + len(markers[1])) if e >= 0 else None
+
+
 def between(text: str, markers: tuple[str, str]) -> str:
     """The text between a (begin, end) pair of markers, stripped; "" when they are not there."""
-    m = re.search(re.escape(markers[0]) + r"(.*?)" + re.escape(markers[1]), text, re.S)
-    return m.group(1).strip() if m else ""
+    found = _region(text, markers)
+    return text[found[0] + len(markers[0]):found[1] - len(markers[1])].strip() if found else ""
+
+
+def without_regions(text: str, markers: tuple[str, str]) -> str:
+    """`text` without every region between a (begin, end) pair of markers, the markers included. Linear in the
+    text: once a begin marker has no end after it, no later one has (a regex with .*? would rescan the rest
+    for every begin marker)."""
+    parts, at = [], 0
+    while found := _region(text, markers, at):
+        parts.append(text[at:found[0]])
+        at = found[1]
+    return "".join(parts) + text[at:]
 
 
 def instructor_parts(src: str) -> tuple[str, str]:
     """(model answer, rubric) of an instructor's answer cell: the solution region without its mark scheme,
     and the mark scheme; "" for a part that is not there."""
     region = between(src, SOLUTION)
-    rubric = between(region, MARK_SCHEME)
-    model = re.sub(re.escape(MARK_SCHEME[0]) + ".*?" + re.escape(MARK_SCHEME[1]), "", region, flags=re.S)
-    return model.strip(), rubric
+    return without_regions(region, MARK_SCHEME).strip(), between(region, MARK_SCHEME)
 
 
 def answer_text(src: str) -> str:
     """What a student wrote in an answer cell: without the hint line, the placeholder and any rubric."""
-    text = re.sub(re.escape(MARK_SCHEME[0]) + ".*?" + re.escape(MARK_SCHEME[1]), "", src, flags=re.S)
+    text = without_regions(src, MARK_SCHEME)
     for marker in (*SOLUTION, HINT, PLACEHOLDER):
         text = text.replace(marker, "")
     return text.strip()
@@ -125,7 +143,7 @@ def answers(nb: str | dict, notebook: str) -> list[Answer]:
             points = int(meta.get("points") or 0)
         elif cell.get("cell_type") == "markdown" and prompt_qid(cell) is None:
             cid = str(cell.get("id", ""))
-            if re.fullmatch(r"q\d\d", cid):
+            if QUESTION_ID.fullmatch(cid):
                 qid, found_by = cid, "id"
             elif HINT in src and asked:
                 qid, found_by = asked, "hint"

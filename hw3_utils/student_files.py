@@ -91,10 +91,15 @@ def _constant(name: str):
 
 
 def _no_duplicates(pairs: list) -> dict:
+    """One JSON object's (key, value) pairs as a dict; Unreadable naming the first key that occurs twice. One
+    pass over the pairs: an object may hold millions of keys."""
     out = dict(pairs)
     if len(out) != len(pairs):
-        dup = next(k for i, (k, _) in enumerate(pairs) if k in dict(pairs[:i]))
-        raise Unreadable(f"the key {dup[:40]!r} occurs twice in one object")
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise Unreadable(f"the key {key[:40]!r} occurs twice in one object")
+            seen.add(key)
     return out
 
 

@@ -19,7 +19,7 @@ import threading
 import zipfile
 from pathlib import Path
 
-from grader import REPO, nobody
+from grader import REPO, host
 from grader.render import untrusted
 from grader.sandbox import PROCESS_LIMIT, UID_BASE
 from hw3_utils.tasks import TASK_FILES, TASKS
@@ -401,21 +401,27 @@ def unplant(folder: Path, made: list[str]) -> None:
 # Handed-in files the grader reads in its own process (notes, flags, written answers): each malformed one
 # costs only itself (a note and a flag), and the submission's code is still graded in full.
 NESTED = "[" * 100_000 + "]" * 100_000  # json.loads raises RecursionError on it
+KIT_NOTEBOOKS = sorted(f"notebooks/{p.name}" for p in (REPO / "notebooks").glob("*.ipynb"))
 
 
 def notebook(cells: list, **meta) -> str:
     return json.dumps({"cells": cells, "metadata": meta, "nbformat": 4, "nbformat_minor": 5})
 
 
+def one_line(size: int) -> str:
+    """A valid notebook of about `size` bytes on one line (one string in its metadata)."""
+    return '{"cells": [], "nbformat": 4, "metadata": {"x": "' + "x" * size + '"}}'
+
+
+# under the kit's notebooks' names: a notebook of any other name is refused unread
 MALFORMED = {
-    "notebooks/cells_dict.ipynb": json.dumps({"cells": {"0": {}}, "metadata": {}, "nbformat": 4}),
-    "notebooks/source_number.ipynb": notebook([{"cell_type": "markdown", "metadata": {}, "source": 42}]),
-    "notebooks/nbgrader_string.ipynb": notebook([{"cell_type": "markdown", "source": "x",
-                                                  "metadata": {"nbgrader": "grade me"}}]),
-    "notebooks/not_utf8.ipynb": b'{"cells": [], "nbformat": 4, "x": "\xff\xfe"}',
-    "notebooks/nan.ipynb": '{"cells": [], "nbformat": 4, "metadata": {"x": NaN}}',
-    "notebooks/huge_int.ipynb": '{"cells": [], "nbformat": 4, "metadata": {"x": ' + "9" * 4000 + "}}",
-    "notebooks/one_line.ipynb": '{"cells": [], "nbformat": 4, "metadata": {"x": "' + "x" * 20_000_000 + '"}}',
+    "notebooks/01_data_prep.ipynb": json.dumps({"cells": {"0": {}}, "metadata": {}, "nbformat": 4}),
+    "notebooks/02_unet.ipynb": notebook([{"cell_type": "markdown", "metadata": {}, "source": 42}]),
+    "notebooks/03_forward_diffusion.ipynb": notebook([{"cell_type": "markdown", "source": "x",
+                                                       "metadata": {"nbgrader": "grade me"}}]),
+    "notebooks/04_training.ipynb": b'{"cells": [], "nbformat": 4, "x": "\xff\xfe"}',
+    "notebooks/05_sampling_and_fid.ipynb": '{"cells": [], "nbformat": 4, "metadata": {"x": NaN}}',
+    "notebooks/06_guidance.ipynb": '{"cells": [], "nbformat": 4, "metadata": {"x": ' + "9" * 4000 + "}}",
     "runs/cpu/fid.json": '{"profile": "cpu", "profile": "full", "fid_vs_mnist_train": 1.5}',
     "runs/full/fid.json": '{"profile": "full", "fid_vs_mnist_train": -Infinity}',
     "manifest.json": json.dumps([[[{"files": 1}]]]),
@@ -510,7 +516,9 @@ EXPECT: dict[str, tuple[set[str], tuple[str, ...]]] = {
     "h_tensors": (ALL, ("malformed outputs: case 1's",)),
     "h_inject": ({"1"}, ("fake",)),
     "h_oracle": ({"4"}, ("hidden cases: their values are not shown",)),
-    "h_nested": (set(), ("notebooks/nested.ipynb: not a readable notebook (nested 100000 deep",)),
+    "h_nested": (set(), ("notebooks/01_data_prep.ipynb: not a readable notebook (nested 100000 deep",)),
+    # 150 notebooks the kit has not (refused unread), and the kit's own beyond what one submission may hold in all
+    "h_manynb": (set(), ("not one of the kit's notebooks", "MiB one submission's files may hold")),
     "h_malformed": (set(), ("cells is a dict", "source is a int", "metadata.nbgrader is a str", "not UTF-8",
                             "NaN is not a JSON number", "an integer of 4000 digits", "the key 'profile' occurs twice",
                             "-Infinity is not a JSON number", "manifest.json is not readable (holds a JSON list")),
@@ -591,7 +599,10 @@ except Exception:
                           "        ### END SOLUTION\n        # (per_image is undefined")
     assert oracle != diff
     write_zip(subs / "h_oracle.zip", files(diffusion=oracle + ORACLE))
-    write_zip(subs / "h_nested.zip", {**files(), "notebooks/nested.ipynb": NESTED})
+    write_zip(subs / "h_nested.zip", {**files(), "notebooks/01_data_prep.ipynb": NESTED,
+                                      "notebooks/02_unet.ipynb": one_line(20_000_000)})
+    write_zip(subs / "h_manynb.zip", {**files(), **{f"notebooks/extra_{k:03d}.ipynb": one_line(2**19) for k in
+                                                    range(150)}, **{n: one_line(12 * 2**20) for n in KIT_NOTEBOOKS}})
     write_zip(subs / "h_malformed.zip", {**files(), **MALFORMED})
     write_zip(subs / "h_stash.zip", at_import(STASH_WRITE))
     write_zip(subs / "zy_stash.zip", files(diffusion=stub["hw3_utils/diffusion.py"] + stash_read(list(planted))))
@@ -601,15 +612,15 @@ except Exception:
 
 def world_writable() -> list[str]:
     """Every folder anyone may write to, on this machine's local file systems (the grader's own scan)."""
-    local = [m["path"] for m in nobody.mounts() if m["fs"] not in nobody.PSEUDO_FS | nobody.NETWORK_FS]
-    return [p for why, _, p in nobody.scan(local, []) if why == "W"]
+    local = [m["path"] for m in host.mounts() if m["fs"] not in host.PSEUDO_FS | host.NETWORK_FS]
+    return [p for why, _, p in host.scan(local, []) if why == "W"]
 
 
 def leftovers() -> list[str]:
     """What hostile code left on this machine: files in any world-writable folder (named by it, or owned by a uid
     of "nobody" mode's runs), live sandbox processes (forked by the fork server, or of a run's uid), SysV IPC
     objects, the runs' cgroups, sandbox mounts."""
-    lo, hi = nobody.UID_WINDOW
+    lo, hi = host.UID_WINDOW
     folders = world_writable()
     named = subprocess.run(["find", *folders, "-xdev", "-mindepth", "1", "-maxdepth", "1", "-name", f"{LEFTOVER}*"],
                            capture_output=True, text=True).stdout  # where the hostile code writes: the top

@@ -1,7 +1,8 @@
 """Hostile handed-in files through the whole grader: `python -m grader grade` on BATCHES generated batches, each
 with an honest submission beside HOSTILE submissions whose notebooks, fid.json and manifest are malformed
 (tests/fuzz_files.py). Every batch ends with a grades.csv holding everyone; every submission holds the
-solution's code, so every one keeps its 100 points; the honest one has no unreadable file flagged."""
+solution's code, so every one keeps its 100 points; the honest one has no unreadable file flagged. Some hostile
+submissions hold many notebooks (tests/fuzz_files.py's many_notebooks)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import subprocess
 import sys
 
 import pytest
-from fuzz_files import BASE_FID, BASE_MANIFEST, BASE_NOTEBOOK, hostile_bytes
+from fuzz_files import BASE_FID, BASE_MANIFEST, BASE_NOTEBOOK, hostile_bytes, many_notebooks
 from hostile import files, write_zip
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
@@ -24,9 +25,11 @@ from hw3_utils.tasks import TASKS
 pytestmark = pytest.mark.slow
 
 BATCHES, HOSTILE = 3, 3  # generated batches, and hostile submissions in each (beside one honest submission)
-hostile_files = st.fixed_dictionaries({"notebooks/03_forward_diffusion.ipynb": hostile_bytes(BASE_NOTEBOOK),
-                                       "runs/cpu/fid.json": hostile_bytes(BASE_FID),
-                                       "manifest.json": hostile_bytes(BASE_MANIFEST)})
+# a hostile submission's files, perhaps among many notebooks (150 the kit has not, and the kit's own)
+hostile_files = st.builds(lambda handed, many: {**(many_notebooks(150, 2**16) if many else {}), **handed},
+                          st.fixed_dictionaries({"notebooks/03_forward_diffusion.ipynb": hostile_bytes(BASE_NOTEBOOK),
+                                                 "runs/cpu/fid.json": hostile_bytes(BASE_FID),
+                                                 "manifest.json": hostile_bytes(BASE_MANIFEST)}), st.booleans())
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,13 @@ subset of nbformat (hw3_utils.student_files) refuses no notebook that nbformat's
 Cases are generated from a fixed seed (derandomize) so CI sees the same ones every time; EXAMPLES says how many
 each test draws. The files: mutations of the kit's notebooks and of a valid fid.json and manifest (a value
 replaced by one of another type, a key deleted, deep nesting, NaN and Infinity, huge integers, duplicate keys,
-lone surrogates, invalid UTF-8 bytes, truncation), and a few explicit extremes (100,000 deep, 20 MB on one line).
+lone surrogates, invalid UTF-8 bytes, truncation, many keys and a duplicate), answer cells with the kit's markers in
+any number and order, a zip's notebooks (the kit's and others), and a few explicit extremes (100,000 deep, 20 MB on
+one line).
+
+How much work a reader does is bounded by counts, never by a clock: each reader is run on an input of MANY keys or
+markers, where a reader that compares every pair or rescans the rest for every marker does about MANY**2 / 2 steps
+(and this suite would not end), and the work that matters (images decoded, bytes written) is counted.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import re
 from pathlib import Path
 
 import nbformat
@@ -22,14 +29,23 @@ from fuzz_files import (
     BASE_MANIFEST,
     BASE_METADATA,
     BASE_NOTEBOOK,
+    KIT_NOTEBOOKS,
+    answer_notebook,
     honest_notebooks,
     hostile_bytes,
     json_values,
+    many_keys,
+    many_notebooks,
+    marked_notebooks,
     mutated,
+    unclosed_markers,
+    zip_notebooks,
 )
+from hostile import write_zip
 from hypothesis import HealthCheck, Phase, event, example, given, settings
 from hypothesis import strategies as st
 
+from grader import extract
 from grader.batch import flags_of
 from grader.extract import (
     Extracted,
@@ -39,13 +55,23 @@ from grader.extract import (
     notebook_cells,
     notebook_note,
     read_notebooks,
+    safe_extract,
     unreadable,
 )
 from grader.gradescope import submitter
 from grader.render import Graded, passed
 from grader.written import write_sheet, written_answers
 from hw3_utils import report
-from hw3_utils.answers import answers, empty_answers
+from hw3_utils.answers import (
+    HINT,
+    MARK_SCHEME,
+    PLACEHOLDER,
+    SOLUTION,
+    TEXT_CHARS,
+    answers,
+    empty_answers,
+    instructor_parts,
+)
 from hw3_utils.student_files import (
     MAX_DEPTH,
     MAX_INT_DIGITS,
@@ -57,7 +83,9 @@ from hw3_utils.student_files import (
 )
 from hw3_utils.tasks import TASKS
 
-EXAMPLES = {"notebook": 300, "fid": 150, "manifest": 150, "metadata": 100, "nbformat": 200, "depth": 300}
+EXAMPLES = {"notebook": 300, "fid": 150, "manifest": 150, "metadata": 100, "nbformat": 200, "depth": 300,
+            "markers": 200, "zip": 60}
+MANY = 400_000  # keys or markers of the full-scale inputs (a few MB, well within a notebook's cap)
 _FUZZ = settings(deadline=None, derandomize=True, database=None, phases=[Phase.explicit, Phase.generate],
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                        HealthCheck.function_scoped_fixture])
@@ -226,3 +254,83 @@ def test_a_valid_fid_json_and_notebook_are_read(tmp_path):
     assert load_notebook(path) == BASE_NOTEBOOK
     (tmp_path / "fid.json").write_text(json.dumps(BASE_FID, indent=2))
     assert load_json(tmp_path / "fid.json") == BASE_FID
+
+
+# how much work each reader does: inputs at full scale, and counts -----------------------------------------------
+def test_a_duplicate_after_many_keys_is_found_in_one_pass():
+    """Many keys plus a duplicate: the check for a key that occurs twice passes over the keys once."""
+    with pytest.raises(Unreadable, match="the key 'k0' occurs twice"):
+        parse_json(many_keys(MANY))
+    assert len(parse_json(many_keys(MANY, duplicate=False))["metadata"]) == MANY
+
+
+def test_unclosed_mark_scheme_markers_are_stripped_in_one_pass():
+    """Unclosed mark-scheme markers in an answer cell: the student's text is read, the markers kept as text (no
+    region closes), and a later end marker closes the first region, whatever the number of markers."""
+    src = unclosed_markers(MANY)
+    [a] = answers(json.dumps(answer_notebook({"q01": src})), "fuzzed")
+    assert a.text.startswith(f"my answer\n{MARK_SCHEME[0]}") and len(a.text) == TEXT_CHARS
+    [a] = answers(answer_notebook({"q01": src + MARK_SCHEME[1] + " after"}), "fuzzed")
+    assert a.text == "my answer\n after"
+    assert written_answers({"notebooks/x.ipynb": answer_notebook({"q01": src})})["q01"].startswith("my answer")
+    model, rubric = instructor_parts(f"{SOLUTION[0]}\nthe model\n{src}{SOLUTION[1]}")
+    assert model.startswith(f"the model\n{HINT}") and rubric == ""
+
+
+def _stripped(src: str) -> str:
+    """answer_text's reference: the rubric regions removed by a regex, then the markers and the hint."""
+    text = re.sub(re.escape(MARK_SCHEME[0]) + ".*?" + re.escape(MARK_SCHEME[1]), "", src, flags=re.S)
+    for marker in (*SOLUTION, HINT, PLACEHOLDER):
+        text = text.replace(marker, "")
+    return text.strip()[:TEXT_CHARS]
+
+
+@fuzz("markers")
+@given(nb=marked_notebooks)
+@example(nb=answer_notebook({"q01": MARK_SCHEME[0] * 3 + "x" + MARK_SCHEME[1] * 2 + MARK_SCHEME[0]}))
+def test_answer_cells_with_any_markers_read_as_a_regex_reads_them(nb):
+    """The one-pass stripper against a regex on short texts: the same answers, the same model and rubric."""
+    got = {a.qid: a.text for a in answers(json.dumps(nb), "fuzzed")}
+    for cell in nb["cells"][1::2]:
+        src = cell["source"]
+        assert got[cell["id"]] == _stripped(src), src
+        m = re.search(re.escape(SOLUTION[0]) + "(.*?)" + re.escape(SOLUTION[1]), src, re.S)
+        region = m.group(1).strip() if m else ""
+        rubric = re.search(re.escape(MARK_SCHEME[0]) + "(.*?)" + re.escape(MARK_SCHEME[1]), region, re.S)
+        model = re.sub(re.escape(MARK_SCHEME[0]) + ".*?" + re.escape(MARK_SCHEME[1]), "", region, flags=re.S)
+        assert instructor_parts(src) == (model.strip(), rubric.group(1).strip() if rubric else ""), src
+
+
+def _on_disk(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+def test_many_notebooks_extract_the_kits_alone_within_the_total(tmp_path, monkeypatch):
+    """Many notebooks: 150 the kit has not (refused, each counted, in one note) and the kit's own, of 1 MiB each,
+    with the total cap shrunk to 3.5 MiB: the task file (zipped last) and three of the kit's notebooks are
+    extracted, the others refused; the bytes written are those counted, within the cap."""
+    monkeypatch.setattr(extract, "MAX_TOTAL_BYTES", 3 * 2**20 + 2**19)
+    members = {**many_notebooks(150, 2**20), "hw3_utils/data.py": b"x = 1\n"}
+    ex = safe_extract(write_zip(tmp_path / "many.zip", members), tmp_path / "x")
+    assert ex.fatal is None and len(ex.files) == 4 and "hw3_utils/data.py" in ex.files
+    assert set(ex.files) - {"hw3_utils/data.py"} <= set(KIT_NOTEBOOKS)
+    assert ex.refused == 150 + len(KIT_NOTEBOOKS) - 3
+    foreign = [n for n in ex.notes if "not one of the kit's notebooks" in n]  # one note names three, counts the rest
+    assert len(foreign) == 1 and "and 147 more" in foreign[0]
+    assert sum("MiB one submission's files may hold" in n for n in ex.notes) == len(KIT_NOTEBOOKS) - 3
+    assert _on_disk(tmp_path / "x") == ex.size <= extract.MAX_TOTAL_BYTES
+    assert all(isinstance(nb, dict) for nb in read_notebooks(ex.files).values())
+
+
+@fuzz("zip")
+@given(members=zip_notebooks)
+def test_a_zips_notebooks_are_the_kits_within_the_caps(tmp_path_factory, monkeypatch, members):
+    """Whatever notebooks a zip holds: only the kit's are extracted, every other is refused and counted, and the
+    bytes written stay within the total (shrunk here to a few notebooks' worth)."""
+    monkeypatch.setattr(extract, "MAX_TOTAL_BYTES", 6000)
+    root = tmp_path_factory.mktemp("zip")
+    ex = safe_extract(write_zip(root / "s.zip", members), root / "x")
+    kit = [n for n in members if n in KIT_NOTEBOOKS]
+    assert set(ex.files) <= set(kit) and ex.refused == len(members) - len(ex.files)
+    assert _on_disk(root / "x") == ex.size <= 6000
+    event(f"{len(ex.files)} of {len(kit)} kit notebooks extracted")

@@ -53,6 +53,8 @@ def batch(tmp_path_factory, student_release):
     folder = Path("/var/tmp") / f"hw3-planted-{os.getpid()}"  # what an instructor's workflow leaves about
     planted = hostile.plant(folder)
     hostile.build(subs, out, stub, bait, planted=planted)
+    for name in ("h clash", "h_clash"):  # two zips whose names give one student id
+        (subs / f"{name}.zip").write_text(f"{name}: not a zip\n")
 
     # the submit -> grade round trip ---------------------------------------------------------------
     kit = root / "kitcopy"
@@ -327,3 +329,23 @@ def test_a_release_without_the_extension_grades_as_tasks_1_to_5b_alone(tmp_path)
         q.qid for q in questions(without=("06",))]
     assert {r["question"] for r in csv.DictReader(open(out / "written" / "sheet.csv"))} == {
         q["qid"] for q in written["questions"]}
+    # a regrade of this class without the option is refused before anything is graded, saying which to pass
+    from grader.release import ReleaseError
+
+    with pytest.raises(ReleaseError, match="grade with WITHOUT=06 as the release was made"):
+        grade_batch_detailed(subs, out, task_timeout=TIMEOUT, update=True)
+
+
+def test_zips_whose_names_give_one_id_are_two_students(batch):
+    """`h clash.zip` and `h_clash.zip` both become h_clash: each is graded under the id with a short hash of its own
+    name, with its own row, feedback and store entry, and both are flagged."""
+    rows = [r["student"] for r in csv.DictReader(open(batch["out"] / "grades.csv"))]
+    clash = sorted(s for s in rows if s.startswith("h_clash"))
+    assert len(clash) == 2 and all(re.fullmatch(r"h_clash_[0-9a-f]{8}", s) for s in clash)
+    assert len(set(rows)) == len(rows)
+    look = {line.split("**")[1]: line for line in (batch["out"] / "summary.md").read_text().splitlines()
+            if line.startswith("- **")}
+    store = json.loads((batch["out"] / "written" / "answers.json").read_text())
+    for s in clash:
+        assert "gives the id h_clash as" in look[s] and s in store
+        assert f"graded as {s}" in (batch["out"] / "feedback" / f"{s}.md").read_text()

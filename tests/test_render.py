@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import re
 
-from grader.render import Graded, Kind, failed, passed, untrusted
+from grader.render import HASH_CHARS, NAME_CHARS, Graded, Kind, failed, passed, safe_name, student_ids, untrusted
 from hw3_utils.tasks import TASKS
 
 
@@ -37,3 +38,31 @@ def test_graded_record_is_escaped_once_and_typed():
     gs = g.gradescope()
     assert gs["output_format"] == "md" and all(t["output_format"] == "md" for t in gs["tests"])
     assert g.total == sum(task.points for task in TASKS.values()) - TASKS["1"].points
+
+
+def test_zips_whose_names_give_one_id_are_told_apart_and_flagged(tmp_path):
+    """`a b.zip` and `a_b.zip`, or two long names cut alike, would be one student (one feedback file, one store
+    entry, two rows of grades.csv with one id): each gets a short hash of its own name, and a flag."""
+    from grader.written import write_sheet
+
+    long_a, long_b = "x" * NAME_CHARS + "_alice", "x" * NAME_CHARS + "_bob"
+    ids, flags = student_ids(["a b", "a_b", "ada", long_a, long_b])
+    assert ids["ada"] == "ada" and "ada" not in flags
+    assert len(set(ids.values())) == 5 and set(flags) == {"a b", "a_b", long_a, long_b}
+    for name in ("a b", "a_b", long_a, long_b):
+        assert ids[name] == safe_name(ids[name]) and len(ids[name]) <= NAME_CHARS
+        assert ids[name].startswith(safe_name(name)[:NAME_CHARS - HASH_CHARS - 1])
+    assert "'a_b'" in flags["a b"] and ids["a b"] in flags["a b"]
+    # a regrade of one of them alone keeps the id the full batch gave it, and the flag
+    again, flagged = student_ids(["a b"], taken=set(ids.values()))
+    assert again == {"a b": ids["a b"]} and "an earlier grading's" in flagged["a b"]
+    records = []
+    for name in ("a b", "a_b"):
+        g = Graded(name, "graded", {t: passed(task.points) for t, task in TASKS.items()}, answers={"q01": name})
+        g.identify(ids[name], flags[name])
+        assert g.student == ids[name] and g.flags[-1] == untrusted(flags[name], 200)
+        assert any(f"graded as {ids[name]}" in n for n in g.notes) and "a_b'" not in g.markdown()
+        records.append(g)
+    write_sheet(records, tmp_path)
+    store = json.loads((tmp_path / "written" / "answers.json").read_text())
+    assert {s: e["answers"]["q01"]["text"] for s, e in store.items()} == {ids["a b"]: "a b", ids["a_b"]: "a_b"}

@@ -8,9 +8,11 @@ import re
 import pytest
 from hostile import write_zip
 
-from grader import REPO
+from grader import REPO, similarity
+from grader.extract import safe_extract
 from grader.release import solution_regions
 from grader.similarity import similar_pairs
+from hw3_utils.tasks import TASK_FILES
 
 pytestmark = pytest.mark.slow
 
@@ -112,16 +114,28 @@ def _copied(regions: dict) -> dict:
     return {k: [rename(c) for c in v] if isinstance(v, list) else rename(v) for k, v in regions.items()}
 
 
-def test_planted_copy_is_found_and_honest_work_is_not(tmp_path, student_release):
+def test_planted_copy_is_found_and_honest_work_is_not(tmp_path, student_release, monkeypatch):
+    """A planted copy is listed with its lines, honest work is not; the check extracts the task files alone (the
+    grading has extracted the notebooks once already)."""
     kit = student_release
     subs = tmp_path / "subs"
     subs.mkdir()
-    zips = [write_zip(subs / "honest_kit_style.zip", _files({})),
+    notebook = {"notebooks/01_data_prep.ipynb": '{"cells": [], "nbformat": 4, "metadata": {}}'}
+    zips = [write_zip(subs / "honest_kit_style.zip", {**_files({}), **notebook}),
             write_zip(subs / "honest_own_style.zip", _files(OWN)),
-            write_zip(subs / "copier.zip", _files(_copied(OWN)))]
+            write_zip(subs / "copier.zip", {**_files(_copied(OWN)), **notebook})]
     own_style = _files(OWN)["hw3_utils/unet.py"]
     assert "skips.pop()" in own_style and "saved.pop()" in _files(_copied(OWN))["hw3_utils/unet.py"]
+    extracted = []
+
+    def recorded(*args, **kwargs):
+        ex = safe_extract(*args, **kwargs)
+        extracted.extend(ex.files)
+        return ex
+
+    monkeypatch.setattr(similarity, "safe_extract", recorded)
     pairs = similar_pairs(zips, kit, tmp_path / "scratch")
+    assert extracted and set(extracted) <= set(TASK_FILES)
     assert [(p.a, p.b) for p in pairs] == [("copier", "honest_own_style")], [(p.a, p.b, p.share) for p in pairs]
     p = pairs[0]
     assert p.share > 0.8 and p.tokens > 100

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import csv
+import html
 import io
 import json
 import re
@@ -18,14 +19,25 @@ from PIL import Image
 from grader import REPO
 from grader.release import make_release, strip_notebook
 from grader.render import Graded, passed
-from grader.ta_view import ATTRIBUTES, HTML_TAGS, MATH_TAGS, markdown_html, png
+from grader.ta_view import (
+    ATTRIBUTES,
+    HTML_TAGS,
+    IMAGE_TRIES,
+    MATH_TAGS,
+    PRINTED_CHARS,
+    markdown_html,
+    notebook_run,
+    png,
+)
 from grader.written import (
     CHANGED,
+    OTHERS_KEPT,
     MergeError,
     freeze,
     graded_questions,
     merge,
     questions,
+    release_without,
     submission_written,
     write_sheet,
 )
@@ -385,3 +397,145 @@ def test_question_11_shows_the_students_grids_one_row_per_digit(tmp_path):
     assert 'src="run/ada/06_guidance_digit_grids.png"' in page and "their digit grids" in page
     assert Image.open(out / "written" / "run" / "ada" / "06_guidance_digit_grids.png").size == (60, 40)
     assert "digit_grids" not in (out / "written" / "q10.html").read_text()  # notebook 05's question
+
+
+# bounded: what is kept of a submission, what is decoded of a notebook ---------------------------------------
+def test_the_store_keeps_the_frozen_questions_and_a_few_copies(tmp_path):
+    """Answers to questions no one asked are not kept, nor more than OTHERS_KEPT other copies of one answer."""
+    nbs = _handed_in({"q01": "mine"})
+    nb01 = nbs["notebooks/01_data_prep.ipynb"]
+    cell = next(c for c in nb01["cells"] if c.get("id") == "q01")
+    for k in range(10):  # ten pasted copies of q01's cell, and cells of made-up questions
+        nb01["cells"].append({**cell, "id": f"copy{k}", "source": f"{HINT}\n\ncopy {k}"})
+        meta = {"nbgrader": {**cell["metadata"]["nbgrader"], "grade_id": f"x{k}"}}
+        nb01["cells"].append({**cell, "id": f"x{k}", "metadata": meta, "source": "junk " * 1000})
+    g = _graded("ada", nbs)
+    assert set(g.answers) == {q.qid for q in QS} and len(g.written["others"]["q01"]) == OTHERS_KEPT
+    g.answers["q99"] = "not a frozen question"  # a record from elsewhere: the store still keeps the frozen ones
+    write_sheet([g], tmp_path)
+    entry = json.loads((tmp_path / "written" / "answers.json").read_text())["ada"]
+    assert set(entry["answers"]) == {q.qid for q in QS}
+    assert entry["answers"]["q01"]["text"] == "mine" and len(entry["answers"]["q01"]["others"]) == OTHERS_KEPT
+
+
+def test_a_regraded_row_keeps_points_and_comment_and_recomputes_its_flag(tmp_path):
+    """An unchanged answer keeps the TA's points and comment; its flag is the answer's own now (a cell moved back
+    is no longer flagged moved; an answer the TA scored after it changed is no longer flagged changed)."""
+    out = tmp_path / "grades"
+    moved = ["q01: its answer cell was moved (01_data_prep, cell 9, not under the question)"]
+    first = _simple("ada", {"q01": "one", "q02": "two"})
+    first.written = {"flags": {"q01": moved}}
+    write_sheet([first], out)
+    assert _rows(out / "written" / "sheet.csv")[0]["flag"] == moved[0]
+    _fill(out / "written" / "sheet.csv", lambda r: r.update(points="1", comment="ok") if r["points"] == "" else None)
+    write_sheet([_simple("ada", {"q01": "one", "q02": "changed"})], out, keep_others=True)
+    rows = {r["question"]: r for r in _rows(out / "written" / "sheet.csv")}
+    assert (rows["q01"]["points"], rows["q01"]["comment"], rows["q01"]["flag"]) == ("1", "ok", "")
+    assert (rows["q02"]["points"], rows["q02"]["flag"]) == ("", CHANGED)
+    write_sheet([_simple("ada", {"q01": "one", "q02": "changed"})], out, keep_others=True)  # not scored yet
+    assert {r["question"]: r["flag"] for r in _rows(out / "written" / "sheet.csv")}["q02"] == CHANGED
+    _fill(out / "written" / "sheet.csv", lambda r: r.update(points="2", comment="ok now") if not r["points"] else None)
+    write_sheet([_simple("ada", {"q01": "one", "q02": "changed"})], out, keep_others=True)
+    rows = {r["question"]: r for r in _rows(out / "written" / "sheet.csv")}
+    assert (rows["q02"]["points"], rows["q02"]["comment"], rows["q02"]["flag"]) == ("2", "ok now", "")
+
+
+def test_merge_says_what_to_do_with_an_empty_gradebook(tmp_path):
+    out = tmp_path / "grades"
+    write_sheet([_simple("ada", {})], out)
+    for content in (None, "", "student,1,total,status\n"):
+        if content is not None:
+            (out / "grades.csv").write_text(content)
+        with pytest.raises(MergeError, match=r"grades.csv holds no student \(missing or empty\): grade the "):
+            merge(out)
+
+
+def test_grading_refuses_a_without_the_release_was_not_made_with(tmp_path, monkeypatch):
+    """A release made WITHOUT=06 graded without it would score 6a, 6b and the questions of 06 0 for everyone: the
+    frozen questions (or the prebuilt kit's RELEASE.json) say how the release was made, and grading refuses
+    another WITHOUT, saying which to pass; a prebuilt kit's own word stands when none is given."""
+    from grader.release import ReleaseError
+
+    out = tmp_path / "grades"
+    monkeypatch.setattr("grader.written.QUESTIONS_FILE", freeze(tmp_path / "core.json", without=("06",)))
+    with pytest.raises(ReleaseError, match="made with WITHOUT=06, but this grading has no WITHOUT: grade with "
+                                           "WITHOUT=06"):
+        release_without((), out)
+    assert release_without(("06",), out) == ("06",)
+    monkeypatch.setattr("grader.written.QUESTIONS_FILE", freeze(tmp_path / "all.json"))
+    with pytest.raises(ReleaseError, match="made with no WITHOUT, but this grading has WITHOUT=06"):
+        release_without(("06",), out)
+    assert release_without((), out) == ()
+    kit = tmp_path / "kit"
+    kit.mkdir()
+    (kit / "RELEASE.json").write_text(json.dumps({"without": ["06"]}))
+    monkeypatch.setattr("grader.written.QUESTIONS_FILE", tmp_path / "none.json")
+    assert release_without((), out, kit) == ("06",)  # Gradescope's bundle: the kit says
+    write_sheet([_simple("ada", {})], out, without=("06",))  # OUT's own copy now records it too
+    assert json.loads((out / "written" / "questions.json").read_text())["without"] == ["06"]
+    (kit / "RELEASE.json").write_text(json.dumps({"without": []}))  # a full kit, to regrade an OUT graded without
+    with pytest.raises(ReleaseError, match="questions.json says the students' release was made with WITHOUT=06, "
+                                           "but this grading has no WITHOUT"):
+        release_without((), out, kit)
+
+
+def test_the_cli_refuses_a_without_the_release_was_not_made_with(tmp_path):
+    import subprocess
+    import sys
+
+    kit, subs = tmp_path / "kit", tmp_path / "subs"
+    kit.mkdir()
+    subs.mkdir()
+    (kit / "RELEASE.json").write_text(json.dumps({"without": []}))
+    res = subprocess.run([sys.executable, "-m", "grader", "grade", str(subs), "--out", str(tmp_path / "out"),
+                          "--release", str(kit), "--without", "06"], cwd=REPO, capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 2 and "grade with no WITHOUT as the release was made" in res.stderr, res.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def _image_output(data: bytes) -> dict:
+    return {"output_type": "display_data", "metadata": {}, "data": {"image/png": base64.b64encode(data).decode()}}
+
+
+def test_a_figure_decodes_one_image_however_many_the_notebook_shows(monkeypatch):
+    """A figure is the last image that decodes of the last cells that save it: walked from the end, one image
+    decoded when it does, at most IMAGE_TRIES when none does, whatever the number of cells and outputs."""
+    import grader.ta_view as ta_view
+
+    decoded = []
+    real = ta_view.png
+    monkeypatch.setattr(ta_view, "png", lambda data: decoded.append(len(data)) or real(data))
+    cell = {"cell_type": "code", "source": 'save(fig, "process_grid")', "metadata": {}, "execution_count": 1,
+            "outputs": [_image_output(_png(colour=(0, 0, 200)))] * 200 + [_image_output(_png(colour=(200, 0, 0)))]}
+    nb = {"cells": [cell] * 50, "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+    figure = notebook_run(nb)["figures"]["process_grid"]
+    assert len(decoded) == 1 and Image.open(io.BytesIO(figure)).convert("RGB").getpixel((0, 0)) == (200, 0, 0)
+    decoded.clear()
+    broken = {**cell, "outputs": [_image_output(b"\x89PNG\r\n\x1a\n broken")] * 200}
+    assert notebook_run({**nb, "cells": [broken] * 50})["figures"] == {} and len(decoded) == IMAGE_TRIES
+
+
+def test_the_sweep_table_is_shown_whole_after_what_the_cell_printed_before(tmp_path):
+    """Notebook 06's sweep cell prints the classifier's lines, then print_sweep's table (Q11 reads it): the TA sees
+    the table's every row, at most PRINTED_CHARS of the end of what the cell printed."""
+    import contextlib
+
+    from hw3_utils.conditional import WEIGHTS, print_sweep
+
+    table = io.StringIO()
+    with contextlib.redirect_stdout(table):
+        print_sweep([{"w": w, "digit_accuracy": 0.1 + w / 5, "classifier_fid": 30 - w, "fid": 40 + w} for w in WEIGHTS])
+    before = "".join(f"digits: training the MNIST classifier once here on 60,000 images, epoch {k} ...\n"
+                     for k in range(20))
+    nbs = _handed_in({"q11": "the sweep"})
+    nb06 = nbs["notebooks/06_guidance.ipynb"]
+    cell = next(c for c in nb06["cells"] if c["cell_type"] == "code" and "print_sweep(" in "".join(c["source"]))
+    cell["outputs"] = [{"output_type": "stream", "name": "stdout", "text": before + table.getvalue()},
+                       {"output_type": "stream", "name": "stderr", "text": "100%|#####| 50/50 sampling\n"}]
+    [printed] = notebook_run(nb06)["printed"]
+    assert printed.endswith(table.getvalue().strip()) and len(printed) <= PRINTED_CHARS + 2
+    assert printed.startswith("…\n") and "sampling" not in printed
+    write_sheet([_graded("ada", nbs)], tmp_path)
+    page = (tmp_path / "written" / "q11.html").read_text()
+    assert all(html.escape(line) in page for line in table.getvalue().splitlines())
