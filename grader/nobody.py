@@ -230,8 +230,8 @@ def take_block(busy: set[int], spans) -> tuple[int, int]:
 
 def _recover() -> list[str]:
     """Undo what a batch killed before its end left (JOURNAL): its ids' processes killed, their files in its
-    world-writable folders and their IPC objects removed, its modes restored (restore_modes). The caller holds
-    LOCK. Returns what was done, for the batch's report."""
+    world-writable folders, their IPC objects and its runs' cgroups removed, its modes restored (restore_modes).
+    The caller holds LOCK. Returns what was done, for the batch's report."""
     rec = read_journal()
     if rec is None:
         return []
@@ -242,6 +242,10 @@ def _recover() -> list[str]:
                          "them (kill -9 PID), then grade again")
     remove_ipc(uids)
     remove_files(rec["world_writable"], uids)
+    from .sandbox import Cgroups  # its runs' cgroups, named by its pid, which only its end would have removed
+
+    if Cgroups.available():
+        Cgroups().sweep(f"{rec['pid']}-", 5.0)
     kept = restore_modes(rec["modes"])
     drop_journal()
     return [f"undid what a killed batch (pid {rec['pid']}) left: {len(rec['modes'])} modes restored, its runs' "

@@ -34,6 +34,7 @@ import functools
 import itertools
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -208,6 +209,16 @@ def _rlimits(cpu_seconds: int, mode: str) -> dict[str, tuple[int, int]]:
 
 
 # cgroups (root mode): processes and memory of a whole run -------------------------------------------------
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class Cgroups:
     """One cgroup per run under hw3-grader/, capping its processes (pids) and memory (memory, which counts
     tmpfs, shared memory and memfds too). cgroup v2 where it has both controllers, else v1's two hierarchies."""
@@ -280,6 +291,13 @@ class Cgroups:
         """Remove every cgroup of this grader (names starting with `prefix`); returns those still left."""
         names = {d.name for parent in self.parents.values() for d in parent.glob(f"{prefix}*") if d.is_dir()}
         return [n for n in sorted(names) if not self.remove(n, seconds)]
+
+    def sweep_stale(self) -> list[str]:
+        """Remove the cgroups of grader processes that are gone (a batch killed by SIGKILL cannot sweep its own:
+        a run's cgroup is named `<grader pid>-<run>`); returns those still left."""
+        pids = {d.name.split("-")[0] for parent in self.parents.values() for d in parent.iterdir()
+                if d.is_dir() and re.fullmatch(r"\d+-\d+", d.name)}
+        return [left for pid in sorted(pids) if not _alive(int(pid)) for left in self.sweep(f"{pid}-", 5.0)]
 
 
 _RUNS = itertools.count()
@@ -383,6 +401,8 @@ class Zygote:
             if self.mode == "nobody":
                 self.machine = nobody.Machine(hide, [*skip, self.home]).start()
             self.cgroups = Cgroups() if self.mode in ("root", "nobody") and Cgroups.available() else None
+            if self.cgroups:
+                self.cgroups.sweep_stale()
             self._serve()
         except BaseException:
             self.close()

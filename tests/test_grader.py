@@ -237,6 +237,25 @@ def test_fork_server_children_hold_no_solution(tmp_path):
     assert got["uid"] == want.get(sandbox.detect_mode(), os.getuid())
 
 
+def test_a_batch_removes_the_cgroups_of_a_killed_one():
+    """A batch killed by SIGKILL cannot remove its runs' cgroups (named `<its pid>-<run>`): the next batch's
+    start does, and leaves those of a live grader alone."""
+    if not sandbox.Cgroups.available():
+        pytest.fail("no cgroups here: root mode's caps are untested")
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    cgroups = sandbox.Cgroups()
+    cgroups.create(f"{dead.pid}-0")
+    cgroups.create("1-999999")  # init's pid: a live process (this one's own the batch sweeps at its end)
+    try:
+        sandbox.Zygote().close()
+        names = {d.name for parent in cgroups.parents.values() for d in parent.iterdir() if d.is_dir()}
+        assert f"{dead.pid}-0" not in names and "1-999999" in names
+    finally:
+        cgroups.remove(f"{dead.pid}-0")
+        cgroups.remove("1-999999")
+
+
 def test_what_a_submission_wrote_cannot_reshape_the_feedback(batch):
     """h_inject's exception message, manifest and fid.json carry newlines, a table row, a heading, HTML, an
     unclosed comment, a link and terminal escapes: none of it starts a line or survives as markup."""

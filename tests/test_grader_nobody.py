@@ -277,6 +277,7 @@ def test_a_killed_batch_leaves_nothing_once_recovered(python_readable, how):
             assert nobody.JOURNAL.exists() and _repo_modes() != before and host.processes_of({uid})
             done = nobody.recover()
             assert done and done[0].startswith("undid what a killed batch")
+            assert not [c for c in hostile.leftovers() if f"/{proc.pid}-" in c]  # its runs' cgroups too
         assert host.processes_of({uid}) == [] and _owned(uid) == []
         assert _repo_modes() == before and not nobody.JOURNAL.exists() and _lock_free()
     finally:
