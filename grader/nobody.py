@@ -242,10 +242,10 @@ def _recover() -> list[str]:
                          "them (kill -9 PID), then grade again")
     remove_ipc(uids)
     remove_files(rec["world_writable"], uids)
-    from .sandbox import Cgroups  # its runs' cgroups, named by its pid, which only its end would have removed
+    from .sandbox import Cgroups  # its runs' cgroups, which only its end would have removed
 
     if Cgroups.available():
-        Cgroups().sweep(f"{rec['pid']}-", 5.0)
+        Cgroups().sweep_stale()
     kept = restore_modes(rec["modes"])
     drop_journal()
     return [f"undid what a killed batch (pid {rec['pid']}) left: {len(rec['modes'])} modes restored, its runs' "
