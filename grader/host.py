@@ -29,6 +29,7 @@ NETWORK_FS = {"nfs", "nfs4", "cifs", "smb3", "smbfs", "ceph", "glusterfs", "fuse
               "afs", "lustre", "gpfs", "fuse.s3fs", "davfs", "fuse.rclone", "beegfs"}
 NOTEBOOK_BYTES = 16 * 1024**2  # read of a notebook the scan finds, to tell an nbgrader source by its cells
 IPC_RMID = 0
+FIND_PATHS = 512  # folders one find(1) is given (its command line stays short)
 
 
 # the scan ---------------------------------------------------------------------------------------------------
@@ -304,6 +305,34 @@ def remove_ipc(uids: set[int]) -> None:
             row = dict(zip(head, line.split()))
             if {int(row.get(k, -1)) for k in ("uid", "cuid")} & uids:
                 rmid(int(row[head[1]]))  # shmid, msqid or semid
+
+
+def remove_owned(folders: list[str], uids: set[int], batch: set[int]) -> bool:
+    """Delete every file and folder that `uids` own in `folders` (every world-writable folder of the scan, not
+    only the top ones) and below them where a run can have written: the folders that the batch's ids (`batch`,
+    which holds `uids`) made there. The same files as remove_files's walk of whole trees, for the cost of a
+    listing, but for those in folders others make world-writable during the batch (its end walks the trees
+    whole). False when some are left."""
+    ok, theirs = True, []
+    for folder in folders:
+        with contextlib.suppress(OSError), os.scandir(folder) as entries:
+            for entry in entries:
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                    if stat.S_ISDIR(st.st_mode):
+                        if st.st_uid in batch:
+                            theirs.append(entry.path)
+                    elif st.st_uid in uids:
+                        os.unlink(entry.path)  # a link itself, never what it points to
+                except FileNotFoundError:
+                    pass
+                except OSError:
+                    ok = False
+    for k in range(0, len(theirs), FIND_PATHS):
+        res = subprocess.run(["find", *theirs[k:k + FIND_PATHS], "-xdev", *owner_in(id_ranges(uids)), "-delete"],
+                             capture_output=True)
+        ok = ok and res.returncode == 0
+    return ok
 
 
 def remove_files(folders: list[str], uids: set[int]) -> bool:

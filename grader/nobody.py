@@ -17,9 +17,10 @@ machine safe around it for the length of a batch (`Machine`, owned by the fork s
   model answers) and nbgrader course folders (a `gradebook.db`, or `source/<assignment>/*.ipynb` with solution
   cells). The root, system folders, shared folders such as /tmp, home folders and any folder holding the
   repository or the Python environment are never hidden: a batch asked to hide one is refused (`refusal`);
-- the same scan lists every world-writable folder (`world_writable`); after each run its processes are killed
-  and every file its uid owns under those folders, and its SysV IPC objects, removed (`sweep`); the batch's
-  end sweeps every uid it used once more. Its POSIX message queues are capped at 0 bytes (an rlimit);
+- the same scan lists every world-writable folder (`writable`); after each run its processes are killed and
+  every file its uid owns in those folders, or below them in folders the batch's runs made, and its SysV IPC
+  objects, removed (`sweep`); the batch's end walks the world-writable trees whole (`world_writable`, the top
+  ones) for every uid it used. Its POSIX message queues are capped at 0 bytes (an rlimit);
 - JOURNAL records, before anything changes, each hidden path's mode and identity (device, inode, owner), the
   batch's blocks of ids and its world-writable folders. A batch killed before its end (SIGKILL, a crash) is
   undone by the next one, or by `python -m grader.nobody`: its ids' processes killed, their files and IPC
@@ -63,6 +64,7 @@ from .host import (
     pick_block,
     remove_files,
     remove_ipc,
+    remove_owned,
     scan,
     taken_ids,
     top_folders,
@@ -273,7 +275,8 @@ class Machine:
         self.unhidden: list[str] = []  # what could not be made unreadable (a read-only file system...)
         self.found: list[str] = []  # what the scan made unreadable outside the repository and the batch
         self.recovered: list[str] = []  # what a killed batch had left, undone at the start
-        self.world_writable: list[str] = []
+        self.world_writable: list[str] = []  # the top ones (a whole walk of each reaches the rest)
+        self.writable: list[str] = []  # every one (a sweep lists each)
         self.writable_files: list[str] = []
         self.network = [m["path"] for m in mounts() if m["fs"] in NETWORK_FS]
         self.uids: set[int] = set()  # every id this batch gave a run
@@ -321,7 +324,8 @@ class Machine:
         local = [m["path"] for m in mounts() if m["fs"] not in PSEUDO_FS | NETWORK_FS]
         self.spans = id_spans(mapped_ids())
         found = scan(local, self.skip, self.spans)
-        self.world_writable = top_folders(sorted({p for why, _, p in found if why == "W"}))
+        self.writable = sorted({p for why, _, p in found if why == "W"})
+        self.world_writable = top_folders(self.writable)
         self.writable_files = [p for why, _, p in found if why == "F"]
         for p in sorted(set(self._targets(found))):
             if self._hide(p):
@@ -411,9 +415,9 @@ class Machine:
         removed (with those of earlier runs a sweep could not finish). Returns the processes still alive."""
         left = kill_all({uid})
         with self.lock:
-            ids = {uid} | self.pending
+            ids, batch = {uid} | self.pending, set(self.uids)
         remove_ipc(ids)
-        done = remove_files(self.world_writable, ids)
+        done = remove_owned(self.writable, ids, batch)
         with self.lock:
             self.pending = set() if done else self.pending | {uid}
         return left

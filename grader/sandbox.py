@@ -265,7 +265,7 @@ class Cgroups:
     def remove(self, name: str, seconds: float = 5.0) -> bool:
         """Kill whatever is left in the run's cgroup, then remove it; False when it is still busy after `seconds`
         (a process the zygote has not reaped yet keeps it; `sweep` tries again)."""
-        deadline = time.monotonic() + seconds
+        deadline, pause = time.monotonic() + seconds, 0.002  # the run's last process is reaped within ms
         for parent in self.parents.values():
             d = parent / name
             if not d.exists():
@@ -284,7 +284,8 @@ class Cgroups:
                 except OSError:
                     if time.monotonic() > deadline:
                         return False
-                    time.sleep(0.05)
+                    time.sleep(pause)
+                    pause = min(2 * pause, 0.05)
         return True
 
     def sweep(self, prefix: str, seconds: float = 20.0) -> list[str]:

@@ -399,6 +399,43 @@ def test_a_nested_mount_is_swept_too():
         shutil.rmtree(outer, ignore_errors=True)
 
 
+def test_a_sweep_removes_the_runs_files_wherever_it_could_write_and_nothing_else():
+    """The sweep after a run (host.remove_owned): the run's files in each world-writable folder of the scan (one
+    of them inside a folder runs cannot write to), below them in folders the batch's runs made (another run's
+    too), and its links, not what they point to; every other owner's file stays. A folder of the run's holding
+    a stranger's file is left, and reported (the batch's end tries again)."""
+    _root_or_fail()
+    run, other, stranger = 1_500_000_000, 1_500_000_001, 1_600_000_000
+    top = Path("/var/tmp") / f"hw3-sweep-{os.getpid()}"
+    deep = top / "closed" / "open"
+    deep.mkdir(parents=True)
+    for path, mode in ((top, 0o1777), (top / "closed", 0o755), (deep, 0o777)):
+        os.chmod(path, mode)
+
+    def owned(path: Path, uid: int, folder: bool = False) -> Path:
+        path.mkdir() if folder else path.write_text("x")
+        os.lchown(path, uid, uid)
+        return path
+
+    try:
+        target = owned(top / "closed" / "target", 0)
+        gone = [owned(top / "f", run), owned(deep / "g", run)]
+        theirs = owned(top / "theirs", other, folder=True)
+        nested = owned(theirs / "d", run, folder=True)
+        gone += [owned(nested / "h", run), nested, top / "link"]
+        os.symlink(target, top / "link")
+        os.lchown(top / "link", run, run)
+        kept = [owned(top / "stranger", stranger), owned(theirs / "o", other), theirs, target]
+        assert host.remove_owned([str(top), str(deep)], {run}, {run, other})
+        assert [p for p in gone if os.path.lexists(p)] == [] and all(p.exists() for p in kept)
+        mine = owned(top / "mine", run, folder=True)
+        owned(mine / "x", stranger)
+        assert not host.remove_owned([str(top), str(deep)], {run}, {run})
+        assert (mine / "x").exists()
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
+
+
 def test_a_batch_that_cannot_start_says_why_and_hides_nothing(tmp_path, monkeypatch):
     """A repository on a read-only file system (the journal cannot be written), and a fork server that cannot
     start after the machine was taken: a one-line StartError each, and every mode as it was."""
