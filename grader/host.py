@@ -315,19 +315,26 @@ def remove_owned(folders: list[str], uids: set[int], batch: set[int]) -> bool:
     whole). False when some are left."""
     ok, theirs = True, []
     for folder in folders:
-        with contextlib.suppress(OSError), os.scandir(folder) as entries:
-            for entry in entries:
-                try:
-                    st = entry.stat(follow_symlinks=False)
-                    if stat.S_ISDIR(st.st_mode):
-                        if st.st_uid in batch:
-                            theirs.append(entry.path)
-                    elif st.st_uid in uids:
-                        os.unlink(entry.path)  # a link itself, never what it points to
-                except FileNotFoundError:
-                    pass
-                except OSError:
-                    ok = False
+        try:
+            with os.scandir(folder) as listing:
+                entries = list(listing)
+        except FileNotFoundError:
+            continue
+        except OSError:
+            ok = False
+            continue
+        for entry in entries:
+            try:
+                st = entry.stat(follow_symlinks=False)
+                if stat.S_ISDIR(st.st_mode):
+                    if st.st_uid in batch:
+                        theirs.append(entry.path)
+                elif st.st_uid in uids:
+                    os.unlink(entry.path)  # a link itself, never what it points to
+            except FileNotFoundError:
+                pass
+            except OSError:
+                ok = False
     for k in range(0, len(theirs), FIND_PATHS):
         res = subprocess.run(["find", *theirs[k:k + FIND_PATHS], "-xdev", *owner_in(id_ranges(uids)), "-delete"],
                              capture_output=True)
