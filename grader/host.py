@@ -29,7 +29,7 @@ NETWORK_FS = {"nfs", "nfs4", "cifs", "smb3", "smbfs", "ceph", "glusterfs", "fuse
               "afs", "lustre", "gpfs", "fuse.s3fs", "davfs", "fuse.rclone", "beegfs"}
 NOTEBOOK_BYTES = 16 * 1024**2  # read of a notebook the scan finds, to tell an nbgrader source by its cells
 IPC_RMID = 0
-FIND_PATHS = 512  # folders one find(1) is given (its command line stays short)
+FIND_PATHS = 512  # paths one find(1) is given (its command line stays short)
 
 
 # the scan ---------------------------------------------------------------------------------------------------
@@ -335,18 +335,21 @@ def remove_owned(folders: list[str], uids: set[int], batch: set[int]) -> bool:
                 pass
             except OSError:
                 ok = False
-    for k in range(0, len(theirs), FIND_PATHS):
-        res = subprocess.run(["find", *theirs[k:k + FIND_PATHS], "-xdev", *owner_in(id_ranges(uids)), "-delete"],
-                             capture_output=True)
-        ok = ok and res.returncode == 0
-    return ok
+    return _find_delete(theirs, uids) and ok
 
 
 def remove_files(folders: list[str], uids: set[int]) -> bool:
-    """Delete every file and folder that `uids` own under `folders` (find -delete works from the folder it
-    reached, never through a link); False when some are left (a folder of theirs holding another run's file)."""
-    if not folders or not uids:
-        return True
-    res = subprocess.run(["find", *folders, "-xdev", "-mindepth", "1", *owner_in(id_ranges(uids)), "-delete"],
-                         capture_output=True)
-    return res.returncode == 0
+    """Delete every file and folder that `uids` own under `folders`; False when some are left (a folder of theirs
+    holding another run's file)."""
+    return not uids or _find_delete(folders, uids, "-mindepth", "1")
+
+
+def _find_delete(paths: list[str], uids: set[int], *where: str) -> bool:
+    """find(1) -delete of what `uids` own at and below `paths` (`where`: more of find's tests). It deletes from the
+    folder it reached, never through a link, and never enters another file system. False when some are left."""
+    ok = True
+    for k in range(0, len(paths), FIND_PATHS):
+        res = subprocess.run(["find", *paths[k:k + FIND_PATHS], "-xdev", *where, *owner_in(id_ranges(uids)),
+                              "-delete"], capture_output=True)
+        ok = ok and res.returncode == 0
+    return ok
