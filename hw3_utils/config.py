@@ -255,7 +255,7 @@ def smoke_sizes(base: dict) -> dict:
         train_subset=2048,  # 2 epochs of 2,048 images: a loss curve that visibly falls, seconds on 2 cores
         epochs=2,
         model_channels=min(cfg.model_channels, 16),
-        num_samples=32,
+        num_samples=10,  # one image per digit: notebook 06's sweep runs all T steps of full-smoke per weight
         sample_batch_size=32,
         fid_ref_count=32,
         fid_batch_size=32,

@@ -38,7 +38,7 @@ def test_smoke_twin_changes_sizes_only(base):
                  "tensor_data", "cuda_graphs", "amp_bf16", "channels_last", "timesteps", "num_classes",
                  "label_dropout"):
         assert getattr(smoke, name) == getattr(real, name), name
-    assert smoke.train_subset == 2048 and smoke.num_samples == 32 and smoke.epochs == 2
+    assert smoke.train_subset == 2048 and smoke.num_samples == 10 and smoke.epochs == 2
     assert base_profile(smoke.profile) == base
 
 
